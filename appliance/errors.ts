@@ -1,0 +1,133 @@
+// One catalogue of coded errors for every service, the CLI and the HTTP problem documents.
+// A code is stable API: testers, ops tooling and the KMS match on it, so codes are never
+// renamed or reused; add new ones instead. `status` is the HTTP status the tester API and
+// the local IPC answer with; `retry` tells a client whether asking again can help.
+
+export interface ErrorSpec {
+  readonly status: number;
+  readonly title: string;
+  readonly retry: boolean;
+}
+
+const spec = (status: number, title: string, retry = false): ErrorSpec => ({ status, title, retry });
+
+export const CATALOGUE = Object.freeze({
+  // configuration and start-up
+  PKS_CONFIG_INVALID: spec(500, 'configuration is invalid'),
+  PKS_CONFIG_UNREADABLE: spec(500, 'configuration file cannot be read'),
+  PKS_CREDENTIAL_MISSING: spec(500, 'a required credential is missing'),
+
+  // input validation (any caller)
+  PKS_BAD_REQUEST: spec(400, 'request is malformed'),
+  PKS_BAD_HEX: spec(400, 'value is not hex of the expected length'),
+  PKS_OUT_OF_RANGE: spec(400, 'value is out of range'),
+  PKS_TOO_LARGE: spec(413, 'request is too large'),
+  PKS_NOT_FOUND: spec(404, 'no such object'),
+  PKS_CONFLICT: spec(409, 'request conflicts with the current state'),
+
+  // local IPC
+  PKS_IPC_FORBIDDEN: spec(403, 'caller is not allowed this verb'),
+  PKS_IPC_UNKNOWN_VERB: spec(404, 'no such verb'),
+  PKS_IPC_TIMEOUT: spec(504, 'local service did not answer in time', true),
+  PKS_IPC_UNAVAILABLE: spec(503, 'local service is not reachable', true),
+  PKS_IPC_PROTOCOL: spec(502, 'local service answered out of protocol', true),
+
+  // vault / HSM (fail closed)
+  PKS_HSM_MODULE: spec(503, 'PKCS#11 module cannot be loaded', true),
+  PKS_HSM_TOKEN: spec(503, 'HSM token not found', true),
+  PKS_HSM_LOGIN: spec(503, 'HSM login failed', true),
+  PKS_HSM_KEY_MISSING: spec(503, 'HSM key is missing', true),
+  PKS_HSM_KEY_POLICY: spec(500, 'HSM key has unsafe attributes'),
+  PKS_HSM_FAILURE: spec(503, 'HSM operation failed', true),
+  PKS_SEAL_INVALID: spec(422, 'sealed record does not open under its id'),
+  PKS_KEY_UNKNOWN: spec(404, 'no such named key'),
+
+  // SHE memory update protocol
+  PKS_SHE_INVALID: spec(400, 'SHE parameters are invalid'),
+  PKS_SHE_PROOF_MISMATCH: spec(422, 'ECU proof M4/M5 does not match'),
+
+  // key buffer
+  PKS_POOL_UNKNOWN: spec(404, 'no such pool'),
+  PKS_POOL_EMPTY: spec(503, 'pool has no available key', true),
+  PKS_POOL_FORBIDDEN: spec(403, 'tester is not allowed this pool'),
+  PKS_STATE_INVALID: spec(409, 'key is not in a state that allows this'),
+  PKS_BATCH_INVALID: spec(422, 'key batch is malformed'),
+  PKS_BATCH_SIGNATURE: spec(422, 'key batch signature does not verify'),
+  PKS_BATCH_NOT_FOR_US: spec(422, 'key batch is addressed to another box'),
+  PKS_AUDIT_BROKEN: spec(500, 'audit chain does not verify'),
+  PKS_STORE_FULL: spec(507, 'storage is full', true),
+  PKS_STORE_FAILURE: spec(503, 'storage failure', true),
+
+  // tester API
+  PKS_AUTH_REQUIRED: spec(401, 'client certificate required'),
+  PKS_TESTER_UNKNOWN: spec(403, 'tester is not registered or revoked'),
+  PKS_TESTER_EXPIRED: spec(403, 'tester authorization has expired'),
+  PKS_RATE_LIMITED: spec(429, 'too many requests', true),
+  PKS_QUOTA_EXCEEDED: spec(429, 'tester quota exceeded', true),
+  PKS_CSR_INVALID: spec(400, 'certificate signing request is invalid'),
+  PKS_SERVICE_UNAVAILABLE: spec(503, 'service is not ready', true),
+
+  // uplink / KMS / commands
+  PKS_COMMAND_SIGNATURE: spec(403, 'command signature does not verify'),
+  PKS_COMMAND_STALE: spec(403, 'command is expired or replayed'),
+  PKS_COMMAND_INVALID: spec(400, 'command is malformed'),
+  PKS_UPLINK_DOWN: spec(503, 'KMS link is down', true),
+
+  // sentinel / mail
+  PKS_MAIL_FAILED: spec(503, 'alert mail could not be sent', true),
+
+  // anything we did not foresee: never leak internals, say so
+  PKS_INTERNAL: spec(500, 'internal error'),
+} satisfies Record<string, ErrorSpec>);
+
+export type ErrorCode = keyof typeof CATALOGUE;
+
+export class PksError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly retry: boolean;
+  /** Safe, non-secret detail for the caller (for example the offending field). */
+  readonly detail: string;
+
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    const s = CATALOGUE[code];
+    super(`${code}: ${detail ?? s.title}`, options);
+    this.name = 'PksError';
+    this.code = code;
+    this.status = s.status;
+    this.retry = s.retry;
+    this.detail = detail ?? s.title;
+  }
+
+  toJSON(): { code: ErrorCode; status: number; title: string; detail: string; retry: boolean } {
+    return { code: this.code, status: this.status, title: CATALOGUE[this.code].title, detail: this.detail, retry: this.retry };
+  }
+}
+
+export const pksError = (code: ErrorCode, detail?: string, cause?: unknown): PksError =>
+  new PksError(code, detail, cause === undefined ? undefined : { cause });
+
+export const isPksError = (e: unknown): e is PksError => e instanceof PksError;
+
+export function isErrorCode(c: unknown): c is ErrorCode {
+  return typeof c === 'string' && Object.prototype.hasOwnProperty.call(CATALOGUE, c);
+}
+
+/** Turns anything thrown into a PksError without leaking internals of foreign errors. */
+export function asPksError(e: unknown): PksError {
+  if (e instanceof PksError) return e;
+  return new PksError('PKS_INTERNAL', undefined, { cause: e });
+}
+
+/** RFC 9457 problem details carrying our code. */
+export function problem(e: PksError, instance?: string): Record<string, unknown> {
+  return {
+    type: `urn:pks:error:${e.code}`,
+    title: CATALOGUE[e.code].title,
+    status: e.status,
+    detail: e.detail,
+    code: e.code,
+    retry: e.retry,
+    ...(instance ? { instance } : {}),
+  };
+}

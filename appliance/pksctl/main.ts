@@ -1,0 +1,36 @@
+// pksctl: the admin CLI of the box. Each subcommand lives in its own module; this file only
+// dispatches, so a subcommand that needs no service (she) never opens a socket.
+import { pksError, isPksError } from '../errors.js';
+
+type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
+
+const commands: Record<string, { help: string; load: () => Promise<Command> }> = {
+  she: { help: 'compute SHE M1..M5 (no service needed)', load: async () => (await import('./she.js')).sheCommand },
+  vault: { help: 'vault status | vault public-key NAME', load: async () => (await import('./vault.js')).vaultCommand },
+};
+
+function usage(): string {
+  return ['usage: pksctl <command> [options]', '', ...Object.entries(commands).map(([n, c]) => `  ${n.padEnd(10)} ${c.help}`)].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h') {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const cmd = Object.prototype.hasOwnProperty.call(commands, name) ? commands[name] : undefined;
+  if (!cmd) {
+    console.error(`pksctl: unknown command '${name.slice(0, 32)}'\n${usage()}`);
+    return 2;
+  }
+  return (await cmd.load())(rest, (s) => console.log(s));
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (err) {
+  const e = isPksError(err) ? err : pksError('PKS_INTERNAL');
+  console.error(`pksctl: ${e.code}: ${e.detail}`);
+  process.exitCode = e.status >= 500 ? 1 : 2;
+}

@@ -1,0 +1,16 @@
+// JSON-schema fragments shared by every service's IPC verbs, HTTP routes and config, so that
+// an id or a hex field means the same thing (and has the same limits) everywhere.
+
+/** Batch, record and package ids: printable, no separators we use in keys or AADs. */
+export const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,95}$' } as const;
+/** Pool ids: `<oem>.<ecu type>.<slot>`. */
+export const POOL = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,31}\\.[A-Za-z0-9][A-Za-z0-9_-]{0,31}\\.[A-Za-z0-9][A-Za-z0-9_-]{0,31}$' } as const;
+/** A name for a box, tester or station. */
+export const NAME = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } as const;
+
+/** Base64 of at most `maxBytes` decoded bytes. */
+export const b64 = (maxBytes: number) =>
+  ({ type: 'string', minLength: 4, maxLength: Math.ceil(maxBytes / 3) * 4, pattern: '^[A-Za-z0-9+/]*={0,2}$' }) as const;
+
+/** Lowercase or uppercase hex of exactly `bytes` bytes. */
+export const hex = (bytes: number) => ({ type: 'string', pattern: `^[0-9a-fA-F]{${bytes * 2}}$` }) as const;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The one entry point. Each subcommand installs what it needs first (idempotently).
+#   ./build.sh            type-check and build into dist/
+#   ./build.sh test       run every test; the last line is `N passed, N failed, N skipped`
+#   ./build.sh demo       the plant-in-a-box: runs to its end and exits 0 (--keep: leave it running)
+#   ./build.sh bench      the benchmarks under test/bench/; the last line is one JSON object
+#   ./build.sh image      the bootable dev image of the appliance (QEMU, OVMF, swtpm)
+#   ./build.sh vm-test    builds the image, boots it and runs the system tests in it
+set -euo pipefail
+cd "$(dirname "$0")"
+cmd="${1:-build}"
+[ $# -gt 0 ] && shift
+
+build() { npx --no-install tsc -p tsconfig.json; }
+
+case "$cmd" in
+  build)
+    scripts/deps.sh base
+    build
+    echo "built into dist/"
+    ;;
+  test)
+    scripts/deps.sh base test
+    npx --no-install tsc -p tsconfig.json --noEmit
+    exec node --import tsx test/run.ts "$@"
+    ;;
+  demo)
+    scripts/deps.sh base demo
+    exec node --import tsx scripts/demo.ts "$@"
+    ;;
+  bench)
+    scripts/deps.sh base test bench
+    exec node --import tsx test/bench/run.ts "$@"
+    ;;
+  image)
+    scripts/deps.sh base image
+    build
+    exec scripts/image/build.sh "$@"
+    ;;
+  vm-test)
+    scripts/deps.sh base image test
+    build
+    exec scripts/vm-test.sh "$@"
+    ;;
+  -h|--help|help)
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    ;;
+  *)
+    echo "build.sh: unknown subcommand '$cmd' (try ./build.sh help)" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what the dev machine and CI need, idempotently: Debian packages that are missing
+# (one apt-get update, only when something is missing) and the npm lockfile.
+# Usage: scripts/deps.sh [base|test|demo|bench|image]...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+base=(softhsm2 opensc openssl libsystemd-dev jq)
+test=(mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools python3-aiosmtpd systemd tshark)
+demo=(mosquitto mosquitto-clients)
+bench=(postgresql)
+image=(debootstrap qemu-system-x86 ovmf systemd-boot-efi binutils dosfstools mtools fdisk e2fsprogs cpio zstd)
+
+want=("${base[@]}")
+for set in "$@"; do
+  case "$set" in
+    base) ;;
+    test) want+=("${test[@]}") ;;
+    demo) want+=("${demo[@]}") ;;
+    bench) want+=("${bench[@]}") ;;
+    image) want+=("${image[@]}") ;;
+    *) echo "deps.sh: unknown set '$set'" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root may capture; answer once, non-interactively
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -q >/dev/null
+  $sudo_ apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages from the lockfile; skip when node_modules already matches it
+stamp=node_modules/.pks-lock-sha
+want_sha=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want_sha" ]; then
+  echo "deps: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  echo "$want_sha" > "$stamp"
+fi

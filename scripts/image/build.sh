@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Builds the bootable dev image of the appliance: a GPT disk with an ESP holding the UKI as
+# /EFI/BOOT/BOOTX64.EFI and an ext4 root holding Debian bookworm + node 20 + our build (at
+# /usr/lib/pks) + rootfs-overlay/ + the dev-only files of scripts/image/dev-rootfs/.
+#
+# Usage: scripts/image/build.sh [--out DIR] [--no-tsc] [--rebuild-base]
+#   --out DIR        where disk.raw, uki.efi and expected-pcrs.json go (default .cache/image/out)
+#   --no-tsc         use dist/ as it is instead of compiling first
+#   --rebuild-base   ignore the cached base rootfs and UKI
+#
+# The slow part (debootstrap, kernel, initrd, UKI) is cached in .cache/image/base-<key>/ and
+# .cache/image/uki-<key>.efi, <key> being the hash of recipe.sh, base.sh, uki.sh and the EFI
+# stub; a rebuild with a cached base takes seconds. Reusing the UKI (and fixed GUIDs/UUIDs, see
+# recipe.sh) keeps the boot-chain PCRs the same from build to build.
+# Needs root (debootstrap/chroot for the base; file ownership in the staged rootfs). No loop
+# devices: mkfs.ext4 -d builds the root fs from a directory, mtools fills the ESP, sfdisk + dd
+# assemble the disk.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=recipe.sh
+. "$here/recipe.sh"
+
+out=$root/.cache/image/out
+tsc=1
+rebuild=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out=${2:?--out needs a directory}; shift 2 ;;
+    --no-tsc) tsc=0; shift ;;
+    --rebuild-base) rebuild=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "build.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "image build: needs root (debootstrap, chroot, file ownership)" >&2; exit 1; }
+for tool in debootstrap objcopy mkfs.ext4 mkfs.vfat mcopy sfdisk; do
+  command -v "$tool" >/dev/null || { echo "image build: $tool missing (scripts/deps.sh image)" >&2; exit 1; }
+done
+node_bin=${PKS_IMAGE_NODE:-/usr/bin/node}
+case "$("$node_bin" --version)" in v20.*) ;; *) echo "image build: $node_bin is not Node 20" >&2; exit 1 ;; esac
+
+t0=$(date +%s)
+cache=$root/.cache/image
+mkdir -p "$cache" "$out"
+stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+key=$(cat "$here/recipe.sh" "$here/base.sh" "$here/uki.sh" "$stub" | sha256sum | cut -c1-16)
+base=$cache/base-$key
+uki=$cache/uki-$key.efi
+
+# 1. base rootfs (cached)
+if [ "$rebuild" = 1 ] || [ ! -f "$base/.pks-base-complete" ]; then
+  rm -rf "$base" "$uki"
+  "$here/base.sh" "$base.tmp"
+  touch "$base.tmp/.pks-base-complete"
+  mv "$base.tmp" "$base"
+  # drop bases of older recipes: they are hundreds of MB each
+  for old in "$cache"/base-*; do [ "$old" = "$base" ] || rm -rf "$old"; done
+  for old in "$cache"/uki-*.efi; do [ "$old" = "$uki" ] || rm -f "$old"; done
+else
+  echo "image: base $key cached" >&2
+fi
+
+# 2. UKI (cached with the base: rebuilding it would change PCR 4 and 11)
+[ -f "$uki" ] || "$here/uki.sh" "$base" "$uki"
+
+# 3. our build: dist/ + production node_modules + package.json
+if [ "$tsc" = 1 ]; then
+  echo "image: tsc" >&2
+  (cd "$root" && rm -rf dist && npx tsc -p tsconfig.json)
+fi
+[ -d "$root/dist" ] || { echo "image build: no dist/ (run npx tsc -p tsconfig.json)" >&2; exit 1; }
+app=$cache/app
+rm -rf "$app"
+mkdir -p "$app"
+cp -a "$root/dist" "$app/dist"
+rm -rf "$app/dist/test"
+cp "$root/package.json" "$root/package-lock.json" "$app/"
+[ -d "$root/bin" ] && cp -a "$root/bin" "$app/bin"
+cp -a "$root/node_modules" "$app/node_modules"
+(cd "$app" && npm prune --omit=dev --offline --no-audit --no-fund --loglevel=error >/dev/null)
+rm -f "$app/package-lock.json" "$app/node_modules/.package-lock.json" "$app/node_modules/.pks-lock-sha"
+# one owner and no group/other write bits: the tree is measured with its modes (PCR 15)
+chown -R 0:0 "$app"
+chmod -R u+rwX,go+rX,go-w "$app"
+
+# 4. staged rootfs: base + node + our build + overlay + dev files
+stage=$cache/stage
+rm -rf "$stage"
+cp -a "$base" "$stage"
+rm -f "$stage/.pks-base-complete"
+install -m 0755 "$node_bin" "$stage/usr/bin/node"
+rm -rf "$stage/usr/lib/pks"
+cp -a "$app" "$stage/usr/lib/pks"
+if [ -f "$stage/usr/lib/pks/bin/pksctl.mjs" ]; then
+  ln -sf ../lib/pks/bin/pksctl.mjs "$stage/usr/bin/pksctl"
+fi
+cp -a "$root/rootfs-overlay/." "$stage/"
+cp -a "$here/dev-rootfs/." "$stage/"
+chown -R 0:0 "$stage/usr/lib/pks" "$stage/etc/pks" 2>/dev/null || true
+
+# Units: everything the overlay's presets enable, plus the dev image's own units.
+units=()
+for u in "$root"/rootfs-overlay/usr/lib/systemd/system/*.service "$root"/rootfs-overlay/usr/lib/systemd/system/*.target \
+         "$root"/rootfs-overlay/usr/lib/systemd/system/*.timer "$root"/rootfs-overlay/usr/lib/systemd/system/*.socket; do
+  [ -f "$u" ] || continue
+  case "$u" in *@.*) continue ;; esac   # templates are enabled by instance
+  units+=("$(basename "$u")")
+done
+if [ ${#units[@]} -gt 0 ]; then
+  systemctl --root="$stage" preset "${units[@]}" >/dev/null 2>&1 || systemctl --root="$stage" preset "${units[@]}"
+fi
+systemctl --root="$stage" enable systemd-networkd.service pks-vm-agent.service pks-vm-report.service >/dev/null 2>&1
+# the virtio console belongs to the agent, not to a getty
+ln -sf /dev/null "$stage/etc/systemd/system/serial-getty@hvc0.service"
+
+# 5. expected PCR values (boot chain from the UKI, PCR 15 from the staged tree)
+mkdir -p "$stage/usr/lib/pks-image"
+if [ -f "$root/services/attest/expected-cli.ts" ]; then
+  (cd "$root" && node --import tsx services/attest/expected-cli.ts --rootfs "$stage" --uki "$uki") > "$out/expected-pcrs.json"
+  install -m 0644 "$out/expected-pcrs.json" "$stage/usr/lib/pks-image/expected-pcrs.json"
+fi
+
+# 6. file systems and disk
+img=$out/.build
+rm -rf "$img"
+mkdir -p "$img"
+mkfs.vfat -C -i "$ESP_VOLUME_ID" -n ESP -F 32 "$img/esp.img" $((ESP_MIB * 1024)) >/dev/null
+MTOOLS_SKIP_CHECK=1 mmd -i "$img/esp.img" ::/EFI ::/EFI/BOOT
+MTOOLS_SKIP_CHECK=1 mcopy -i "$img/esp.img" "$uki" ::/EFI/BOOT/BOOTX64.EFI
+truncate -s "${ROOT_MIB}M" "$img/root.img"
+mkfs.ext4 -q -F -L pks-root -U "$ROOT_FS_UUID" -E "hash_seed=$ROOT_FS_UUID,root_owner=0:0" -d "$stage" "$img/root.img"
+
+esp_start=2048                           # 1 MiB
+esp_size=$((ESP_MIB * 2048))
+root_start=$((esp_start + esp_size))
+root_size=$((ROOT_MIB * 2048))
+total=$((root_start + root_size + 2048))  # + room for the backup GPT
+truncate -s 0 "$img/disk.raw"
+truncate -s $((total * 512)) "$img/disk.raw"
+sfdisk -q --no-reread --no-tell-kernel "$img/disk.raw" <<EOF
+label: gpt
+label-id: $DISK_GUID
+unit: sectors
+first-lba: 2048
+start=$esp_start, size=$esp_size, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=$ESP_PARTUUID, name="ESP"
+start=$root_start, size=$root_size, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$ROOT_PARTUUID, name="root"
+EOF
+dd if="$img/esp.img" of="$img/disk.raw" bs=1M seek=1 conv=notrunc,sparse status=none
+dd if="$img/root.img" of="$img/disk.raw" bs=1M seek=$((1 + ESP_MIB)) conv=notrunc,sparse status=none
+mv "$img/disk.raw" "$out/disk.raw"
+cp "$uki" "$out/uki.efi"
+rm -rf "$img"
+
+echo "image: $out/disk.raw ($(du -h "$out/disk.raw" | cut -f1) used of $(du -h --apparent-size "$out/disk.raw" | cut -f1)) in $(( $(date +%s) - t0 ))s" >&2

@@ -1,0 +1,17 @@
+#!/bin/bash
+# Dev image only: one JSON line for the host after multi-user.target is reached.
+set -u
+str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '"\\' | tr '\n' ' ')"; }
+failed=$(systemctl --failed --plain --no-legend --no-pager 2>/dev/null | awk '{print $1}' | tr '\n' ' ')
+tpm=false; [ -c /dev/tpm0 ] && tpm=true
+tpmrm=false; [ -c /dev/tpmrm0 ] && tpmrm=true
+manuf=""
+pcrs=""
+if [ "$tpmrm" = true ]; then
+  manuf=$(tpm2_getcap -T device:/dev/tpmrm0 properties-fixed 2>/dev/null | awk '/TPM2_PT_MANUFACTURER/{f=1} f&&/value:/{print $2; exit}')
+  pcrs=$(tpm2_pcrread -T device:/dev/tpmrm0 sha256:4,7,11,15 2>/dev/null | awk '/^ +[0-9]+ *:/{gsub(/ /,""); print}' | tr '\n' ' ')
+fi
+printf 'PKS-VM-REPORT {"boot_id":%s,"kernel":%s,"multi_user":%s,"failed":%s,"tpm0":%s,"tpmrm0":%s,"tpm_manufacturer":%s,"pcrs":%s}\n' \
+  "$(str "$(cat /proc/sys/kernel/random/boot_id)")" "$(str "$(uname -r)")" \
+  "$(str "$(systemctl is-active multi-user.target)")" "$(str "$failed")" \
+  "$tpm" "$tpmrm" "$(str "$manuf")" "$(str "$pcrs")"

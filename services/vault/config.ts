@@ -1,0 +1,47 @@
+// The vault's config: which PKCS#11 module and token, where the PIN comes from, and who may
+// call which verb. The PIN itself is never in the config: it is the systemd credential
+// `hsm-pin` (or, for development, the file named by hsm.pinFile).
+import { NAME } from '../../appliance/schema.js';
+
+export interface VaultConfig {
+  boxId: string;
+  hsm: { module: string; tokenLabel: string; pinFile?: string; softhsm2Conf?: string };
+  ipc: { callers?: Record<string, string[]>; groups?: Record<string, number> };
+}
+
+export const vaultSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['boxId', 'hsm'],
+  properties: {
+    boxId: NAME,
+    hsm: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['module', 'tokenLabel'],
+      properties: {
+        module: { type: 'string', pattern: '^/.{1,255}$' },
+        tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
+        pinFile: { type: 'string', pattern: '^/.{1,255}$' },
+        softhsm2Conf: { type: 'string', pattern: '^/.{1,255}$' },
+      },
+    },
+    ipc: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        callers: {
+          type: 'object',
+          propertyNames: { pattern: '^[a-z][a-z0-9-]{0,31}$' },
+          additionalProperties: { type: 'array', items: { type: 'string', maxLength: 32 }, maxItems: 32 },
+        },
+        groups: {
+          type: 'object',
+          propertyNames: { pattern: '^[a-z][a-z0-9-]{0,31}$' },
+          additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 },
+        },
+      },
+    },
+  },
+} as const;

@@ -1,0 +1,35 @@
+// pks-vault: the only process that loads the PKCS#11 module or sees the PIN.
+import path from 'node:path';
+import { loadConfig, readCredential } from '../../appliance/config.js';
+import { startIpcServer } from '../../appliance/ipc.js';
+import { runDir } from '../../appliance/paths.js';
+import { runService } from '../../appliance/service.js';
+import { vaultSchema, type VaultConfig } from './config.js';
+import { Vault } from './vault.js';
+import { DEFAULT_CALLERS, vaultVerbs } from './verbs.js';
+
+await runService('vault', async (log) => {
+  const cfg = loadConfig<VaultConfig>(vaultSchema);
+  const pin = readCredential('hsm-pin', cfg.hsm.pinFile);
+  const vault = new Vault(
+    { module: cfg.hsm.module, tokenLabel: cfg.hsm.tokenLabel, pin, ...(cfg.hsm.softhsm2Conf ? { softhsm2Conf: cfg.hsm.softhsm2Conf } : {}) },
+    cfg.boxId,
+    log,
+  );
+  vault.start();
+  const ipc = await startIpcServer({
+    service: 'vault',
+    dir: path.join(runDir(), 'vault'),
+    verbs: vaultVerbs(vault),
+    callers: (cfg.ipc.callers as Record<string, readonly string[]> | undefined) ?? DEFAULT_CALLERS,
+    ...(cfg.ipc.groups ? { groups: cfg.ipc.groups as Record<string, number> } : {}),
+    log,
+  });
+  return {
+    status: () => (vault.ready ? 'serving, HSM ready' : `failing closed: ${String(vault.status().error)}`),
+    async stop() {
+      await ipc.close();
+      vault.stop();
+    },
+  };
+});

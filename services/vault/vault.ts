@@ -1,0 +1,216 @@
+// The vault's operations: the only code that holds the HSM session or sees clear key bytes.
+// Every operation fails closed with the HSM's coded error while the HSM is unavailable; the
+// holder re-opens it by itself when the cause is gone (except a wrong PIN: retrying a wrong
+// PIN would lock a real HSM, so that one waits for a restart with a corrected credential).
+import { createHash } from 'node:crypto';
+import { aeadOpen, authAad, batchKeyAad, deriveBatchKey, recordAad } from '../../appliance/batch-crypto.js';
+import { PksError, asPksError, pksError } from '../../appliance/errors.js';
+import type { Logger } from '../../appliance/log.js';
+import { sheMessages, sheVerify, type SheUpdate } from '../../appliance/she.js';
+import { Hsm, type HsmConfig, type KeyName } from './hsm.js';
+
+export type SignKey = 'identity' | 'audit' | 'ecu-ca';
+export type PublicKeyName = 'identity' | 'transport' | 'audit' | 'ecu-ca';
+
+export interface SheRequest {
+  batchId: string;
+  pool: string;
+  recordId: string;
+  /** batch key wrapped by the storage key (from openBatch) */
+  batchKey: Buffer;
+  /** the record's ciphertext under the batch key: the new key */
+  record: Buffer;
+  /** the pool's auth key ciphertext under the batch key */
+  auth: Buffer;
+  uid: Buffer;
+  keyId: number;
+  authKeyId: number;
+  counter: number;
+  flags: number;
+}
+
+const RETRY_MS = 5_000;
+const CACHE_MAX = 256;
+
+export class Vault {
+  private hsm: Hsm | null = null;
+  private failure: PksError | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  /** unwrapped batch keys, keyed by a hash of their wrapped form; zeroized on eviction */
+  private batchKeys = new Map<string, Buffer>();
+
+  constructor(
+    private readonly cfg: HsmConfig,
+    private readonly boxId: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Opens the HSM and ensures the key hierarchy; never throws: the failure is kept and reported. */
+  start(): void {
+    this.tryOpen();
+  }
+
+  private tryOpen(): void {
+    try {
+      const hsm = Hsm.open(this.cfg);
+      const { created } = hsm.ensureHierarchy();
+      hsm.checkHierarchy();
+      if (created.length) this.log.info('key hierarchy created', { created });
+      this.hsm = hsm;
+      if (this.failure) this.log.info('HSM available again');
+      this.failure = null;
+    } catch (err) {
+      const e = asPksError(err);
+      if (!this.failure || this.failure.code !== e.code) this.log.error('HSM unavailable, failing closed', { code: e.code, detail: e.detail });
+      this.failure = e;
+      this.hsm = null;
+      this.scheduleRetry();
+    }
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.failure?.code === 'PKS_HSM_LOGIN') return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.tryOpen();
+    }, RETRY_MS);
+    this.retryTimer.unref();
+  }
+
+  /** The HSM, or the coded reason it is not there. */
+  private use<T>(fn: (hsm: Hsm) => T): T {
+    if (!this.hsm) throw this.failure ?? pksError('PKS_HSM_FAILURE', 'not started');
+    try {
+      return fn(this.hsm);
+    } catch (err) {
+      const e = asPksError(err);
+      if (['PKS_HSM_FAILURE', 'PKS_HSM_TOKEN', 'PKS_HSM_MODULE', 'PKS_HSM_KEY_MISSING'].includes(e.code)) {
+        // the session or the token went away: drop it, fail closed, re-open in the background
+        this.log.error('HSM operation failed, failing closed', { code: e.code, detail: e.detail });
+        this.drop(e);
+      }
+      throw e;
+    }
+  }
+
+  private drop(e: PksError): void {
+    try {
+      this.hsm?.close();
+    } catch {
+      /* already gone */
+    }
+    this.hsm = null;
+    this.failure = e;
+    this.clearCache();
+    this.scheduleRetry();
+  }
+
+  get ready(): boolean {
+    return this.hsm !== null;
+  }
+
+  status(): Record<string, unknown> {
+    if (!this.hsm) return { ready: false, boxId: this.boxId, error: this.failure?.code ?? 'PKS_HSM_FAILURE', detail: this.failure?.detail ?? '' };
+    try {
+      this.hsm.ping();
+      return { ready: true, boxId: this.boxId, hsm: this.hsm.status() };
+    } catch (err) {
+      const e = asPksError(err);
+      this.drop(e);
+      return { ready: false, boxId: this.boxId, error: e.code, detail: e.detail };
+    }
+  }
+
+  publicKey(name: PublicKeyName): Buffer {
+    return this.use((h) => h.publicKey(name));
+  }
+
+  sign(name: SignKey, data: Buffer): Buffer {
+    return this.use((h) => h.sign(name, data));
+  }
+
+  /** ECDH with the transport key → batch key, returned only wrapped by the storage key. */
+  openBatch(epk: Buffer, batchId: string): Buffer {
+    return this.use((h) => {
+      const shared = h.ecdh(epk);
+      const key = deriveBatchKey(shared, batchId, this.boxId);
+      shared.fill(0);
+      try {
+        return h.seal(key, batchKeyAad(batchId));
+      } finally {
+        key.fill(0);
+      }
+    });
+  }
+
+  private batchKey(batchId: string, wrapped: Buffer): Buffer {
+    const id = createHash('sha256').update(batchId).update('\0').update(wrapped).digest('base64');
+    const hit = this.batchKeys.get(id);
+    if (hit) {
+      this.batchKeys.delete(id);
+      this.batchKeys.set(id, hit);
+      return hit;
+    }
+    const key = this.use((h) => h.open(wrapped, batchKeyAad(batchId)));
+    if (key.length !== 32) throw pksError('PKS_SEAL_INVALID', 'batch key has the wrong length');
+    this.batchKeys.set(id, key);
+    if (this.batchKeys.size > CACHE_MAX) {
+      const [oldId, old] = this.batchKeys.entries().next().value as [string, Buffer];
+      old.fill(0);
+      this.batchKeys.delete(oldId);
+    }
+    return key;
+  }
+
+  private clearCache(): void {
+    for (const k of this.batchKeys.values()) k.fill(0);
+    this.batchKeys.clear();
+  }
+
+  /** Runs fn with the clear SHE update inside this process only, then wipes the key bytes. */
+  private withUpdate<T>(r: SheRequest, fn: (u: SheUpdate) => T): T {
+    if (!this.hsm) throw this.failure ?? pksError('PKS_HSM_FAILURE', 'not started');
+    const key = this.batchKey(r.batchId, r.batchKey);
+    const newKey = aeadOpen(key, r.record, recordAad(r.batchId, r.recordId));
+    const authKey = aeadOpen(key, r.auth, authAad(r.batchId, r.pool));
+    try {
+      if (newKey.length !== 16 || authKey.length !== 16) throw pksError('PKS_SEAL_INVALID', 'SHE key record has the wrong length');
+      return fn({ uid: r.uid, keyId: r.keyId, authKeyId: r.authKeyId, authKey, newKey, counter: r.counter, flags: r.flags });
+    } finally {
+      newKey.fill(0);
+      authKey.fill(0);
+    }
+  }
+
+  shePrepare(r: SheRequest): { m1: Buffer; m2: Buffer; m3: Buffer } {
+    return this.withUpdate(r, (u) => {
+      const m = sheMessages(u);
+      return { m1: m.m1, m2: m.m2, m3: m.m3 };
+    });
+  }
+
+  sheVerify(r: SheRequest, m4: Buffer, m5: Buffer): boolean {
+    return this.withUpdate(r, (u) => sheVerify(u, m4, m5));
+  }
+
+  seal(id: string, data: Buffer): Buffer {
+    return this.use((h) => h.seal(data, Buffer.from(`pks-seal-v1|${id}`)));
+  }
+
+  open(id: string, blob: Buffer): Buffer {
+    return this.use((h) => h.open(blob, Buffer.from(`pks-seal-v1|${id}`)));
+  }
+
+  stop(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.clearCache();
+    try {
+      this.hsm?.close();
+    } catch {
+      /* closing anyway */
+    }
+    this.hsm = null;
+  }
+}
+
+export type { KeyName };
