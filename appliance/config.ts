@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Ajv as AjvType, ErrorObject, Options, SchemaObject } from 'ajv';
-import { pksError } from './errors.js';
+import { pksError, type ErrorCode } from './errors.js';
 
 // ajv and ajv-formats are CommonJS; require() gives their real exports under NodeNext
 const require = createRequire(import.meta.url);
@@ -43,6 +43,18 @@ function describe(err: ErrorObject): string {
     return `missing key '${where === '(top level)' ? miss : `${where}.${miss}`}'`;
   }
   return `key '${where}' ${err.message ?? 'is invalid'}`;
+}
+
+/**
+ * Compiles a schema once into a checker for untrusted input (batches, commands, files): it
+ * validates in place (defaults applied) and throws `code` naming the offending key.
+ */
+export function compileChecker<T>(schema: SchemaObject, label: string, code: ErrorCode = 'PKS_BAD_REQUEST'): (data: unknown) => T {
+  const validate = makeAjv().compile(schema);
+  return (data: unknown): T => {
+    if (!validate(data)) throw pksError(code, `${label}: ${describe(validate.errors![0]!)}`);
+    return data as T;
+  };
 }
 
 /** Validates `data` against `schema` (defaults applied), freezes it, or throws PKS_CONFIG_INVALID naming the key. */

@@ -13,8 +13,9 @@
 #   BROKER_CA is the dev CA certificate (scripts/pki.sh); the CA key beside it (same name,
 #   .key) is used once to issue DIR/broker.{crt,key} (CN pks-broker, SAN localhost and
 #   127.0.0.1) when DIR does not hold them yet. Client certificates of any other CA are refused.
-#   BROKER_PORT: the port; else the one DIR used last (DIR/broker.port), so a restart keeps
-#   the address clients know; else a free port chosen here.
+#   BROKER_PORT: the port (start fails if it is taken); else the one DIR used last
+#   (DIR/broker.port), so a restart keeps the address clients know, unless it was taken in
+#   between; else a free port chosen here.
 # stop: SIGTERM (mosquitto then writes its persistence database), waits for the exit,
 #   SIGKILL after 10 s. Idempotent: nothing running is not an error.
 #
@@ -192,6 +193,7 @@ launch() { # $1 = port; prints the pid, or exits 10 when the port is taken, 1 on
   write_config "$port"
   hand_to_mosquitto
   rm -f -- "$dir/mosquitto.pid"
+  touch "$dir/mosquitto.log"
   local mark; mark=$(wc -l <"$dir/mosquitto.log")
   setsid mosquitto -c "$dir/mosquitto.conf" </dev/null >>"$dir/mosquitto.out" 2>&1 &
   pid=$!
@@ -224,13 +226,16 @@ cmd_start() {
     echo "BROKER_PID=$pid"
     return 0
   fi
-  install_certs
-
+  # Only an explicit BROKER_PORT is binding; the remembered one gives way if it was taken.
   local fixed=1
   port=${BROKER_PORT:-}
-  if [ -z "$port" ] && [ -f "$dir/broker.port" ]; then port=$(cat "$dir/broker.port"); fi
-  if [ -z "$port" ]; then fixed=0; port=$(pick_port); fi
+  if [ -z "$port" ]; then
+    fixed=0
+    [ ! -f "$dir/broker.port" ] || port=$(tr -dc '0-9' <"$dir/broker.port")
+    [ -n "$port" ] || port=$(pick_port)
+  fi
   [[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] && [ "$port" -le 65535 ] || bad "BROKER_PORT '$port' is not a port number"
+  install_certs
 
   local try rc
   for try in 1 2 3 4 5; do

@@ -305,8 +305,9 @@ export class AlertEngine {
       due.length <= this.maxMails
         ? due.map((i) => [snap(i)])
         : [...due.slice(0, this.maxMails - 1).map((i) => [snap(i)]), due.slice(this.maxMails - 1).map(snap)];
-    const mails: AlertMail[] = groups.map((items) => ({
-      id: items.length === 1 ? `${at}#${items[0]!.alert.key}#${items[0]!.type}` : `${at}#digest`,
+    // The sequence number keeps the outbox (ordered by id) in urgency order.
+    const mails: AlertMail[] = groups.map((items, n) => ({
+      id: `${at}#${String(n).padStart(4, '0')}#${items.length === 1 ? `${items[0]!.alert.key}#${items[0]!.type}` : 'digest'}`,
       createdAt: at,
       severity: items.some((i) => i.severity === 'critical') ? 'critical' : 'warning',
       items,

@@ -132,15 +132,17 @@ export function recipients(cfg: MailerConfig, severity: Severity): string[] {
 function itemText(i: MailItem, cfg: MailerConfig): string {
   const a = i.alert;
   const level = i.type === 'resolved' ? 'RESOLVED' : a.severity.toUpperCase();
-  const lines = [
-    `What:    ${title(i)} (${level}, ${VERB[i.type]})`,
-    `Where:   site ${cfg.site}, box ${cfg.box}`,
-    `Since:   ${a.raisedAt}${a.resolvedAt ? `, resolved ${a.resolvedAt}` : a.updatedAt !== a.raisedAt ? `, level changed ${a.updatedAt}` : ''}`,
-    `Detail:  ${a.message}`,
+  const since = `${a.raisedAt}${a.resolvedAt ? `, resolved ${a.resolvedAt}` : a.updatedAt !== a.raisedAt ? `, level changed ${a.updatedAt}` : ''}`;
+  const fields: Array<[string, string]> = [
+    ['What', `${title(i)} (${level}, ${VERB[i.type]})`],
+    ['Where', `site ${cfg.site}, box ${cfg.box}`],
+    ['Since', since],
+    ['Detail', a.message],
   ];
-  if (i.type !== 'resolved' && a.action) lines.push(`To do:   ${a.action}`);
-  lines.push(`Alert:   ${a.key}`);
-  return lines.map((l) => bodySafe(l, 1000)).join('\n');
+  if (i.type !== 'resolved' && a.action) fields.push(['To do', a.action]);
+  fields.push(['Alert', a.key]);
+  // One line per field: a value with line breaks could fake further fields or a signature.
+  return fields.map(([k, v]) => `${`${k}:`.padEnd(9)}${headerSafe(v, 1000)}`).join('\n');
 }
 
 /** What a queued mail looks like on the wire: subject, body and envelope recipients. */
@@ -174,6 +176,7 @@ export class Mailer {
   private readonly outbox: MailOutbox;
   private readonly baseMs: number;
   private readonly maxMs: number;
+  private running: Promise<FlushResult> | undefined;
 
   constructor(cfg: unknown, outbox: MailOutbox, opts: MailerOptions = {}) {
     this.cfg = validateMailerConfig(cfg);
@@ -187,8 +190,21 @@ export class Mailer {
     return Math.min(this.maxMs, this.baseMs * 2 ** Math.max(0, attempts - 1));
   }
 
-  /** Sends every queued mail that is due at `now`, oldest first. Never throws for SMTP trouble. */
-  async flush(now: Date): Promise<FlushResult> {
+  /**
+   * Sends every queued mail that is due at `now`, oldest first. Never throws for SMTP trouble.
+   * A mail the server refuses (bad recipient, message rejected) backs off on its own; a server
+   * that cannot be reached or refuses us backs off the whole queue together, so the queue
+   * keeps its order (a resolution never overtakes its raise).
+   */
+  flush(now: Date): Promise<FlushResult> {
+    // Overlapping runs would send the same queued mail twice: they share one flush instead.
+    this.running ??= this.drain(now).finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async drain(now: Date): Promise<FlushResult> {
     const queue = this.outbox.pendingMails();
     const due = queue.filter((m) => Date.parse(m.nextAttemptAt) <= now.getTime());
     let sent = 0;
@@ -196,18 +212,21 @@ export class Mailer {
     if (due.length > 0) {
       const transport = this.transport();
       try {
-        for (let i = 0; i < due.length; i++) {
-          const q = due[i]!;
+        for (const q of due) {
           try {
             await this.send(transport, q);
           } catch (e) {
             const code = errorCode(e);
-            const serverDown = CONNECTION_ERRORS.has(code.split(' ')[0]!);
-            const rest = serverDown ? due.slice(i) : [q];
-            for (const m of rest) await this.deferred(m, now, code);
-            failed += rest.length;
-            if (serverDown) break;
-            continue;
+            if (!CONNECTION_ERRORS.has(code.split(' ')[0]!)) {
+              await this.deferred(q, now, code, q.attempts + 1);
+              failed++;
+              continue;
+            }
+            const attempts = q.attempts + 1;
+            const left = this.outbox.pendingMails();
+            for (const m of left) await this.deferred(m, now, code, attempts, Date.parse(m.nextAttemptAt) <= now.getTime());
+            failed += left.filter((m) => Date.parse(m.nextAttemptAt) <= now.getTime()).length;
+            break;
           }
           await this.outbox.removeMail(q.id);
           sent++;
@@ -222,7 +241,10 @@ export class Mailer {
   private transport(): Transport {
     const c = this.cfg;
     const timeout = c.timeoutMs ?? 15_000;
+    // One pooled connection per flush: a queue drained after an outage goes over one session.
     return nodemailer.createTransport({
+      pool: true,
+      maxConnections: 1,
       host: c.host,
       port: c.port,
       secure: c.secure,
@@ -264,12 +286,13 @@ export class Mailer {
     });
   }
 
-  private async deferred(m: QueuedMail, now: Date, code: string): Promise<void> {
-    const attempts = m.attempts + 1;
+  /** Puts a mail back with the backoff for `attempts` failures (counted only if it was tried). */
+  private async deferred(m: QueuedMail, now: Date, code: string, attempts: number, tried = true): Promise<void> {
+    const next = Math.max(Date.parse(m.nextAttemptAt), now.getTime() + this.backoff(attempts));
     await this.outbox.updateMail({
       ...m,
-      attempts,
-      nextAttemptAt: new Date(now.getTime() + this.backoff(attempts)).toISOString(),
+      attempts: tried ? m.attempts + 1 : m.attempts,
+      nextAttemptAt: new Date(next).toISOString(),
       lastError: code,
     });
   }

@@ -229,8 +229,8 @@ export class Hsm {
       this.#connect();
       return;
     } catch (e) {
-      // wrong PIN or a missing token will not improve by re-initialising the module
-      if (isPksError(e) && e.code !== 'PKS_HSM_FAILURE') throw e;
+      // a wrong PIN will not improve; a vanished slot may (modules list slots at C_Initialize)
+      if (isPksError(e) && e.code === 'PKS_HSM_LOGIN') throw e;
       if (!reinitialiseModule(this.#cfg.module)) throw mapP11Error(e, 're-open');
     }
     this.#connect();
@@ -478,6 +478,8 @@ export class Hsm {
   seal(plaintext: Buffer, aad: Buffer): Buffer {
     const pt = requireBuffer(plaintext, 'plaintext', MAX_SEAL_PLAINTEXT);
     const ad = requireBuffer(aad, 'associated data', MAX_AAD);
+    // PKCS#11 single-part encryption of nothing is CKR_ARGUMENTS_BAD; nothing to protect anyway
+    if (pt.length === 0) throw pksError('PKS_BAD_REQUEST', 'plaintext must not be empty');
     return this.#run('seal', (p11, session) => {
       const h = this.#key(p11, session, 'storage', 'private');
       // random 96-bit IVs from the HSM's RNG; fine far beyond this box's lifetime key count

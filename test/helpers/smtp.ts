@@ -16,6 +16,12 @@ export interface ReceivedMail {
   subject: string;
   /** Lower-cased header name -> unfolded value; repeated headers are joined with '\n'. */
   headers: Map<string, string>;
+  /** Body of a single-part message, transfer encoding (quoted-printable, base64) undone. */
+  text: string;
+  /** The session was encrypted (STARTTLS) when the message came. */
+  secure: boolean;
+  /** The authenticated user, if any. */
+  user?: string;
 }
 
 export interface SmtpOptions {
@@ -74,6 +80,20 @@ export function parseHeaders(raw: string): Map<string, string> {
   }
 }
 
+/** Undoes the Content-Transfer-Encoding of a single-part message body. */
+export function bodyText(raw: string, headers: Map<string, string>): string {
+  const m = /\r?\n\r?\n/.exec(raw);
+  const body = m ? raw.slice(m.index + m[0].length) : '';
+  const enc = (headers.get('content-transfer-encoding') ?? '7bit').toLowerCase();
+  let buf: Buffer;
+  if (enc === 'base64') buf = Buffer.from(body.replace(/\s+/g, ''), 'base64');
+  else if (enc === 'quoted-printable') {
+    const bin = body.replace(/=\r?\n/g, '').replace(/=([0-9A-Fa-f]{2})/g, (_x, h: string) => String.fromCharCode(parseInt(h, 16)));
+    buf = Buffer.from(bin, 'latin1');
+  } else buf = Buffer.from(body, 'utf8');
+  return buf.toString('utf8').replace(/\r\n/g, '\n');
+}
+
 function selfSigned(dir: string): { key: string; cert: string } {
   const key = path.join(dir, 'key.pem');
   const cert = path.join(dir, 'cert.pem');
@@ -97,6 +117,7 @@ export async function startSmtp(opts: SmtpOptions = {}): Promise<TestSmtp> {
   const options: SMTPServerOptions = {
     logger: false,
     banner: 'pks test smtp',
+    disableReverseLookup: true,
     disabledCommands: opts.starttls ? [] : ['STARTTLS'],
     authOptional: !opts.auth,
     allowInsecureAuth: !opts.starttls,
@@ -118,6 +139,9 @@ export async function startSmtp(opts: SmtpOptions = {}): Promise<TestSmtp> {
           raw,
           subject: headers.get('subject') ?? '',
           headers,
+          text: bodyText(raw, headers),
+          secure: session.secure,
+          ...(typeof session.user === 'string' ? { user: session.user } : {}),
         });
         cb(null);
       });

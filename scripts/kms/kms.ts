@@ -1,0 +1,344 @@
+// The reference KMS at work: answers re-orders and resend requests with signed batches,
+// takes in verification files and acknowledges them, keeps each box's fleet state from what
+// it publishes (status, alerts, events, command results), relays signed ops commands, and
+// serves pks-fleet on a local socket.
+import { readFileSync } from 'node:fs';
+import { createPublicKey } from 'node:crypto';
+import type { MqttClient } from 'mqtt';
+import { compileChecker } from '../../appliance/config.js';
+import { asPksError, pksError } from '../../appliance/errors.js';
+import { startIpcServer, type IpcServer, type VerbTable } from '../../appliance/ipc.js';
+import type { Logger } from '../../appliance/log.js';
+import { ID, NAME, POOL, b64 } from '../../appliance/schema.js';
+import { connectLink, publish } from '../../services/uplink/mqtt.js';
+import { KMS_INBOUND, anyBoxTopic, boxTopic, parseTopic } from '../../services/uplink/topics.js';
+import { allocate, buildChunks, type BatchSigner } from './batches.js';
+import type { KmsConfig } from './config.js';
+import { importOem } from './oem.js';
+import { KmsStore, pushCapped, type BoxRecord } from './store.js';
+import { takeFile } from './verify.js';
+
+const checkReorder = compileChecker<{ requestId: string; pool: string; count: number }>(
+  {
+    type: 'object',
+    additionalProperties: false,
+    required: ['requestId', 'pool', 'count'],
+    properties: { requestId: ID, pool: POOL, count: { type: 'integer', minimum: 1, maximum: 2_000_000 } },
+  },
+  're-order',
+);
+const checkResend = compileChecker<{ batchId: string; chunks: number[] }>(
+  {
+    type: 'object',
+    additionalProperties: false,
+    required: ['batchId', 'chunks'],
+    properties: { batchId: ID, chunks: { type: 'array', minItems: 1, maxItems: 1000, items: { type: 'integer', minimum: 0, maximum: 100_000 } } },
+  },
+  'resend',
+);
+
+const parseJson = (b: Buffer): unknown => {
+  try {
+    return JSON.parse(b.toString('utf8'));
+  } catch {
+    throw pksError('PKS_BAD_REQUEST', 'message is not JSON');
+  }
+};
+
+const SPKI = b64(200);
+
+export interface KmsOptions {
+  cfg: KmsConfig;
+  signer: BatchSigner;
+  mqttKey: string;
+  log: Logger;
+}
+
+export class Kms {
+  readonly store: KmsStore;
+  private client: MqttClient | null = null;
+  private ipc: IpcServer | null = null;
+  /** publishing of batches runs one at a time, off the inbound path */
+  private sending: Promise<void> = Promise.resolve();
+
+  constructor(private readonly o: KmsOptions) {
+    this.store = new KmsStore(o.cfg.stateDir);
+  }
+
+  async start(): Promise<void> {
+    const m = this.o.cfg.mqtt;
+    this.ipc = await startIpcServer({ service: 'kms', dir: this.o.cfg.runDir, verbs: this.verbs(), callers: { fleet: Object.keys(this.verbs()) }, log: this.o.log });
+    this.client = connectLink(
+      {
+        host: m.host,
+        port: m.port,
+        ca: readFileSync(m.caFile),
+        cert: readFileSync(m.certFile),
+        key: this.o.mqttKey,
+        clientId: m.clientId,
+        sessionExpirySeconds: m.sessionExpirySeconds,
+        keepaliveSeconds: m.keepaliveSeconds,
+        reconnectMs: 1000,
+      },
+      KMS_INBOUND.map(anyBoxTopic),
+      (t, p) => this.onMessage(t, p),
+      this.o.log,
+    );
+  }
+
+  get connected(): boolean {
+    return this.client?.connected ?? false;
+  }
+
+  async stop(): Promise<void> {
+    await this.sending.catch(() => undefined);
+    await this.client?.endAsync().catch(() => undefined);
+    await this.ipc?.close();
+    await this.store.close();
+  }
+
+  private async onMessage(topic: string, payload: Buffer): Promise<void> {
+    const t = parseTopic(topic);
+    if (!t) return;
+    const log = this.o.log.child({ box: t.boxCn, topic: t.name });
+    try {
+      if (t.name !== 'status') this.store.updateBox(t.boxCn, (b) => void (b.lastSeen = new Date().toISOString()));
+      switch (t.name) {
+        case 'reorder':
+          return this.onReorder(t.boxCn, checkReorder(parseJson(payload)), log);
+        case 'resend': {
+          const r = checkResend(parseJson(payload));
+          const batch = this.store.batches.get(r.batchId);
+          if (!batch || batch.boxId !== t.boxCn) throw pksError('PKS_NOT_FOUND', `no batch ${r.batchId} for ${t.boxCn}`);
+          log.info('resending chunks', { batchId: r.batchId, chunks: r.chunks.length });
+          this.queueSend(batch.batchId, r.chunks);
+          return;
+        }
+        case 'verify':
+          return await this.onVerify(t.boxCn, payload, log);
+        case 'status': {
+          if (payload.length === 0) return;
+          const doc = parseJson(payload);
+          if (!doc || typeof doc !== 'object') throw pksError('PKS_BAD_REQUEST', 'status is not an object');
+          this.store.updateBox(t.boxCn, (b) => {
+            b.status = doc as Record<string, unknown>;
+            b.lastSeen = new Date().toISOString();
+          });
+          return;
+        }
+        case 'alert':
+        case 'event':
+        case 'cmd-result': {
+          const doc = parseJson(payload) as Record<string, unknown>;
+          if (!doc || typeof doc !== 'object' || payload.length > 16 * 1024) throw pksError('PKS_BAD_REQUEST', `${t.name} is not a small object`);
+          this.store.updateBox(t.boxCn, (b) => {
+            const list = t.name === 'alert' ? b.alerts : t.name === 'event' ? b.events : b.cmdResults;
+            pushCapped(list, { ...doc, receivedAt: new Date().toISOString() });
+          });
+          return;
+        }
+        default:
+          return;
+      }
+    } catch (err) {
+      const e = asPksError(err);
+      log.warn('message refused', { code: e.code, detail: e.detail, ...(e.code === 'PKS_INTERNAL' ? { err } : {}) });
+    }
+  }
+
+  private onReorder(boxId: string, r: { requestId: string; pool: string; count: number }, log: Logger): void {
+    try {
+      const { batch, created } = allocate(this.store, boxId, r.requestId, r.pool, r.count);
+      log.info(created ? 're-order answered' : 're-order repeated, same batch again', { requestId: r.requestId, batchId: batch.batchId, keys: batch.count, chunks: batch.chunks });
+      this.queueSend(batch.batchId);
+    } catch (err) {
+      const e = asPksError(err);
+      this.store.updateBox(boxId, (b) => pushCapped(b.alerts, { code: e.code, detail: `re-order ${r.requestId}: ${e.detail}`, at: new Date().toISOString(), source: 'kms' }));
+      throw e;
+    }
+  }
+
+  /** Publishes a batch (or some of its chunks) in the background, in order, one send at a time. */
+  private queueSend(batchId: string, which?: number[]): void {
+    this.sending = this.sending.then(async () => {
+      const batch = this.store.batches.get(batchId);
+      if (!batch || !this.client) return;
+      const topic = boxTopic(batch.boxId, 'batch');
+      let n = 0;
+      try {
+        for (const chunk of buildChunks(this.store, batch, this.o.signer, which)) {
+          await publish(this.client, topic, JSON.stringify(chunk));
+          n++;
+        }
+        this.o.log.info('batch published', { batchId, chunks: n });
+      } catch (err) {
+        // the box asks again (resend / same re-order) for what it did not get
+        this.o.log.warn('batch publish interrupted', { batchId, sent: n, err });
+      }
+    });
+  }
+
+  private async onVerify(boxId: string, payload: Buffer, log: Logger): Promise<void> {
+    let ack: Record<string, unknown>;
+    try {
+      const r = takeFile(this.store, boxId, payload);
+      log.info('verification file taken', { fileId: r.fileId, items: r.ids.length, rejected: r.rejected.length, duplicate: r.duplicate });
+      ack = { fileId: r.fileId, ids: r.ids, rejected: r.rejected };
+    } catch (err) {
+      const e = asPksError(err);
+      log.warn('verification file refused', { code: e.code, detail: e.detail });
+      let fileId: unknown;
+      try {
+        fileId = (JSON.parse(String((JSON.parse(payload.toString()) as { payload?: unknown }).payload)) as { fileId?: unknown }).fileId;
+      } catch {
+        fileId = undefined;
+      }
+      this.store.updateBox(boxId, (b) => pushCapped(b.alerts, { code: e.code, detail: `verification file refused: ${e.detail}`, at: new Date().toISOString(), source: 'kms' }));
+      ack = { fileId: typeof fileId === 'string' ? fileId.slice(0, 96) : null, ids: [], error: { code: e.code, detail: e.detail } };
+    }
+    // the ack is an ordinary QoS 1 message: if it is lost, the box sends the file again and
+    // gets the same answer (files are idempotent by fileId)
+    if (this.client?.connected) await publish(this.client, boxTopic(boxId, 'ack'), JSON.stringify(ack)).catch(() => undefined);
+  }
+
+  private summary(b: BoxRecord): Record<string, unknown> {
+    const st = (b.status ?? {}) as Record<string, unknown>;
+    return {
+      boxId: b.boxId,
+      health: st.health ?? 'unknown',
+      version: st.version ?? null,
+      mode: st.mode ?? null,
+      stock: st.stock ?? {},
+      openAlerts: st.openAlerts ?? [],
+      kmsAlerts: b.alerts.length,
+      lastSeen: b.lastSeen ?? null,
+      lastSync: st.lastSync ?? null,
+      counters: b.counters,
+    };
+  }
+
+  verbs(): VerbTable {
+    const box = (id: string): BoxRecord => {
+      const b = this.store.boxes.get(id);
+      if (!b) throw pksError('PKS_NOT_FOUND', `box ${id} is not registered`);
+      return b;
+    };
+    return {
+      boxes: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: () => ({ boxes: [...this.store.boxes.getRange()].map((e) => this.summary(e.value)) }) },
+      box: {
+        request: { type: 'object', additionalProperties: false, required: ['boxId'], properties: { boxId: NAME } },
+        handler: (r: { boxId: string }) => {
+          const b = box(r.boxId);
+          return { ...this.summary(b), status: b.status ?? null, alerts: b.alerts, events: b.events.slice(-20), cmdResults: b.cmdResults.slice(-20), lastCheckpoint: b.lastCheckpoint ?? null, registeredAt: b.registeredAt };
+        },
+      },
+      register: {
+        request: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['boxId', 'identity', 'transport', 'audit'],
+          properties: { boxId: NAME, identity: SPKI, transport: SPKI, audit: SPKI },
+        },
+        handler: (r: { boxId: string; identity: string; transport: string; audit: string }) => {
+          for (const k of ['identity', 'transport', 'audit'] as const) {
+            try {
+              const pk = createPublicKey({ key: Buffer.from(r[k], 'base64'), format: 'der', type: 'spki' });
+              if (pk.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw new Error('curve');
+            } catch {
+              throw pksError('PKS_BAD_REQUEST', `${k} is not a P-256 SPKI`);
+            }
+          }
+          return this.store.root.transactionSync(() => {
+            const old = this.store.boxes.get(r.boxId);
+            if (old) {
+              if (old.identity === r.identity && old.transport === r.transport && old.audit === r.audit) return { boxId: r.boxId, created: false };
+              throw pksError('PKS_CONFLICT', `box ${r.boxId} is registered with other keys`);
+            }
+            this.store.boxes.putSync(r.boxId, {
+              boxId: r.boxId,
+              identity: r.identity,
+              transport: r.transport,
+              audit: r.audit,
+              registeredAt: new Date().toISOString(),
+              alerts: [],
+              events: [],
+              cmdResults: [],
+              counters: { batches: 0, keysSent: 0, verified: 0, burned: 0, rejected: 0, files: 0 },
+            });
+            return { boxId: r.boxId, created: true };
+          });
+        },
+      },
+      'import-oem': {
+        request: { type: 'object', additionalProperties: false, required: ['path'], properties: { path: { type: 'string', pattern: '^/.{1,1000}$' } } },
+        handler: (r: { path: string }) => {
+          let text: string;
+          try {
+            text = readFileSync(r.path, 'utf8');
+          } catch {
+            throw pksError('PKS_NOT_FOUND', 'OEM file cannot be read');
+          }
+          let data: unknown;
+          try {
+            data = JSON.parse(text);
+          } catch {
+            throw pksError('PKS_BAD_REQUEST', 'OEM file is not JSON');
+          }
+          return importOem(this.store, data);
+        },
+      },
+      pools: {
+        request: { type: 'object', additionalProperties: false, properties: {} },
+        handler: () => ({
+          pools: [...this.store.pools.getRange()].map(({ value: p }) => ({ pool: p.pool, she: p.she, stored: p.count, allocated: p.next, free: p.count - p.next, generate: p.generate })),
+        }),
+      },
+      'send-command': {
+        request: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['boxId', 'command'],
+          properties: {
+            boxId: NAME,
+            command: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['payload', 'sig'],
+              properties: { payload: { type: 'string', maxLength: 16384 }, sig: { type: 'string', maxLength: 200 } },
+            },
+          },
+        },
+        handler: async (r: { boxId: string; command: { payload: string; sig: string } }) => {
+          box(r.boxId);
+          // relayed as signed by ops: the box checks the ops signature, not us
+          if (!this.client?.connected) throw pksError('PKS_UPLINK_DOWN', 'KMS is not connected to the broker');
+          await publish(this.client, boxTopic(r.boxId, 'cmd'), JSON.stringify(r.command));
+          return { boxId: r.boxId, sent: true };
+        },
+      },
+      report: {
+        request: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            oem: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$' },
+            ecuType: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$' },
+            boxId: NAME,
+            limit: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 100_000 },
+          },
+        },
+        maxBytes: 4096,
+        handler: (r: { oem?: string; ecuType?: string; boxId?: string; limit: number }) => {
+          const items = [];
+          for (const { value: i } of this.store.injections.getRange()) {
+            const [oem, ecuType, slot] = i.pool.split('.');
+            if ((r.oem && oem !== r.oem) || (r.ecuType && ecuType !== r.ecuType) || (r.boxId && i.boxId !== r.boxId)) continue;
+            items.push({ oem, ecuType, slot, pool: i.pool, recordId: i.recordId, boxId: i.boxId, state: i.state, uid: i.uid ?? null, at: i.at, batchId: i.batchId, reason: i.reason ?? null });
+            if (items.length >= r.limit) break;
+          }
+          return { items };
+        },
+      },
+    };
+  }
+}

@@ -1,0 +1,136 @@
+// The reference KMS's state, in one LMDB environment: the OEM key material per pool, which
+// range of each pool went to which box (disjoint by construction: a pool's `next` only grows,
+// in the same synchronous transaction that records the batch), the boxes and their fleet
+// state, and every verified injection. Writes that an acknowledgement or a published batch
+// depends on go through transactionSync, which returns only once the commit is on disk.
+//
+// Dev only: OEM keys sit here in clear (the real KMS keeps them in its HSM); see README.
+import { open, type Database, type RootDatabase } from 'lmdb';
+
+export interface SheConfig {
+  keyId: number;
+  authKeyId: number;
+  counter: number;
+  flags: number;
+}
+
+export interface PoolRecord {
+  pool: string;
+  she: SheConfig;
+  /** hex of the 16-byte auth key the ECUs of this pool hold in slot authKeyId */
+  authKey: string;
+  /** keys stored so far (indexes 0..count-1) */
+  count: number;
+  /** first index not yet allocated to any box */
+  next: number;
+  /** make more keys on demand when a re-order exceeds the stock (demo) */
+  generate: boolean;
+}
+
+export interface BatchRecord {
+  batchId: string;
+  boxId: string;
+  pool: string;
+  requestId: string;
+  from: number;
+  count: number;
+  chunks: number;
+  /** records per chunk (the last chunk may hold fewer) */
+  per: number;
+  createdAt: string;
+  /** PKCS#8 DER (base64) of the batch's ephemeral ECDH key, so a resend re-derives the same batch key */
+  epk: string;
+}
+
+export interface CheckpointRecord {
+  seq: number;
+  prev: string;
+  head: string;
+  fileId: string;
+}
+
+export interface BoxRecord {
+  boxId: string;
+  /** base64 DER SPKI */
+  identity: string;
+  transport: string;
+  audit: string;
+  registeredAt: string;
+  lastSeen?: string;
+  /** the box's last retained status document */
+  status?: Record<string, unknown>;
+  alerts: Array<Record<string, unknown>>;
+  events: Array<Record<string, unknown>>;
+  cmdResults: Array<Record<string, unknown>>;
+  counters: { batches: number; keysSent: number; verified: number; burned: number; rejected: number; files: number };
+  lastCheckpoint?: { seq: number; head: string };
+}
+
+export type InjectionState = 'VERIFIED' | 'BURNED' | 'REJECTED';
+export interface InjectionRecord {
+  recordId: string;
+  boxId: string;
+  batchId: string;
+  pool: string;
+  state: InjectionState;
+  uid?: string;
+  at: string;
+  fileId: string;
+  itemId: string;
+  reason?: string;
+}
+
+export interface FileRecord {
+  ids: string[];
+  rejected: Array<{ id: string; code: string; detail: string }>;
+}
+
+export class KmsStore {
+  readonly root: RootDatabase;
+  readonly pools: Database<PoolRecord, string>;
+  readonly keys: Database<string, [string, number]>;
+  readonly batches: Database<BatchRecord, string>;
+  readonly requests: Database<string, [string, string]>;
+  readonly boxes: Database<BoxRecord, string>;
+  readonly injections: Database<InjectionRecord, string>;
+  readonly checkpoints: Database<CheckpointRecord, [string, number]>;
+  readonly files: Database<FileRecord, [string, string]>;
+
+  constructor(dir: string) {
+    this.root = open({ path: dir, compression: false, maxDbs: 16, mapSize: 4 * 1024 ** 3 });
+    this.pools = this.root.openDB({ name: 'pools' });
+    this.keys = this.root.openDB({ name: 'keys' });
+    this.batches = this.root.openDB({ name: 'batches' });
+    this.requests = this.root.openDB({ name: 'requests' });
+    this.boxes = this.root.openDB({ name: 'boxes' });
+    this.injections = this.root.openDB({ name: 'injections' });
+    this.checkpoints = this.root.openDB({ name: 'checkpoints' });
+    this.files = this.root.openDB({ name: 'files' });
+  }
+
+  keyAt(pool: string, index: number): Buffer | undefined {
+    const hex = this.keys.get([pool, index]);
+    return hex === undefined ? undefined : Buffer.from(hex, 'hex');
+  }
+
+  /** Applies `fn` to a box record inside a synchronous transaction (no-op for unknown boxes). */
+  updateBox(boxId: string, fn: (b: BoxRecord) => void): BoxRecord | undefined {
+    return this.root.transactionSync(() => {
+      const b = this.boxes.get(boxId);
+      if (!b) return undefined;
+      fn(b);
+      this.boxes.putSync(boxId, b);
+      return b;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}
+
+/** Keeps the newest `max` entries of a capped fleet-state list. */
+export function pushCapped<T>(list: T[], item: T, max = 100): void {
+  list.push(item);
+  if (list.length > max) list.splice(0, list.length - max);
+}

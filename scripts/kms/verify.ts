@@ -1,0 +1,146 @@
+// Takes in one verification file from a box: the audit-key signature over the whole file
+// first (a forged file is refused whole and nothing is recorded), then every item:
+//   injection  the key was sent to this box in that batch, the ECU's M4/M5 prove that exactly
+//              this key went into the ECU with that UID (sheVerify with the key and auth key
+//              held here), and the key was never reported for another ECU;
+//   burn       the key was this box's; it is recorded as burned (never reissued anyway);
+//   checkpoint each audit checkpoint extends the previous one (seq + 1, prev = last head);
+//   alert, event, cert: kept in the box's fleet record.
+// Items that fail are recorded as REJECTED with a reason and still acknowledged (the box must
+// not resend a bad record forever); the ack lists them, and the box raises an alert.
+// Everything is written in one synchronous transaction before the ack goes out; a file seen
+// before (same fileId) gets the same answer again.
+import { createPublicKey } from 'node:crypto';
+import { asPksError, pksError } from '../../appliance/errors.js';
+import { sheVerify } from '../../appliance/she.js';
+import type { OutboxItem } from '../../services/keystore/contract.js';
+import { verifyFile } from '../../services/uplink/verification.js';
+import { parseRecordId } from './batches.js';
+import { pushCapped, type BoxRecord, type FileRecord, type InjectionRecord, type KmsStore } from './store.js';
+
+export interface FileResult extends FileRecord {
+  fileId: string;
+  duplicate: boolean;
+}
+
+const HEX = (n: number) => new RegExp(`^[0-9a-fA-F]{${n * 2}}$`);
+const isHex = (v: unknown, n: number): v is string => typeof v === 'string' && HEX(n).test(v);
+const HASH = /^[0-9a-fA-F]{32,128}$/;
+
+class Reject extends Error {
+  constructor(readonly code: string, readonly detail: string) {
+    super(detail);
+  }
+}
+const reject = (code: string, detail: string): never => {
+  throw new Reject(code, detail);
+};
+
+export function takeFile(store: KmsStore, boxId: string, raw: Buffer | string, now = new Date()): FileResult {
+  const box = store.boxes.get(boxId);
+  if (!box) throw pksError('PKS_NOT_FOUND', `box ${boxId} is not registered`);
+  const auditKey = createPublicKey({ key: Buffer.from(box.audit, 'base64'), format: 'der', type: 'spki' });
+  const file = verifyFile(raw, auditKey);
+  if (file.boxId !== boxId) throw pksError('PKS_AUDIT_BROKEN', `file names box ${file.boxId}`);
+  return store.root.transactionSync(() => {
+    const seen = store.files.get([boxId, file.fileId]);
+    if (seen) return { fileId: file.fileId, duplicate: true, ...seen };
+    const b = store.boxes.get(boxId)!;
+    const result: FileRecord = { ids: [], rejected: [] };
+    for (const item of file.items) {
+      try {
+        takeItem(store, b, file.fileId, item, now);
+      } catch (e) {
+        const r = e instanceof Reject ? e : new Reject(asPksError(e).code, asPksError(e).detail);
+        result.rejected.push({ id: item.id, code: r.code, detail: r.detail.slice(0, 200) });
+        b.counters.rejected++;
+        pushCapped(b.alerts, { code: r.code, detail: `item ${item.id}: ${r.detail}`.slice(0, 300), at: now.toISOString(), source: 'kms' });
+      }
+      result.ids.push(item.id);
+    }
+    b.counters.files++;
+    b.lastSeen = now.toISOString();
+    store.boxes.putSync(boxId, b);
+    store.files.putSync([boxId, file.fileId], result);
+    return { fileId: file.fileId, duplicate: false, ...result };
+  });
+}
+
+function ownedRecord(store: KmsStore, b: BoxRecord, body: Record<string, unknown>) {
+  const { batchId, recordId, pool } = body;
+  if (typeof batchId !== 'string' || typeof recordId !== 'string' || typeof pool !== 'string') reject('PKS_BAD_REQUEST', 'batchId, recordId and pool are required');
+  const batch = store.batches.get(batchId as string);
+  const rid = parseRecordId(recordId as string);
+  if (!batch || batch.boxId !== b.boxId) return reject('PKS_BATCH_NOT_FOR_US', `batch ${String(batchId)} was not sent to ${b.boxId}`);
+  if (!rid || rid.pool !== batch.pool || pool !== batch.pool || rid.index < batch.from || rid.index >= batch.from + batch.count)
+    return reject('PKS_BATCH_INVALID', `record ${String(recordId)} is not in batch ${batch.batchId}`);
+  return { batch, index: rid.index, recordId: recordId as string };
+}
+
+function takeItem(store: KmsStore, b: BoxRecord, fileId: string, item: OutboxItem, now: Date): void {
+  const body = item.body;
+  switch (item.kind) {
+    case 'injection':
+    case 'burn': {
+      const { batch, index, recordId } = ownedRecord(store, b, body);
+      const prior = store.injections.get(recordId);
+      const uid = item.kind === 'injection' ? body.uid : undefined;
+      if (item.kind === 'injection') {
+        if (!isHex(body.uid, 15) || !isHex(body.m4, 32) || !isHex(body.m5, 16)) reject('PKS_BAD_HEX', 'uid, m4 or m5 is not hex of the right length');
+      }
+      if (prior) {
+        if (prior.boxId === b.boxId && prior.state === (item.kind === 'injection' ? 'VERIFIED' : 'BURNED') && prior.uid === (uid as string | undefined)?.toLowerCase()) return; // a repeat
+        reject('PKS_CONFLICT', `key ${recordId} was already reported (${prior.state}${prior.uid ? ` for ECU ${prior.uid}` : ''})`);
+      }
+      const rec: InjectionRecord = { recordId, boxId: b.boxId, batchId: batch.batchId, pool: batch.pool, state: 'BURNED', at: item.at, fileId, itemId: item.id };
+      if (item.kind === 'injection') {
+        const p = store.pools.get(batch.pool)!;
+        const newKey = store.keyAt(batch.pool, index);
+        const authKey = Buffer.from(p.authKey, 'hex');
+        try {
+          const ok = sheVerify(
+            { uid: Buffer.from(uid as string, 'hex'), keyId: p.she.keyId, authKeyId: p.she.authKeyId, authKey, newKey: newKey!, counter: p.she.counter, flags: p.she.flags },
+            Buffer.from(body.m4 as string, 'hex'),
+            Buffer.from(body.m5 as string, 'hex'),
+          );
+          if (!ok) reject('PKS_SHE_PROOF_MISMATCH', `ECU proof for ${recordId} does not match the key sent`);
+        } finally {
+          authKey.fill(0);
+          newKey?.fill(0);
+        }
+        rec.state = 'VERIFIED';
+        rec.uid = (uid as string).toLowerCase();
+        b.counters.verified++;
+      } else {
+        if (typeof body.reason === 'string') rec.reason = body.reason.slice(0, 200);
+        b.counters.burned++;
+      }
+      store.injections.putSync(recordId, rec);
+      return;
+    }
+    case 'checkpoint': {
+      const { seq, prev, head } = body;
+      if (!Number.isSafeInteger(seq) || (seq as number) < 0 || typeof prev !== 'string' || typeof head !== 'string' || !HASH.test(prev) || !HASH.test(head))
+        reject('PKS_BAD_REQUEST', 'checkpoint needs seq, prev and head');
+      const s = seq as number;
+      const same = store.checkpoints.get([b.boxId, s]);
+      if (same) {
+        if (same.head === head && same.prev === prev) return; // a repeat
+        reject('PKS_AUDIT_BROKEN', `checkpoint ${s} differs from the one reported before`);
+      }
+      const before = store.checkpoints.get([b.boxId, s - 1]);
+      const any = b.lastCheckpoint !== undefined;
+      if (any && !before) reject('PKS_AUDIT_BROKEN', `checkpoint ${s} does not follow the last one (${b.lastCheckpoint!.seq})`);
+      if (before && before.head !== prev) reject('PKS_AUDIT_BROKEN', `checkpoint ${s} does not extend checkpoint ${s - 1}`);
+      store.checkpoints.putSync([b.boxId, s], { seq: s, prev: prev as string, head: head as string, fileId });
+      if (!b.lastCheckpoint || s > b.lastCheckpoint.seq) b.lastCheckpoint = { seq: s, head: head as string };
+      return;
+    }
+    case 'alert':
+      pushCapped(b.alerts, { ...body, at: item.at, id: item.id, source: 'box' });
+      return;
+    default:
+      pushCapped(b.events, { kind: item.kind, ...body, at: item.at, id: item.id });
+      return;
+  }
+}

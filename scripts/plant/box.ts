@@ -1,0 +1,60 @@
+// One appliance on this machine: vault (fresh SoftHSM token) and keystore as processes, the
+// KMS PKI the keystore pins, and a way to feed it batches as the KMS would.
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { SignedChunk } from '../../appliance/batch-format.js';
+import type { ImportChunkResponse } from '../../services/keystore/contract.js';
+import { buildBatch, type SheKeySet } from './batch.js';
+import { makeKmsPki, startKeystore, type KeystoreHandle, type KmsPki, type PoolConfig } from './keystore.js';
+import { startVault, type VaultHandle } from './vault.js';
+
+export interface Box {
+  base: string;
+  runDir: string;
+  logDir: string;
+  boxId: string;
+  vault: VaultHandle;
+  keystore: KeystoreHandle;
+  kms: KmsPki;
+  transportSpki: Buffer;
+  batch(batchId: string, set: SheKeySet, chunkSize?: number): SignedChunk[];
+  importChunks(chunks: SignedChunk[]): Promise<ImportChunkResponse[]>;
+  stop(): Promise<void>;
+}
+
+export async function startBox(o: { boxId?: string; pools: PoolConfig[]; base?: string; checkpointEvery?: number }): Promise<Box> {
+  const base = o.base ?? (await mkdtemp(path.join(os.tmpdir(), 'pks-box-')));
+  const ownBase = !o.base;
+  const runDir = path.join(base, 'run');
+  const logDir = path.join(base, 'logs');
+  await mkdir(logDir, { recursive: true });
+  const boxId = o.boxId ?? 'box-test-1';
+  const kms = await makeKmsPki(path.join(base, 'kms-pki'));
+  const vault = await startVault({ dir: path.join(base, 'vault'), runDir, logDir, boxId });
+  const keystore = await startKeystore({ dir: path.join(base, 'keystore'), runDir, logDir, boxId, kmsCa: kms.caCert, pools: o.pools, ...(o.checkpointEvery ? { checkpointEvery: o.checkpointEvery } : {}) });
+  const admin = vault.client('pksctl');
+  const transportSpki = Buffer.from((await admin.call<{ spki: string }>('public-key', { name: 'transport' })).spki, 'base64');
+  const importer = keystore.client('pksctl');
+  return {
+    base,
+    runDir,
+    logDir,
+    boxId,
+    vault,
+    keystore,
+    kms,
+    transportSpki,
+    batch: (batchId, set, chunkSize) => buildBatch({ batchId, boxId, transportSpki, signer: kms.signer, set, ...(chunkSize ? { chunkSize } : {}) }),
+    async importChunks(chunks) {
+      const out: ImportChunkResponse[] = [];
+      for (const chunk of chunks) out.push(await importer.call<ImportChunkResponse>('import-chunk', { chunk }));
+      return out;
+    },
+    async stop() {
+      await keystore.stop();
+      await vault.stop();
+      if (ownBase && !process.env.PKS_KEEP_TMP) await rm(base, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,163 @@
+// The keystore's IPC contract: what its callers (tester-api, uplink, sentinel, pksctl) send
+// and get back over /run/pks/keystore/<caller>.sock (POST /v1/<verb>, JSON). Binary values
+// are hex (SHE) or base64 (everything else).
+
+export type KeyState = 'AVAILABLE' | 'RESERVED' | 'INJECTED' | 'REPORTED' | 'BURNED';
+
+/** tester-api → keystore: the SHE package for the ECU in front of a tester (idempotent per pool+uid+slot). */
+export interface ReserveRequest {
+  pool: string; // "<oem>.<ecuType>.<slot>"
+  uid: string; // hex, 15 bytes
+  tester: string; // tester CN
+  station: string;
+}
+export interface ReserveResponse {
+  packageId: string;
+  pool: string;
+  uid: string;
+  keyId: number;
+  authKeyId: number;
+  counter: number;
+  flags: number;
+  m1: string;
+  m2: string;
+  m3: string;
+  /** true when this is a retry that got the package reserved before */
+  reused: boolean;
+}
+
+/** tester-api → keystore: the ECU's proof; a mismatch burns the key. */
+export interface ConfirmRequest {
+  packageId: string;
+  tester: string;
+  m4: string; // hex 32 bytes
+  m5: string; // hex 16 bytes
+}
+export interface ConfirmResponse {
+  packageId: string;
+  state: KeyState; // INJECTED on success, BURNED on mismatch
+  verified: boolean;
+}
+
+/** tester-api → keystore: the injection failed; the key is burned, never reissued. */
+export interface FailRequest {
+  packageId: string;
+  tester: string;
+  reason: string; // <= 200 chars, printable
+}
+export interface FailResponse {
+  packageId: string;
+  state: 'BURNED';
+}
+
+export interface HistoryRequest {
+  tester: string;
+  limit?: number; // default 50, max 500
+}
+export interface HistoryItem {
+  packageId: string;
+  pool: string;
+  uid: string;
+  state: KeyState;
+  station: string;
+  reservedAt: string;
+  updatedAt: string;
+}
+export interface HistoryResponse {
+  items: HistoryItem[];
+}
+
+export interface PoolStats {
+  available: number;
+  reserved: number;
+  injected: number;
+  reported: number;
+  burned: number;
+  minimum: number;
+  reorder: number;
+  /** burned / (injected + reported + burned), 0 when nothing issued */
+  burnRate: number;
+}
+export interface StatsResponse {
+  pools: Record<string, PoolStats>;
+}
+
+/** tester-api → keystore: an ECU certificate was issued; logged like a key. */
+export interface CertLogRequest {
+  tester: string;
+  station: string;
+  uid: string;
+  serial: string; // hex
+  subject: string;
+  notAfter: string;
+}
+
+/** The tester registry (kept by the keystore; the uplink revokes, pksctl enrols). */
+export interface TesterRecord {
+  cn: string;
+  station: string;
+  pools: string[];
+  expiresAt: string; // ISO time the tester's grant ends
+  revoked: boolean;
+}
+
+// ---- uplink (and pksctl import) → keystore
+
+/** One signed batch chunk (appliance/batch-format.ts SignedChunk), verified by the keystore. */
+export interface ImportChunkRequest {
+  chunk: { v: 1; payload: string; sig: string; cert: string };
+}
+export interface ImportChunkResponse {
+  batchId: string;
+  pool: string;
+  chunk: number;
+  chunks: number;
+  /** records made AVAILABLE by this call (0 for a duplicate chunk) */
+  imported: number;
+  duplicate: boolean;
+  /** every chunk of the batch has arrived */
+  complete: boolean;
+  /** chunk indexes still missing (at most 100 listed) */
+  missing: number[];
+}
+
+export type OutboxKind = 'injection' | 'burn' | 'alert' | 'event' | 'checkpoint' | 'cert';
+export interface OutboxItem {
+  id: string; // monotonic, sortable
+  kind: OutboxKind;
+  at: string;
+  body: Record<string, unknown>;
+}
+/** Oldest first; items stay until acknowledged. */
+export interface OutboxPeekRequest {
+  limit?: number; // default 500, max 5000
+  after?: string; // id to continue after
+}
+export interface OutboxPeekResponse {
+  items: OutboxItem[];
+}
+/** Application-level acknowledgement from the KMS: deletes the items; injections become REPORTED. */
+export interface OutboxAckRequest {
+  ids: string[]; // max 5000
+}
+export interface OutboxAckResponse {
+  acked: number;
+  reported: number;
+}
+/** sentinel/uplink events to forward to the KMS. */
+export interface OutboxPutRequest {
+  kind: 'alert' | 'event';
+  body: Record<string, unknown>; // <= 8 KiB JSON
+}
+
+/** ops command: pool quotas. */
+export interface PoolSetRequest {
+  pool: string;
+  minimum: number;
+  reorder: number;
+  critical?: number;
+}
+export interface TesterPutRequest extends TesterRecord {}
+export interface TesterRevokeRequest {
+  cn: string;
+}

@@ -1,0 +1,272 @@
+// The keystore: pools of encrypted keys in LMDB and the exactly-once issuance around them.
+// Order of a reservation: commit (reservation + audit + counters) → await flushed → ask the
+// vault for M1..M3 → answer. A package never leaves before its record is on disk, and a
+// retry for the same ECU and slot finds the same key (invariants 1-3 of DESIGN.md).
+import { pksError, type PksError } from '../../appliance/errors.js';
+import type { Logger } from '../../appliance/log.js';
+import { appendAudit, auditHead, checkpointMessage, lastCheckpoint } from './audit.js';
+import type {
+  ConfirmResponse,
+  HistoryItem,
+  OutboxItem,
+  PoolStats,
+  ReserveResponse,
+  TesterRecord,
+} from './contract.js';
+import type { BatchRecord, Checkpoint, Dbs, KeyRecord, PoolRecord } from './db.js';
+import { Importer, type BatchOpener } from './importer.js';
+import { ackTx, burnTx, confirmTx, counters, isRefusal, putOutbox, refuse, reserveTx, type Refusal, type ReserveInput } from './stock.js';
+
+/** What the keystore needs from the vault (over IPC in production, in-process in benches). */
+export interface VaultPort extends BatchOpener {
+  shePrepare(req: SheCall): Promise<{ m1: string; m2: string; m3: string }>;
+  sheVerify(req: SheCall & { m4: string; m5: string }): Promise<boolean>;
+  signAudit(data: Buffer): Promise<Buffer>;
+}
+
+export interface SheCall {
+  batchId: string;
+  pool: string;
+  recordId: string;
+  batchKey: string;
+  record: string;
+  auth: string;
+  uid: string;
+  keyId: number;
+  authKeyId: number;
+  counter: number;
+  flags: number;
+}
+
+export interface KeystoreOptions {
+  checkpointEvery: number;
+  checkpointMs: number;
+  reservationTtlMs: number;
+  now?: () => number;
+}
+
+const unwrap = <T>(r: T | Refusal): T => {
+  if (isRefusal(r)) throw pksError(r.refused, r.detail);
+  return r;
+};
+
+export class Keystore {
+  readonly importer: Importer;
+  private readonly now: () => number;
+  private cpRunning: Promise<void> | null = null;
+  private timers: NodeJS.Timeout[] = [];
+
+  constructor(
+    readonly dbs: Dbs,
+    private readonly vault: VaultPort,
+    trust: import('../../appliance/batch-format.js').TrustAnchor,
+    boxId: string,
+    private readonly opts: KeystoreOptions,
+    private readonly log: Logger,
+  ) {
+    this.now = opts.now ?? Date.now;
+    this.importer = new Importer(dbs, trust, boxId, vault, this.now);
+  }
+
+  start(): void {
+    this.timers.push(setInterval(() => void this.checkpoint().catch((e) => this.log.warn('checkpoint failed', { err: e })), this.opts.checkpointMs));
+    this.timers.push(setInterval(() => void this.sweep().catch((e) => this.log.warn('sweep failed', { err: e })), 60_000));
+    for (const t of this.timers) t.unref();
+  }
+
+  /** Pools come from config at start and from ops commands; counters are kept, never reset. */
+  async setPool(p: PoolRecord): Promise<void> {
+    await this.dbs.root.transaction(() => {
+      const old = this.dbs.pools.get(p.pool);
+      void this.dbs.pools.put(p.pool, p);
+      if (!old || old.minimum !== p.minimum || old.reorder !== p.reorder || old.critical !== p.critical)
+        appendAudit(this.dbs, this.now(), { ev: 'pool-set', pool: p.pool, minimum: p.minimum, reorder: p.reorder, critical: p.critical });
+    });
+    await this.dbs.root.flushed;
+  }
+
+  private sheCall(rec: KeyRecord, uid: string): SheCall {
+    const b = this.dbs.batches.get(rec.batchId) as BatchRecord | undefined;
+    if (!b) throw pksError('PKS_STORE_FAILURE', `batch of ${rec.id} is missing`);
+    return {
+      batchId: rec.batchId,
+      pool: rec.pool,
+      recordId: rec.id,
+      batchKey: b.batchKey.toString('base64'),
+      record: rec.ct.toString('base64'),
+      auth: b.she.auth.toString('base64'),
+      uid,
+      keyId: b.she.keyId,
+      authKeyId: b.she.authKeyId,
+      counter: b.she.counter,
+      flags: b.she.flags,
+    };
+  }
+
+  private async commit<T>(fn: () => T): Promise<T> {
+    let out: T;
+    try {
+      out = await this.dbs.root.transaction(fn);
+      // lmdb-js resolves the commit before it is on disk (overlappingSync): wait for the flush
+      await this.dbs.root.flushed;
+    } catch (e) {
+      throw storageError(e);
+    }
+    this.maybeCheckpoint();
+    return out;
+  }
+
+  async reserve(r: ReserveInput): Promise<ReserveResponse> {
+    const uid = r.uid.toLowerCase();
+    const { rec, reused } = unwrap(await this.commit(() => reserveTx(this.dbs, this.now(), { ...r, uid })));
+    const call = this.sheCall(rec, uid);
+    const m = await this.vault.shePrepare(call);
+    return { packageId: rec.id, pool: rec.pool, uid, keyId: call.keyId, authKeyId: call.authKeyId, counter: call.counter, flags: call.flags, ...m, reused };
+  }
+
+  async confirm(packageId: string, tester: string, m4: string, m5: string): Promise<ConfirmResponse> {
+    const rec = this.dbs.keys.get(packageId);
+    if (!rec || rec.tester !== tester || rec.state === 'AVAILABLE') throw pksError('PKS_NOT_FOUND', 'no such package for this tester');
+    if (rec.state === 'BURNED') throw pksError('PKS_STATE_INVALID', 'package is BURNED');
+    const proof = { m4: m4.toLowerCase(), m5: m5.toLowerCase() };
+    const verified = await this.vault.sheVerify({ ...this.sheCall(rec, rec.uid!), m4: proof.m4, m5: proof.m5 });
+    const next = unwrap(await this.commit(() => confirmTx(this.dbs, this.now(), packageId, tester, verified, proof)));
+    if (!verified) this.log.warn('ECU proof mismatch, key burned', { packageId, pool: rec.pool, uid: rec.uid, tester });
+    return { packageId, state: next.state, verified };
+  }
+
+  async fail(packageId: string, tester: string, reason: string): Promise<{ packageId: string; state: 'BURNED' }> {
+    unwrap(await this.commit(() => burnTx(this.dbs, this.now(), packageId, tester, `failed: ${reason}`)));
+    return { packageId, state: 'BURNED' };
+  }
+
+  /** Reservations nobody confirmed or failed within the TTL are burned: never reissued. */
+  async sweep(): Promise<number> {
+    const cutoff = this.now() - this.opts.reservationTtlMs;
+    const stale: string[] = [];
+    for (const { key } of this.dbs.pending.getRange({ start: [0, ''], end: [cutoff, '\uffff'], limit: 1000 })) stale.push(key[1]);
+    if (!stale.length) return 0;
+    await this.commit(() => {
+      for (const id of stale) burnTx(this.dbs, this.now(), id, null, 'abandoned');
+    });
+    this.log.warn('abandoned reservations burned', { count: stale.length });
+    return stale.length;
+  }
+
+  history(tester: string, limit: number): HistoryItem[] {
+    const items: HistoryItem[] = [];
+    for (const { key } of this.dbs.hist.getRange({ start: [tester, Number.MAX_SAFE_INTEGER, ''], end: [tester, 0, ''], reverse: true, limit })) {
+      const rec = this.dbs.keys.get(key[2]);
+      if (!rec) continue;
+      items.push({
+        packageId: rec.id,
+        pool: rec.pool,
+        uid: rec.uid ?? '',
+        state: rec.state,
+        station: rec.station ?? '',
+        reservedAt: new Date(rec.reservedAt ?? 0).toISOString(),
+        updatedAt: new Date(rec.updatedAt ?? 0).toISOString(),
+      });
+    }
+    return items;
+  }
+
+  stats(): Record<string, PoolStats> {
+    const out: Record<string, PoolStats> = {};
+    for (const { key, value: p } of this.dbs.pools.getRange({})) {
+      const c = counters(this.dbs, key);
+      const issued = c.injected + c.reported + c.burned;
+      out[key] = { ...c, minimum: p.minimum, reorder: p.reorder, burnRate: issued ? c.burned / issued : 0 };
+    }
+    return out;
+  }
+
+  async certLog(e: { tester: string; station: string; uid: string; serial: string; subject: string; notAfter: string }): Promise<void> {
+    await this.commit(() => {
+      const seq = appendAudit(this.dbs, this.now(), { ev: 'ecu-cert', ...e });
+      putOutbox(this.dbs, this.now(), 'cert', { ...e, auditSeq: seq });
+    });
+  }
+
+  tester(cn: string): TesterRecord {
+    const t = this.dbs.testers.get(cn);
+    if (!t) throw pksError('PKS_TESTER_UNKNOWN', cn);
+    return t;
+  }
+
+  async putTester(t: TesterRecord): Promise<void> {
+    await this.commit(() => {
+      void this.dbs.testers.put(t.cn, t);
+      appendAudit(this.dbs, this.now(), { ev: 'tester-put', cn: t.cn, station: t.station, pools: t.pools, expiresAt: t.expiresAt, revoked: t.revoked });
+    });
+  }
+
+  async revokeTester(cn: string): Promise<void> {
+    const r = await this.commit(() => {
+      const t = this.dbs.testers.get(cn);
+      if (!t) return refuse('PKS_TESTER_UNKNOWN', cn);
+      void this.dbs.testers.put(cn, { ...t, revoked: true });
+      appendAudit(this.dbs, this.now(), { ev: 'tester-revoke', cn });
+      return t;
+    });
+    unwrap(r);
+  }
+
+  outboxPeek(limit: number, after?: string): OutboxItem[] {
+    const items: OutboxItem[] = [];
+    const start = after ? after + '\0' : '';
+    for (const { key, value } of this.dbs.outbox.getRange({ start, limit })) items.push({ id: key, kind: value.kind as OutboxItem['kind'], at: value.at, body: value.body });
+    return items;
+  }
+
+  async outboxAck(ids: readonly string[]): Promise<{ acked: number; reported: number }> {
+    return this.commit(() => ackTx(this.dbs, this.now(), ids));
+  }
+
+  async outboxPut(kind: 'alert' | 'event', body: Record<string, unknown>): Promise<string> {
+    return this.commit(() => putOutbox(this.dbs, this.now(), kind, body));
+  }
+
+  private maybeCheckpoint(): void {
+    const head = auditHead(this.dbs);
+    const last = lastCheckpoint(this.dbs);
+    if (head.seq - (last?.seq ?? 0) >= this.opts.checkpointEvery) void this.checkpoint().catch((e) => this.log.warn('checkpoint failed', { err: e }));
+  }
+
+  /** Signs the current audit head with the vault's audit key; one at a time. */
+  checkpoint(): Promise<void> {
+    if (this.cpRunning) return this.cpRunning;
+    this.cpRunning = (async () => {
+      try {
+        const head = auditHead(this.dbs);
+        const last = lastCheckpoint(this.dbs);
+        if (head.seq === 0 || head.seq === last?.seq) return;
+        const body: Omit<Checkpoint, 'sig'> = { seq: head.seq, hash: head.hash, prevSeq: last?.seq ?? 0, prevHash: last?.hash ?? '0'.repeat(64), at: new Date(this.now()).toISOString() };
+        const sig = (await this.vault.signAudit(checkpointMessage(body))).toString('base64');
+        const cp: Checkpoint = { ...body, sig };
+        await this.dbs.root.transaction(() => {
+          void this.dbs.checkpoints.put(cp.seq, cp);
+          putOutbox(this.dbs, this.now(), 'checkpoint', { ...cp });
+        });
+        await this.dbs.root.flushed;
+      } finally {
+        this.cpRunning = null;
+      }
+    })();
+    return this.cpRunning;
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    await this.cpRunning?.catch(() => {});
+    await this.dbs.root.flushed;
+    await this.dbs.root.close();
+  }
+}
+
+function storageError(e: unknown): PksError {
+  if ((e as PksError).code?.startsWith?.('PKS_')) return e as PksError;
+  const msg = String((e as Error)?.message ?? e);
+  if (/MDB_MAP_FULL|ENOSPC|No space/i.test(msg)) return pksError('PKS_STORE_FULL', 'key store is full', e);
+  return pksError('PKS_STORE_FAILURE', 'key store write failed', e);
+}

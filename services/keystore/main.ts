@@ -1,0 +1,56 @@
+// pks-keystore: the LMDB key buffer and the exactly-once issuance around it.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { loadTrustAnchor } from '../../appliance/batch-format.js';
+import { loadConfig } from '../../appliance/config.js';
+import { pksError } from '../../appliance/errors.js';
+import { ipcClient, startIpcServer } from '../../appliance/ipc.js';
+import { runDir, socketPath } from '../../appliance/paths.js';
+import { runService } from '../../appliance/service.js';
+import { keystoreSchema, type KeystoreConfig } from './config.js';
+import { openDbs } from './db.js';
+import { Keystore } from './keystore.js';
+import { ipcVaultPort } from './vault-port.js';
+import { KEYSTORE_CALLERS, keystoreVerbs } from './verbs.js';
+
+await runService('keystore', async (log) => {
+  const cfg = loadConfig<KeystoreConfig>(keystoreSchema);
+  let caPem: string;
+  try {
+    caPem = readFileSync(cfg.kmsCa, 'utf8');
+  } catch {
+    throw pksError('PKS_CONFIG_INVALID', `kmsCa: ${cfg.kmsCa} cannot be read`);
+  }
+  const trust = loadTrustAnchor(caPem);
+  const dbs = openDbs(cfg.dataDir, { mapSizeMb: cfg.mapSizeMb });
+  const vault = ipcClient(socketPath('vault', 'keystore'), { timeoutMs: 10_000, connections: 32 });
+  const ks = new Keystore(
+    dbs,
+    ipcVaultPort(vault),
+    trust,
+    cfg.boxId,
+    { checkpointEvery: cfg.audit.checkpointEvery, checkpointMs: cfg.audit.checkpointSeconds * 1000, reservationTtlMs: cfg.reservationTtlHours * 3_600_000 },
+    log,
+  );
+  for (const p of cfg.pools) await ks.setPool({ pool: p.pool, minimum: p.minimum, reorder: p.reorder, critical: p.critical ?? Math.floor(p.minimum / 4) });
+  ks.start();
+  const ipc = await startIpcServer({
+    service: 'keystore',
+    dir: path.join(runDir(), 'keystore'),
+    verbs: keystoreVerbs(ks),
+    callers: KEYSTORE_CALLERS,
+    ...(cfg.ipc.groups ? { groups: cfg.ipc.groups as Record<string, number> } : {}),
+    log,
+  });
+  return {
+    status: () => {
+      const s = ks.stats();
+      return `serving; ${Object.entries(s).map(([p, c]) => `${p}: ${c.available} available`).join(', ') || 'no pools'}`;
+    },
+    async stop() {
+      await ipc.close();
+      await ks.stop();
+      await vault.close();
+    },
+  };
+});

@@ -1,0 +1,117 @@
+// The keystore's verb table and who may call what. Schemas carry every limit: a tester id,
+// an ECU UID, a proof, a batch chunk. Anything else is refused before it reaches LMDB.
+import type { VerbTable } from '../../appliance/ipc.js';
+import { ID, NAME, POOL, hex } from '../../appliance/schema.js';
+import { MAX_CHUNK_BYTES } from '../../appliance/batch-format.js';
+import type { Keystore } from './keystore.js';
+import type { TesterRecord } from './contract.js';
+
+const obj = (required: string[], properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required, properties });
+const REASON = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[\\x20-\\x7e]+$' } as const;
+const TIME = { type: 'string', format: 'date-time', maxLength: 40 } as const;
+const count = { type: 'integer', minimum: 0, maximum: 100_000_000 } as const;
+
+export function keystoreVerbs(ks: Keystore): VerbTable {
+  return {
+    reserve: {
+      request: obj(['pool', 'uid', 'tester', 'station'], { pool: POOL, uid: hex(15), tester: NAME, station: NAME }),
+      handler: (b: { pool: string; uid: string; tester: string; station: string }) => ks.reserve(b),
+    },
+    confirm: {
+      request: obj(['packageId', 'tester', 'm4', 'm5'], { packageId: ID, tester: NAME, m4: hex(32), m5: hex(16) }),
+      handler: (b: { packageId: string; tester: string; m4: string; m5: string }) => ks.confirm(b.packageId, b.tester, b.m4, b.m5),
+    },
+    fail: {
+      request: obj(['packageId', 'tester', 'reason'], { packageId: ID, tester: NAME, reason: REASON }),
+      handler: (b: { packageId: string; tester: string; reason: string }) => ks.fail(b.packageId, b.tester, b.reason),
+    },
+    history: {
+      request: obj(['tester'], { tester: NAME, limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 } }),
+      handler: (b: { tester: string; limit: number }) => ({ items: ks.history(b.tester, b.limit) }),
+    },
+    stats: {
+      request: obj([], {}),
+      handler: () => ({ pools: ks.stats() }),
+    },
+    'cert-log': {
+      request: obj(['tester', 'station', 'uid', 'serial', 'subject', 'notAfter'], {
+        tester: NAME,
+        station: NAME,
+        uid: hex(15),
+        serial: { type: 'string', pattern: '^[0-9a-fA-F]{2,64}$' },
+        subject: { type: 'string', maxLength: 256 },
+        notAfter: TIME,
+      }),
+      handler: async (b: { tester: string; station: string; uid: string; serial: string; subject: string; notAfter: string }) => {
+        await ks.certLog(b);
+        return { ok: true };
+      },
+    },
+    'tester-get': {
+      request: obj(['cn'], { cn: NAME }),
+      handler: (b: { cn: string }) => ks.tester(b.cn),
+    },
+    'tester-put': {
+      request: obj(['cn', 'station', 'pools', 'expiresAt', 'revoked'], {
+        cn: NAME,
+        station: NAME,
+        pools: { type: 'array', items: POOL, maxItems: 64 },
+        expiresAt: TIME,
+        revoked: { type: 'boolean' },
+      }),
+      handler: async (b: TesterRecord) => {
+        await ks.putTester(b);
+        return { ok: true };
+      },
+    },
+    'tester-revoke': {
+      request: obj(['cn'], { cn: NAME }),
+      handler: async (b: { cn: string }) => {
+        await ks.revokeTester(b.cn);
+        return { ok: true };
+      },
+    },
+    'pool-set': {
+      request: obj(['pool', 'minimum', 'reorder'], { pool: POOL, minimum: count, reorder: { ...count, minimum: 1 }, critical: count }),
+      handler: async (b: { pool: string; minimum: number; reorder: number; critical?: number }) => {
+        await ks.setPool({ pool: b.pool, minimum: b.minimum, reorder: b.reorder, critical: b.critical ?? Math.floor(b.minimum / 4) });
+        return { ok: true };
+      },
+    },
+    'import-chunk': {
+      request: obj(['chunk'], { chunk: { type: 'object' } }),
+      maxBytes: MAX_CHUNK_BYTES + 16 * 1024,
+      handler: (b: { chunk: unknown }) => ks.importer.importChunk(b.chunk),
+    },
+    'outbox-peek': {
+      request: obj([], { limit: { type: 'integer', minimum: 1, maximum: 5000, default: 500 }, after: { type: 'string', pattern: '^[0-9]{16}$' } }),
+      handler: (b: { limit: number; after?: string }) => ({ items: ks.outboxPeek(b.limit, b.after) }),
+    },
+    'outbox-ack': {
+      request: obj(['ids'], { ids: { type: 'array', maxItems: 5000, items: { type: 'string', pattern: '^[0-9]{16}$' } } }),
+      maxBytes: 5000 * 24,
+      handler: (b: { ids: string[] }) => ks.outboxAck(b.ids),
+    },
+    'outbox-put': {
+      request: obj(['kind', 'body'], { kind: { enum: ['alert', 'event'] }, body: { type: 'object', maxProperties: 32 } }),
+      maxBytes: 8192,
+      handler: async (b: { kind: 'alert' | 'event'; body: Record<string, unknown> }) => ({ id: await ks.outboxPut(b.kind, b.body) }),
+    },
+    checkpoint: {
+      request: obj([], {}),
+      handler: async () => {
+        await ks.checkpoint();
+        return { ok: true };
+      },
+    },
+  };
+}
+
+export const KEYSTORE_CALLERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  'tester-api': ['reserve', 'confirm', 'fail', 'history', 'stats', 'cert-log', 'tester-get'],
+  uplink: ['import-chunk', 'outbox-peek', 'outbox-ack', 'outbox-put', 'stats', 'pool-set', 'tester-revoke', 'checkpoint'],
+  sentinel: ['stats', 'outbox-put'],
+  pksctl: ['stats', 'import-chunk', 'tester-put', 'tester-get', 'tester-revoke', 'pool-set', 'checkpoint', 'history'],
+});
+
+

@@ -1,0 +1,147 @@
+// The tester API's config: where it listens, its TLS material (the server key is the systemd
+// credential `tls-key`, never in the config), the ECU issuing CA's certificate and profile, and
+// the limits that keep one tester (or one source address) from starving the others.
+import { readFileSync } from 'node:fs';
+import { readCredential, type DeepReadonly } from '../../appliance/config.js';
+import { pksError } from '../../appliance/errors.js';
+
+const FILE = { type: 'string', pattern: '^/.{1,255}$' } as const;
+const int = (minimum: number, maximum: number, dflt: number) => ({ type: 'integer', minimum, maximum, default: dflt }) as const;
+
+export interface TesterApiConfig {
+  listen: { host: string; port: number };
+  tls: {
+    /** PEM chain of the server certificate */
+    cert: string;
+    /** development fallback for the `tls-key` credential */
+    keyFile?: string;
+    /** PEM of the tester CA: only its certificates get in */
+    ca: string;
+    ciphers: string;
+    /** TLS session ticket keys are replaced this often (old tickets then do a full handshake) */
+    ticketRotateSeconds: number;
+    sessionTimeoutSeconds: number;
+    keepAliveSeconds: number;
+  };
+  ecuCa?: {
+    /** PEM of the issuing CA certificate whose key is the vault's `ecu-ca` */
+    cert: string;
+    validityDays: number;
+    /** RFC 4514 subject of issued certificates; `{uid}` is the ECU UID in uppercase hex */
+    subjectTemplate: string;
+  };
+  limits: {
+    /** per tester: sustained requests per second and burst */
+    requestsPerSecond: number;
+    burst: number;
+    /** per tester: NEW reservations per hour (retries of a reservation do not count) */
+    newReservationsPerHour: number;
+    /** per source address: TLS handshakes per window */
+    handshakesPerWindow: number;
+    handshakeWindowSeconds: number;
+    /** how long a tester registry answer is reused */
+    testerCacheMs: number;
+  };
+  ipc: { timeoutMs: number };
+}
+
+/** Modern AEAD suites with forward secrecy for TLS 1.2; TLS 1.3 suites are always on. */
+export const DEFAULT_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+export const testerApiSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['tls'],
+  properties: {
+    listen: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        host: { type: 'string', minLength: 1, maxLength: 253, pattern: '^[0-9A-Za-z.:_-]+$', default: '0.0.0.0' },
+        port: int(0, 65535, 8443),
+      },
+    },
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['cert', 'ca'],
+      properties: {
+        cert: FILE,
+        keyFile: FILE,
+        ca: FILE,
+        ciphers: { type: 'string', minLength: 1, maxLength: 1024, pattern: '^[A-Za-z0-9_:@+!=-]+$', default: DEFAULT_CIPHERS },
+        ticketRotateSeconds: int(60, 7 * 86400, 12 * 3600),
+        sessionTimeoutSeconds: int(60, 86400, 8 * 3600),
+        keepAliveSeconds: int(5, 3600, 65),
+      },
+    },
+    ecuCa: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['cert'],
+      properties: {
+        cert: FILE,
+        validityDays: int(1, 36500, 7300),
+        subjectTemplate: { type: 'string', minLength: 6, maxLength: 512, pattern: '\\{uid\\}', default: 'CN={uid}' },
+      },
+    },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        requestsPerSecond: int(1, 100_000, 50),
+        burst: int(1, 100_000, 100),
+        newReservationsPerHour: int(1, 10_000_000, 2000),
+        handshakesPerWindow: int(1, 100_000, 60),
+        handshakeWindowSeconds: int(1, 3600, 10),
+        testerCacheMs: int(0, 300_000, 5000),
+      },
+    },
+    ipc: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { timeoutMs: int(100, 60_000, 5000) },
+    },
+  },
+} as const;
+
+export interface TlsMaterial {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+function readPem(file: string, what: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw pksError('PKS_CONFIG_UNREADABLE', `${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+  if (!text.includes('-----BEGIN ')) throw pksError('PKS_CONFIG_INVALID', `${what} ${file}: not PEM`);
+  return text;
+}
+
+/** The server's certificate, key (credential `tls-key`) and the tester CA, read once at start. */
+export function loadTlsMaterial(cfg: DeepReadonly<TesterApiConfig>): TlsMaterial {
+  return {
+    cert: readPem(cfg.tls.cert, 'tls.cert'),
+    key: readCredential('tls-key', cfg.tls.keyFile) + '\n',
+    ca: readPem(cfg.tls.ca, 'tls.ca'),
+  };
+}
+
+/** The issuing CA certificate for ECU certificates, or undefined when the box issues none. */
+export function loadEcuCaPem(cfg: DeepReadonly<TesterApiConfig>): string | undefined {
+  return cfg.ecuCa ? readPem(cfg.ecuCa.cert, 'ecuCa.cert') : undefined;
+}

@@ -1,0 +1,27 @@
+// pks-tester-api: the HTTPS/mTLS front for the EOL testers. It holds no key material: SHE
+// packages come from the keystore, ECU certificate signatures from the vault.
+import { loadConfig } from '../../appliance/config.js';
+import { ipcClient } from '../../appliance/ipc.js';
+import { socketPath } from '../../appliance/paths.js';
+import { runService } from '../../appliance/service.js';
+import { createTesterApi } from './app.js';
+import { loadEcuCaPem, loadTlsMaterial, testerApiSchema, type TesterApiConfig } from './config.js';
+
+await runService('tester-api', async (log) => {
+  const cfg = loadConfig<TesterApiConfig>(testerApiSchema);
+  const tls = loadTlsMaterial(cfg);
+  const ecuCaPem = loadEcuCaPem(cfg);
+  // enough connections for the testers working at once; each request holds one while it waits
+  const keystore = ipcClient(socketPath('keystore', 'tester-api'), { timeoutMs: cfg.ipc.timeoutMs, connections: 64 });
+  const vault = ipcClient(socketPath('vault', 'tester-api'), { timeoutMs: cfg.ipc.timeoutMs, connections: 8 });
+  const api = await createTesterApi({ config: cfg, tls, keystore, vault, log, ...(ecuCaPem ? { ecuCaPem } : {}) });
+  const addr = await api.listen();
+  log.info('listening', { host: addr.address, port: addr.port });
+  return {
+    status: () => `serving on ${addr.address}:${addr.port}, ${api.metrics.requests} requests`,
+    async stop() {
+      await api.close();
+      await Promise.all([keystore.close(), vault.close()]);
+    },
+  };
+});
