@@ -6,6 +6,9 @@ type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
 
 const commands: Record<string, { help: string; load: () => Promise<Command> }> = {
   she: { help: 'compute SHE M1..M5 (no service needed)', load: async () => (await import('./she.js')).sheCommand },
+  import: { help: 'import a signed key batch file (one chunk per line)', load: async () => (await import('./import.js')).importCommand },
+  audit: { help: 'audit verify: check the audit chain and its signed checkpoints', load: async () => (await import('./audit.js')).auditCommand },
+  alerts: { help: 'alerts [--all] [--json] | alerts check', load: async () => (await import('./alerts.js')).alertsCommand },
   vault: { help: 'vault status | vault public-key NAME', load: async () => (await import('./vault.js')).vaultCommand },
 };
 

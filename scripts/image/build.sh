@@ -99,10 +99,16 @@ rm -rf "$stage/usr/lib/pks"
 cp -a "$app" "$stage/usr/lib/pks"
 if [ -f "$stage/usr/lib/pks/bin/pksctl.mjs" ]; then
   ln -sf ../lib/pks/bin/pksctl.mjs "$stage/usr/bin/pksctl"
+elif [ -f "$stage/usr/lib/pks/dist/appliance/pksctl/main.js" ]; then
+  printf '#!/bin/sh\nexec /usr/bin/node /usr/lib/pks/dist/appliance/pksctl/main.js "$@"\n' > "$stage/usr/bin/pksctl"
+  chmod 755 "$stage/usr/bin/pksctl"
 fi
 cp -a "$root/rootfs-overlay/." "$stage/"
 cp -a "$here/dev-rootfs/." "$stage/"
-chown -R 0:0 "$stage/usr/lib/pks" "$stage/etc/pks" 2>/dev/null || true
+# Users and the /etc/pks directories now rather than at first boot: the PCR 15 expected value
+# covers /etc/pks as the booted system will see it before any site configuration.
+systemd-sysusers --root="$stage" >/dev/null 2>&1
+systemd-tmpfiles --root="$stage" --create --prefix=/etc/pks >/dev/null 2>&1 || true
 
 # Units: everything the overlay's presets enable, plus the dev image's own units.
 units=()
@@ -115,7 +121,9 @@ done
 if [ ${#units[@]} -gt 0 ]; then
   systemctl --root="$stage" preset "${units[@]}" >/dev/null 2>&1 || systemctl --root="$stage" preset "${units[@]}"
 fi
+# pks-measure.service is enabled here too in case the preset does not list it yet
 systemctl --root="$stage" enable systemd-networkd.service pks-vm-agent.service pks-vm-report.service >/dev/null 2>&1
+[ -f "$stage/usr/lib/systemd/system/pks-measure.service" ] && systemctl --root="$stage" enable pks-measure.service >/dev/null 2>&1
 # the virtio console belongs to the agent, not to a getty
 ln -sf /dev/null "$stage/etc/systemd/system/serial-getty@hvc0.service"
 

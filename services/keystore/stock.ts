@@ -69,6 +69,8 @@ export interface ReserveInput {
 
 export function reserveTx(dbs: Dbs, now: number, r: ReserveInput): { rec: KeyRecord; reused: boolean } | Refusal {
   if (!dbs.pools.doesExist(r.pool)) return refuse('PKS_POOL_UNKNOWN', r.pool);
+  // UID 0 is SHE's wildcard: a package from this box is always for one individual ECU
+  if (/^0+$/.test(r.uid)) return refuse('PKS_SHE_INVALID', 'uid 0 (wildcard) is not an ECU');
   const resvKey = `${r.pool}|${r.uid}`;
   const prior = dbs.resv.get(resvKey);
   if (prior) {

@@ -9,6 +9,11 @@ export interface LmdbAlertStoreOptions {
   path: string;
   /** History entries kept; older ones are dropped at commit. Default 5000. */
   historyLimit?: number;
+  /**
+   * Also queue every event for central ops in the same transaction as the state change, so
+   * the forwarder (pendingEvents/removeEvent) can deliver it later without ever losing one.
+   */
+  eventOutbox?: boolean;
 }
 
 export class LmdbAlertStore implements AlertStore {
@@ -17,6 +22,7 @@ export class LmdbAlertStore implements AlertStore {
   private readonly events: Database<AlertEvent, string>;
   private readonly mails: Database<QueuedMail, string>;
   private readonly historyLimit: number;
+  private readonly outbound: Database<AlertEvent, string> | undefined;
 
   constructor(opts: LmdbAlertStoreOptions) {
     if (typeof opts.path !== 'string' || opts.path.length === 0) throw pksError('PKS_CONFIG_INVALID', 'alert store path');
@@ -26,6 +32,7 @@ export class LmdbAlertStore implements AlertStore {
       this.alerts = this.root.openDB<Alert, string>({ name: 'alerts' });
       this.events = this.root.openDB<AlertEvent, string>({ name: 'history' });
       this.mails = this.root.openDB<QueuedMail, string>({ name: 'mail-outbox' });
+      this.outbound = opts.eventOutbox ? this.root.openDB<AlertEvent, string>({ name: 'event-outbox' }) : undefined;
     } catch (e) {
       throw pksError('PKS_STORE_FAILURE', 'alert store cannot be opened', e);
     }
@@ -53,6 +60,7 @@ export class LmdbAlertStore implements AlertStore {
         for (const a of change.alerts) this.alerts.put(a.key, a);
         for (const k of change.removed) this.alerts.remove(k);
         for (const e of change.events) this.events.put(e.id, e);
+        if (this.outbound) for (const e of change.events) this.outbound.put(e.id, e);
         // ifNoExists semantics by hand: re-queuing an id must not reset its retry state.
         for (const m of change.mails) if (this.mails.get(m.id) === undefined) this.mails.put(m.id, m);
         const excess = this.events.getCount() - this.historyLimit;
@@ -71,6 +79,22 @@ export class LmdbAlertStore implements AlertStore {
 
   async removeMail(id: string): Promise<void> {
     await this.write(() => this.mails.remove(id));
+  }
+
+  /** Events not yet handed to central ops' outbox, oldest first (needs `eventOutbox`). */
+  pendingEvents(limit = 100): AlertEvent[] {
+    if (!this.outbound) return [];
+    return [...this.outbound.getRange({ limit: Math.max(0, Math.floor(limit)) })].map((e) => e.value);
+  }
+
+  async removeEvent(id: string): Promise<void> {
+    const db = this.outbound;
+    if (db) await this.write(() => db.remove(id));
+  }
+
+  /** lmdb-js stats of the store's environment, for its own storage check. */
+  getStats(): unknown {
+    return this.root.getStats();
   }
 
   async close(): Promise<void> {

@@ -112,6 +112,7 @@ const TITLES: Record<string, string> = {
   'uplink-stale': 'KMS link stale',
   'auth-burst': 'failed tester logins',
   service: 'service unhealthy',
+  collector: 'checks not running',
 };
 
 const VERB: Record<MailItem['type'], string> = {

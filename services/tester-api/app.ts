@@ -167,8 +167,9 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     keepAliveTimeout: cfg.tls.keepAliveSeconds * 1000,
     requestTimeout: 30_000,
     connectionTimeout: 0,
-    maxParamLength: 128,
-    return503OnClosing: true,
+    routerOptions: { maxParamLength: 128 },
+    // while stopping, requests on open keep-alive connections get a coded 503 (below)
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
   });
   const server = app.server as https.Server;
@@ -380,7 +381,6 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     },
     openapi: async (_req, reply) => reply.type('application/json').send(openapiText),
     health: async (req) => {
-      if (closing) return { ready: false };
       try {
         await lookupTester(req.cn!);
       } catch {
@@ -396,8 +396,12 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
       url: r.url,
       bodyLimit: r.bodyLimit ?? BODY_LIMIT,
       schema: r.id === 'openapi' ? {} : r.schema,
-      onRequest: async (req) => {
+      onRequest: async (req, reply) => {
         metrics.requests++;
+        if (closing) {
+          void reply.header('connection', 'close');
+          throw pksError('PKS_SERVICE_UNAVAILABLE', 'service is stopping');
+        }
         await (r.auth === 'tester' ? checkTester(req) : checkMtls(req));
       },
       handler: handlers[r.id],

@@ -131,6 +131,7 @@ t('bad input and foreign callers get coded errors', async ({ box, tester }) => {
   assert.is(await code(tester.call('reserve', { pool: POOL, uid: uid(1), tester: 'tester-1', station: 's', extra: 1 })), 'PKS_BAD_REQUEST');
   assert.is(await code(tester.call('reserve', { pool: 'nope.nope.1', uid: uid(1), tester: 'tester-1', station: 's' })), 'PKS_POOL_UNKNOWN');
   assert.is(await code(reserve(tester, uid(5), 'tester-1', POOL2)), 'PKS_POOL_EMPTY');
+  assert.is(await code(reserve(tester, uid(0))), 'PKS_SHE_INVALID');
   assert.is(await code(tester.call('import-chunk', { chunk: {} })), 'PKS_IPC_FORBIDDEN');
   assert.is(await code(tester.call('outbox-ack', { ids: [] })), 'PKS_IPC_FORBIDDEN');
   assert.is(await code(box.vault.client('tester-api').call('she-prepare', {})), 'PKS_IPC_FORBIDDEN');

@@ -1,0 +1,149 @@
+// pks-fleet: the central ops CLI. It talks to the reference KMS on its local socket (the KMS
+// holds the fleet state: what every box published, what it verified) and relays commands
+// signed HERE with the ops key: boxes check the ops signature, so the KMS cannot forge one,
+// and the broker ACL needs no publish right for ops.
+//
+//   pks-fleet [--socket PATH] [--json] list
+//   pks-fleet [--socket PATH] [--json] show BOX
+//   pks-fleet [--socket PATH] [--json] pools
+//   pks-fleet [--socket PATH] [--json] report [--oem OEM] [--ecu-type TYPE] [--box BOX]
+//   pks-fleet [--socket PATH] register BOX --identity B64 --transport B64 --audit B64
+//   pks-fleet [--socket PATH] import-oem FILE
+//   pks-fleet [--socket PATH] cmd BOX COMMAND [ARGS-JSON] --ops-key PEMFILE [--ttl SECONDS] [--seq N]
+// --socket defaults to $PKS_KMS_SOCKET. The command seq defaults to the current time in ms,
+// which only grows, so no counter has to be kept between invocations.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { asPksError, pksError } from '../../appliance/errors.js';
+import { ipcClient } from '../../appliance/ipc.js';
+import { COMMANDS, signCommand, type CommandName } from '../../services/uplink/commands.js';
+
+interface Args {
+  pos: string[];
+  opt: Record<string, string | true>;
+}
+
+function parse(argv: string[]): Args {
+  const pos: string[] = [];
+  const opt: Record<string, string | true> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--json') opt.json = true;
+    else if (a.startsWith('--')) {
+      const v = argv[++i];
+      if (v === undefined) throw pksError('PKS_BAD_REQUEST', `${a} needs a value`);
+      opt[a.slice(2)] = v;
+    } else pos.push(a);
+  }
+  return { pos, opt };
+}
+
+const str = (v: unknown): string => (v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+
+function table(rows: Array<Record<string, unknown>>, cols: string[]): string {
+  const cells = [cols, ...rows.map((r) => cols.map((c) => str(r[c])))];
+  const w = cols.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
+  return cells.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+function stockText(stock: unknown): string {
+  if (!stock || typeof stock !== 'object') return '-';
+  return Object.entries(stock as Record<string, { available?: number; minimum?: number }>)
+    .map(([p, s]) => `${p}=${s.available ?? '?'}/${s.minimum ?? '?'}`)
+    .join(' ') || '-';
+}
+
+export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {
+  const { pos, opt } = parse(argv);
+  const sock = (opt.socket as string | undefined) ?? process.env.PKS_KMS_SOCKET;
+  if (!sock) throw pksError('PKS_BAD_REQUEST', 'no KMS socket: pass --socket or set PKS_KMS_SOCKET');
+  const kms = ipcClient(path.resolve(sock), { timeoutMs: 60_000 });
+  const json = opt.json === true;
+  const emit = (data: unknown, text: () => string): void => out(json ? JSON.stringify(data, null, 2) : text());
+  try {
+    const [verb, ...rest] = pos;
+    switch (verb) {
+      case 'list': {
+        const { boxes } = await kms.call<{ boxes: Array<Record<string, unknown>> }>('boxes');
+        emit(boxes, () => table(boxes.map((b) => ({ ...b, stock: stockText(b.stock), alerts: (b.openAlerts as unknown[]).length + Number(b.kmsAlerts) })), ['boxId', 'health', 'version', 'mode', 'stock', 'alerts', 'lastSeen']));
+        return 0;
+      }
+      case 'show': {
+        if (!rest[0]) throw pksError('PKS_BAD_REQUEST', 'show BOX');
+        const b = await kms.call<Record<string, unknown>>('box', { boxId: rest[0] });
+        emit(b, () =>
+          [
+            `box       ${str(b.boxId)} (${str(b.health)}, version ${str(b.version)}, mode ${str(b.mode)})`,
+            `last seen ${str(b.lastSeen)}; last sync ${str(b.lastSync)}`,
+            `stock     ${stockText(b.stock)}`,
+            `counters  ${str(b.counters)}`,
+            `alerts    ${(b.alerts as unknown[]).length} at the KMS, ${(b.openAlerts as unknown[]).length} open on the box`,
+            ...(b.alerts as Array<Record<string, unknown>>).slice(-10).map((a) => `  ${str(a.at)} ${str(a.code)} ${str(a.detail)}`),
+            `commands`,
+            ...(b.cmdResults as Array<Record<string, unknown>>).slice(-10).map((c) => `  seq ${str(c.seq)} ${str(c.command)} ${c.ok ? 'ok' : `refused ${str((c.error as { code?: string })?.code)}`}`),
+          ].join('\n'),
+        );
+        return 0;
+      }
+      case 'pools': {
+        const { pools } = await kms.call<{ pools: Array<Record<string, unknown>> }>('pools');
+        emit(pools, () => table(pools, ['pool', 'stored', 'allocated', 'free', 'generate']));
+        return 0;
+      }
+      case 'report': {
+        const q: Record<string, unknown> = {};
+        if (opt.oem) q.oem = opt.oem;
+        if (opt['ecu-type']) q.ecuType = opt['ecu-type'];
+        if (opt.box) q.boxId = opt.box;
+        const { items } = await kms.call<{ items: Array<Record<string, unknown>> }>('report', q);
+        emit(items, () => table(items, ['oem', 'ecuType', 'slot', 'recordId', 'boxId', 'state', 'uid', 'at']));
+        return 0;
+      }
+      case 'register': {
+        if (!rest[0]) throw pksError('PKS_BAD_REQUEST', 'register BOX --identity B64 --transport B64 --audit B64');
+        emit(await kms.call('register', { boxId: rest[0], identity: opt.identity, transport: opt.transport, audit: opt.audit }), () => `registered ${rest[0]}`);
+        return 0;
+      }
+      case 'import-oem': {
+        if (!rest[0]) throw pksError('PKS_BAD_REQUEST', 'import-oem FILE');
+        const r = await kms.call<{ pools: Record<string, number> }>('import-oem', { path: path.resolve(rest[0]) });
+        emit(r, () => Object.entries(r.pools).map(([p, n]) => `${p}: +${n} keys`).join('\n'));
+        return 0;
+      }
+      case 'cmd': {
+        const [boxId, command, argsJson] = rest;
+        if (!boxId || !command || !(COMMANDS as readonly string[]).includes(command)) throw pksError('PKS_BAD_REQUEST', `cmd BOX (${COMMANDS.join('|')}) [ARGS-JSON] --ops-key FILE`);
+        if (typeof opt['ops-key'] !== 'string') throw pksError('PKS_BAD_REQUEST', 'cmd needs --ops-key FILE');
+        let args: Record<string, unknown> = {};
+        if (argsJson) {
+          try {
+            args = JSON.parse(argsJson) as Record<string, unknown>;
+          } catch {
+            throw pksError('PKS_BAD_REQUEST', 'ARGS-JSON is not JSON');
+          }
+        }
+        const ttl = Number(opt.ttl ?? 3600);
+        const seq = Number(opt.seq ?? Date.now());
+        const signed = signCommand({ v: 1, seq, expiresAt: new Date(Date.now() + ttl * 1000).toISOString(), boxId, command: command as CommandName, args }, readFileSync(opt['ops-key'], 'utf8'));
+        const r = await kms.call('send-command', { boxId, command: signed });
+        emit({ ...(r as object), seq }, () => `sent ${command} to ${boxId} (seq ${seq}); its result appears in 'show ${boxId}'`);
+        return 0;
+      }
+      default:
+        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|pools|report|register|import-oem|cmd ...');
+    }
+  } finally {
+    await kms.close();
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname)) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err) => {
+      const e = asPksError(err);
+      process.stderr.write(`pks-fleet: ${e.code}: ${e.detail}\n`);
+      process.exit(e.status >= 500 ? 2 : 1);
+    },
+  );
+}

@@ -1,0 +1,95 @@
+// The expected PCR values of an image, computed on the build host from the UKI and the staged
+// rootfs, without booting it, and recorded in /usr/lib/pks-image/expected-pcrs.json.
+//   PCR 4  the firmware's "Calling EFI Application from Boot Option", the separator, the UKI's
+//          Authenticode digest, then the kernel's (systemd-stub v252 LoadImage()s it);
+//   PCR 7  OVMF without Secure Boot (SecureBoot=0, empty PK/KEK/db/dbx), then the separator;
+//   PCR 11 systemd-stub's measurement of the UKI sections, then the words systemd-pcrphase adds
+//          as the boot goes on (the value depends on the phase: all of them are recorded);
+//   PCR 15 our application and configuration trees (measure.ts).
+// These depend only on the UKI (reused from the cache), the firmware (Debian's OVMF) and the
+// measured trees, so they are the same from build to build as long as those are.
+import { readFile } from 'node:fs/promises';
+import { pksError } from '../../appliance/errors.js';
+import { APP_PCR, measureTrees, pcr15Of, type TreeMeasurement } from './measure.js';
+import {
+  PCR_BANK,
+  authenticodeDigest,
+  extend,
+  ovmfNoSecureBootPcr7Digests,
+  parseDigestHex,
+  replay,
+  sha256,
+  ukiPcr11Digests,
+  ukiPcr4Digests,
+} from './pcr.js';
+
+export interface ExpectedPcrs {
+  readonly version: 1;
+  readonly bank: typeof PCR_BANK;
+  readonly uki: { readonly sha256: string; readonly authenticode: string };
+  /** PCR index -> expected value (hex). PCR 11 is its value once the boot phase "ready" is reached. */
+  readonly pcrs: Record<string, string>;
+  /** PCR 11 after the UKI and after each systemd-pcrphase word. */
+  readonly pcr11Phases: Record<string, string>;
+  readonly measurements: TreeMeasurement[];
+  readonly notes: Record<string, string>;
+}
+
+/** Phases systemd 252 passes on a Debian boot without a systemd initrd (initramfs-tools). */
+export const BOOT_PHASES_READY = ['sysinit', 'ready'] as const;
+
+export async function computeExpected(opts: { uki: Buffer; rootfs: string }): Promise<ExpectedPcrs> {
+  const pcr11 = replay(ukiPcr11Digests(opts.uki));
+  const phases: Record<string, string> = { uki: pcr11.toString('hex') };
+  let v = pcr11;
+  for (const w of BOOT_PHASES_READY) {
+    v = extend(v, sha256(w));
+    phases[w] = v.toString('hex');
+  }
+  const measurements = await measureTrees(opts.rootfs);
+  return {
+    version: 1,
+    bank: PCR_BANK,
+    uki: { sha256: sha256(opts.uki).toString('hex'), authenticode: authenticodeDigest(opts.uki).toString('hex') },
+    pcrs: {
+      '4': replay(ukiPcr4Digests(opts.uki)).toString('hex'),
+      '7': replay(ovmfNoSecureBootPcr7Digests()).toString('hex'),
+      '11': v.toString('hex'),
+      [String(APP_PCR)]: pcr15Of(measurements).toString('hex'),
+    },
+    pcr11Phases: phases,
+    measurements,
+    notes: {
+      '4': 'boot option -> separator -> UKI (Authenticode) -> kernel from .linux (Authenticode)',
+      '7': 'OVMF, Secure Boot off, no keys enrolled; a production board with Secure Boot has its own value',
+      '11': `UKI sections, then systemd-pcrphase ${BOOT_PHASES_READY.join(', ')}`,
+      [String(APP_PCR)]: 'pks-app (/usr/lib/pks), then pks-config (/etc/pks without credentials/)',
+    },
+  };
+}
+
+/** Reads and checks expected-pcrs.json. */
+export async function readExpected(p: string): Promise<ExpectedPcrs> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(p, 'utf8'));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw pksError('PKS_NOT_FOUND', `no expected PCR values at ${p}`);
+    throw pksError('PKS_CONFIG_INVALID', `${p} is not JSON`, e);
+  }
+  const o = raw as Partial<ExpectedPcrs>;
+  const bad = (what: string): never => {
+    throw pksError('PKS_CONFIG_INVALID', `expected PCR values: ${what}`);
+  };
+  if (typeof o !== 'object' || o === null || o.version !== 1 || o.bank !== PCR_BANK) bad('wrong version or bank');
+  if (typeof o.pcrs !== 'object' || o.pcrs === null) bad('pcrs missing');
+  for (const [k, val] of Object.entries(o.pcrs!)) {
+    if (!/^(?:[0-9]|1[0-9]|2[0-3])$/.test(k) || typeof val !== 'string') bad(`bad entry for PCR ${k.slice(0, 8)}`);
+    parseDigestHex(val);
+  }
+  if (typeof o.pcr11Phases !== 'object' || o.pcr11Phases === null) bad('pcr11Phases missing');
+  for (const val of Object.values(o.pcr11Phases!)) parseDigestHex(String(val));
+  if (!Array.isArray(o.measurements)) bad('measurements missing');
+  for (const m of o.measurements!) if (typeof m?.name !== 'string' || typeof m.digest !== 'string') bad('malformed measurement');
+  return o as ExpectedPcrs;
+}

@@ -1,0 +1,96 @@
+// The uplink's config: who the box is on the MQTT link, where the broker is, the pinned ops
+// key, and when to talk to the KMS. The MQTT client key is a credential (`mqtt-key`), never in
+// the config itself.
+import { NAME } from '../../appliance/schema.js';
+
+export type SyncMode = 'always' | 'windows';
+
+export interface Schedule {
+  mode: SyncMode;
+  /** node-cron expression opening a sync window (mode windows) */
+  cron: string;
+  /** how long a window stays open */
+  windowSeconds: number;
+}
+
+export interface UplinkConfig {
+  /** the box id = the CN of its MQTT client certificate (box-<id>) */
+  boxId: string;
+  /** small persistent state: last command seq, pending re-orders, schedule set by ops */
+  stateDir: string;
+  mqtt: {
+    host: string;
+    port: number;
+    caFile: string;
+    certFile: string;
+    keyFile?: string;
+    sessionExpirySeconds: number;
+    keepaliveSeconds: number;
+    reconnectSeconds: number;
+  };
+  /** PEM of the ops command-signing public key pinned at setup */
+  opsPublicKeyFile: string;
+  schedule: Schedule;
+  timing: {
+    /** housekeeping while connected: re-order check, outbox flush, missing chunks */
+    tickSeconds: number;
+    /** a batch with missing chunks and no progress for this long: ask for them again */
+    chunkTimeoutSeconds: number;
+    /** a re-order not answered for this long is repeated (same requestId: the KMS sends the same batch) */
+    reorderRetrySeconds: number;
+    /** how long to wait for the KMS's ack of a verification file */
+    ackTimeoutSeconds: number;
+    statusSeconds: number;
+  };
+}
+
+const file = { type: 'string', pattern: '^/.{1,255}$' } as const;
+export const CRON_SCHEMA = { type: 'string', minLength: 9, maxLength: 100 } as const;
+
+export const uplinkSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['boxId', 'stateDir', 'mqtt', 'opsPublicKeyFile'],
+  properties: {
+    boxId: NAME,
+    stateDir: file,
+    mqtt: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['host', 'port', 'caFile', 'certFile'],
+      properties: {
+        host: { type: 'string', minLength: 1, maxLength: 253 },
+        port: { type: 'integer', minimum: 1, maximum: 65535 },
+        caFile: file,
+        certFile: file,
+        keyFile: file,
+        sessionExpirySeconds: { type: 'integer', minimum: 60, maximum: 4294967295, default: 2_592_000 },
+        keepaliveSeconds: { type: 'integer', minimum: 5, maximum: 3600, default: 30 },
+        reconnectSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 5 },
+      },
+    },
+    opsPublicKeyFile: file,
+    schedule: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        mode: { enum: ['always', 'windows'], default: 'always' },
+        cron: { ...CRON_SCHEMA, default: '0 */4 * * *' },
+        windowSeconds: { type: 'integer', minimum: 10, maximum: 86_400, default: 300 },
+      },
+    },
+    timing: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        tickSeconds: { type: 'number', minimum: 0.05, maximum: 3600, default: 30 },
+        chunkTimeoutSeconds: { type: 'number', minimum: 0.1, maximum: 86_400, default: 120 },
+        reorderRetrySeconds: { type: 'number', minimum: 0.5, maximum: 604_800, default: 3600 },
+        ackTimeoutSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 60 },
+        statusSeconds: { type: 'number', minimum: 0.5, maximum: 86_400, default: 300 },
+      },
+    },
+  },
+} as const;

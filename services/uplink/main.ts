@@ -1,0 +1,42 @@
+// pks-uplink: the box's link to the central KMS (see uplink.ts, topics.ts).
+// Config: $PKS_CONFIG (config.ts). Credentials: `mqtt-key` (PEM key of the box's MQTT client
+// certificate; mqtt.keyFile for development). Talks to the keystore and the vault on
+// /run/pks/<service>/uplink.sock.
+import { readFileSync } from 'node:fs';
+import { loadConfig, readCredential } from '../../appliance/config.js';
+import { pksError } from '../../appliance/errors.js';
+import { ipcClient } from '../../appliance/ipc.js';
+import { socketPath } from '../../appliance/paths.js';
+import { runService } from '../../appliance/service.js';
+import { loadOpsKey } from './commands.js';
+import { uplinkSchema, type UplinkConfig } from './config.js';
+import { Uplink } from './uplink.js';
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+await runService('uplink', async (log) => {
+  const cfg = structuredClone(loadConfig<UplinkConfig>(uplinkSchema)) as UplinkConfig;
+  let opsPem: string;
+  try {
+    opsPem = readFileSync(cfg.opsPublicKeyFile, 'utf8');
+  } catch {
+    throw pksError('PKS_CONFIG_INVALID', 'ops public key file cannot be read');
+  }
+  const keystore = ipcClient(socketPath('keystore', 'uplink'), { timeoutMs: 30_000 });
+  const vault = ipcClient(socketPath('vault', 'uplink'), { timeoutMs: 10_000 });
+  const uplink = new Uplink({ cfg, keystore, vault, opsKey: loadOpsKey(opsPem), mqttKey: readCredential('mqtt-key', cfg.mqtt.keyFile), log, version: version() });
+  await uplink.start();
+  return {
+    status: () => `${uplink.schedule.mode}, ${uplink.connected ? 'connected' : 'not connected'}`,
+    async stop() {
+      await uplink.stop();
+      await Promise.all([keystore.close(), vault.close()]);
+    },
+  };
+});

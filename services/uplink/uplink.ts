@@ -1,0 +1,458 @@
+// The box's side of the KMS link. Owns nothing durable but a small state file: key stock and
+// the outbox live in the keystore, keys in the vault. What it does:
+//  - connects (always, or in cron-scheduled sync windows) with a persistent MQTT session;
+//  - re-orders once per pool when available < minimum, and not again until a batch for that
+//    pool has arrived (the pending requestId is persisted; an unanswered request is repeated
+//    with the same requestId, which the KMS answers with the same batch, never a second one);
+//  - feeds batch chunks to the keystore (import-chunk, idempotent per batch + chunk) and asks
+//    for chunks still missing after a quiet period;
+//  - drains the outbox as signed verification files and deletes items only on the KMS's ack;
+//  - executes signed ops commands and publishes each result;
+//  - keeps a retained status document on the broker.
+import { readFileSync } from 'node:fs';
+import { randomUUID, type KeyObject } from 'node:crypto';
+import cron, { type ScheduledTask } from 'node-cron';
+import type { MqttClient } from 'mqtt';
+import { asPksError, pksError } from '../../appliance/errors.js';
+import type { IpcClient } from '../../appliance/ipc.js';
+import type { Logger } from '../../appliance/log.js';
+import type { ImportChunkResponse, OutboxPeekResponse, StatsResponse } from '../keystore/contract.js';
+import { commandRef, peekSeq, verifyCommand, type CommandPayload } from './commands.js';
+import type { Schedule, UplinkConfig } from './config.js';
+import { connectLink, publish } from './mqtt.js';
+import { StateFile } from './state.js';
+import { BOX_INBOUND, boxTopic, parseTopic } from './topics.js';
+import { fileDigest, packFile } from './verification.js';
+
+export interface UplinkDeps {
+  cfg: UplinkConfig;
+  keystore: IpcClient;
+  vault: IpcClient;
+  opsKey: KeyObject;
+  mqttKey: string;
+  log: Logger;
+  version: string;
+}
+
+interface AckWaiter {
+  resolve(ack: AckMessage): void;
+}
+interface AckMessage {
+  fileId: string | null;
+  ids: string[];
+  rejected?: Array<{ id: string; code: string; detail: string }>;
+  error?: { code: string; detail: string };
+}
+
+const BATCH_REFUSALS = new Set(['PKS_BATCH_INVALID', 'PKS_BATCH_SIGNATURE', 'PKS_BATCH_NOT_FOR_US', 'PKS_SEAL_INVALID', 'PKS_BAD_REQUEST', 'PKS_POOL_UNKNOWN', 'PKS_CONFLICT']);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class Uplink {
+  readonly state: StateFile;
+  private client: MqttClient | null = null;
+  private readonly startedAt = new Date();
+  private tickTimer: NodeJS.Timeout | null = null;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private windowTask: ScheduledTask | null = null;
+  private windowEnd: NodeJS.Timeout | null = null;
+  private syncing: Promise<void> | null = null;
+  private readonly ackWaiters = new Map<string, AckWaiter>();
+  private stopped = false;
+  private health: Record<string, boolean> = { keystore: false, vault: false };
+  private mqttCert: string;
+  private mqttKey: string;
+  /** counts for tests and status: what happened since start */
+  readonly counters = { chunks: 0, duplicates: 0, refusedChunks: 0, filesAcked: 0, itemsAcked: 0, commands: 0, refusedCommands: 0, resends: 0 };
+
+  constructor(private readonly d: UplinkDeps) {
+    this.state = new StateFile(d.cfg.stateDir);
+    this.mqttCert = readFileSync(d.cfg.mqtt.certFile, 'utf8');
+    this.mqttKey = d.mqttKey;
+  }
+
+  get cfg(): UplinkConfig {
+    return this.d.cfg;
+  }
+  get connected(): boolean {
+    return this.client?.connected ?? false;
+  }
+  get schedule(): Schedule {
+    return this.state.state.schedule ?? { ...this.d.cfg.schedule };
+  }
+
+  async start(): Promise<void> {
+    this.applySchedule();
+    this.tickTimer = setInterval(() => void this.syncIfConnected(), this.d.cfg.timing.tickSeconds * 1000);
+    this.statusTimer = setInterval(() => void this.publishStatus().catch(() => undefined), this.d.cfg.timing.statusSeconds * 1000);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    this.closeWindow();
+    await this.windowTask?.stop();
+    await this.syncing?.catch(() => undefined);
+    await this.disconnect();
+  }
+
+  // ---- connection and schedule
+
+  private applySchedule(): void {
+    const s = this.schedule;
+    void this.windowTask?.stop();
+    this.windowTask = null;
+    this.closeWindow();
+    if (s.mode === 'always') {
+      this.connect();
+      return;
+    }
+    this.windowTask = cron.schedule(s.cron, () => this.openWindow(), { name: 'uplink-sync-window', noOverlap: true });
+    void this.disconnect();
+  }
+
+  /** A sync window: connect, sync, stay reachable for windowSeconds, disconnect. */
+  openWindow(): void {
+    if (this.stopped) return;
+    this.connect();
+    if (this.windowEnd) clearTimeout(this.windowEnd);
+    this.windowEnd = setTimeout(() => {
+      this.windowEnd = null;
+      if (this.schedule.mode === 'windows') void this.disconnect();
+    }, this.schedule.windowSeconds * 1000);
+  }
+
+  private closeWindow(): void {
+    if (this.windowEnd) clearTimeout(this.windowEnd);
+    this.windowEnd = null;
+  }
+
+  private connect(): void {
+    if (this.client || this.stopped) return;
+    const m = this.d.cfg.mqtt;
+    const client = connectLink(
+      {
+        host: m.host,
+        port: m.port,
+        ca: readFileSync(m.caFile),
+        cert: this.mqttCert,
+        key: this.mqttKey,
+        clientId: this.d.cfg.boxId,
+        sessionExpirySeconds: m.sessionExpirySeconds,
+        keepaliveSeconds: m.keepaliveSeconds,
+        reconnectMs: Math.round(m.reconnectSeconds * 1000),
+      },
+      BOX_INBOUND.map((t) => boxTopic(this.d.cfg.boxId, t)),
+      (t, p) => this.onMessage(t, p),
+      this.d.log,
+    );
+    client.on('connect', () => void this.syncIfConnected());
+    this.client = client;
+  }
+
+  private async disconnect(): Promise<void> {
+    const c = this.client;
+    this.client = null;
+    if (c) await c.endAsync().catch(() => undefined);
+  }
+
+  // ---- inbound
+
+  private async onMessage(topic: string, payload: Buffer): Promise<void> {
+    const t = parseTopic(topic);
+    if (!t || t.boxCn !== this.d.cfg.boxId) return;
+    if (t.name === 'batch') return this.onChunk(payload);
+    if (t.name === 'cmd') return this.onCommand(payload);
+    if (t.name === 'ack') return this.onAck(payload);
+  }
+
+  private async onChunk(payload: Buffer): Promise<void> {
+    let chunk: unknown;
+    try {
+      chunk = JSON.parse(payload.toString('utf8'));
+    } catch {
+      this.counters.refusedChunks++;
+      return this.raise('PKS_BATCH_INVALID', 'batch chunk is not JSON');
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await this.d.keystore.call<ImportChunkResponse>('import-chunk', { chunk }, 60_000);
+        this.counters.chunks++;
+        if (r.duplicate) this.counters.duplicates++;
+        this.noteProgress(r);
+        return;
+      } catch (err) {
+        const e = asPksError(err);
+        if (BATCH_REFUSALS.has(e.code) || !e.retry || attempt >= 4) {
+          this.counters.refusedChunks++;
+          // stock is untouched: the keystore refuses a bad chunk as a whole
+          return this.raise(e.code, `batch chunk refused: ${e.detail}`);
+        }
+        await sleep(200 * 2 ** attempt);
+      }
+    }
+  }
+
+  private noteProgress(r: ImportChunkResponse): void {
+    this.state.update((s) => {
+      if (r.complete) {
+        delete s.batches[r.batchId];
+        if (s.pending[r.pool]) {
+          this.d.log.info('re-order fulfilled', { pool: r.pool, requestId: s.pending[r.pool]!.requestId, batchId: r.batchId });
+          delete s.pending[r.pool];
+        }
+      } else {
+        s.batches[r.batchId] = { pool: r.pool, chunks: r.chunks, missing: r.missing, lastAt: new Date().toISOString() };
+      }
+    });
+  }
+
+  private onAck(payload: Buffer): Promise<void> {
+    let ack: AckMessage;
+    try {
+      ack = JSON.parse(payload.toString('utf8')) as AckMessage;
+      if (!Array.isArray(ack.ids) || !ack.ids.every((i) => typeof i === 'string')) throw new Error('ids');
+    } catch {
+      this.d.log.warn('ack refused: malformed');
+      return Promise.resolve();
+    }
+    const w = typeof ack.fileId === 'string' ? this.ackWaiters.get(ack.fileId) : undefined;
+    if (w) {
+      this.ackWaiters.delete(ack.fileId!);
+      w.resolve(ack);
+      return Promise.resolve();
+    }
+    // a late ack (after our wait timed out, or from before a restart) still counts: the KMS
+    // has those items stored
+    return this.applyAck(ack);
+  }
+
+  private async applyAck(ack: AckMessage): Promise<void> {
+    if (ack.error) {
+      await this.raise(ack.error.code, `KMS refused verification file: ${ack.error.detail}`);
+      return;
+    }
+    if (ack.ids.length === 0) return;
+    await this.d.keystore.call('outbox-ack', { ids: ack.ids.slice(0, 5000) });
+    this.counters.filesAcked++;
+    this.counters.itemsAcked += ack.ids.length;
+    for (const r of ack.rejected ?? []) await this.raise(r.code, `KMS rejected ${r.id}: ${r.detail}`, false);
+  }
+
+  // ---- commands
+
+  private async onCommand(payload: Buffer): Promise<void> {
+    const ref = commandRef(payload);
+    let cmd: CommandPayload;
+    try {
+      cmd = verifyCommand(payload, { opsKey: this.d.opsKey, boxId: this.d.cfg.boxId, lastSeq: this.state.state.lastSeq });
+    } catch (err) {
+      const e = asPksError(err);
+      this.counters.refusedCommands++;
+      const seq = peekSeq(payload);
+      this.d.log.warn('command refused', { ref, seq, code: e.code, detail: e.detail });
+      await this.result({ ref, ...(seq !== undefined ? { seq } : {}), ok: false, error: { code: e.code, detail: e.detail } });
+      await this.raise(e.code, `command refused: ${e.detail}`);
+      return;
+    }
+    // the seq is taken before the command runs: a crash in between loses the command (ops
+    // sees no result and sends a new one), it can never make a replay pass
+    this.state.update((s) => void (s.lastSeq = cmd.seq));
+    this.counters.commands++;
+    this.d.log.info('command accepted', { ref, seq: cmd.seq, command: cmd.command });
+    try {
+      const result = await this.execute(cmd);
+      await this.result({ ref, seq: cmd.seq, command: cmd.command, ok: true, result });
+    } catch (err) {
+      const e = asPksError(err);
+      this.d.log.warn('command failed', { seq: cmd.seq, command: cmd.command, code: e.code, detail: e.detail });
+      await this.result({ ref, seq: cmd.seq, command: cmd.command, ok: false, error: { code: e.code, detail: e.detail } });
+    }
+  }
+
+  private async execute(cmd: CommandPayload): Promise<Record<string, unknown>> {
+    const a = cmd.args as Record<string, any>;
+    switch (cmd.command) {
+      case 'set-quota':
+        return (await this.d.keystore.call('pool-set', a)) as Record<string, unknown>;
+      case 'revoke-tester':
+        return (await this.d.keystore.call('tester-revoke', { cn: a.cn })) as Record<string, unknown>;
+      case 'sync-now':
+        if (this.schedule.mode === 'windows') this.openWindow();
+        void this.syncIfConnected();
+        return { syncing: true };
+      case 'set-schedule': {
+        const s: Schedule = { ...this.schedule, mode: a.mode };
+        if (a.cron !== undefined) s.cron = a.cron;
+        if (a.windowSeconds !== undefined) s.windowSeconds = a.windowSeconds;
+        if (s.mode === 'windows' && !cron.validate(s.cron)) throw pksError('PKS_COMMAND_INVALID', 'cron expression is invalid');
+        this.state.update((st) => void (st.schedule = s));
+        // applied after the result is out, so ops hears back even when the link closes now
+        setTimeout(() => this.applySchedule(), 100).unref();
+        return { schedule: s };
+      }
+      case 'rotate-cert':
+        throw pksError('PKS_COMMAND_INVALID', 'rotate-cert is not available on this box yet');
+    }
+  }
+
+  private async result(doc: Record<string, unknown>): Promise<void> {
+    const body = { ...doc, at: new Date().toISOString() };
+    if (this.connected) await publish(this.client!, boxTopic(this.d.cfg.boxId, 'cmd-result'), JSON.stringify(body)).catch(() => undefined);
+  }
+
+  // ---- alerts and status
+
+  /** Logs, remembers (status), queues for the KMS in the outbox (durable) and publishes now. */
+  async raise(code: string, detail: string, outbox = true): Promise<void> {
+    const at = new Date().toISOString();
+    this.d.log.warn('alert', { code, detail });
+    this.state.update((s) => {
+      s.alerts.push({ code, detail: detail.slice(0, 300), at });
+      if (s.alerts.length > 20) s.alerts.splice(0, s.alerts.length - 20);
+    });
+    if (outbox) await this.d.keystore.call('outbox-put', { kind: 'alert', body: { code, detail: detail.slice(0, 300), source: 'uplink' } }).catch(() => undefined);
+    if (this.connected) await publish(this.client!, boxTopic(this.d.cfg.boxId, 'alert'), JSON.stringify({ code, detail, at })).catch(() => undefined);
+  }
+
+  private openAlerts(): Array<{ code: string; detail: string; at: string }> {
+    const since = Date.now() - 24 * 3600 * 1000;
+    return this.state.state.alerts.filter((a) => Date.parse(a.at) > since);
+  }
+
+  async statusDoc(): Promise<Record<string, unknown>> {
+    let stock: StatsResponse['pools'] | null = null;
+    try {
+      stock = (await this.d.keystore.call<StatsResponse>('stats', {})).pools;
+      this.health.keystore = true;
+    } catch {
+      this.health.keystore = false;
+    }
+    try {
+      await this.d.vault.call('public-key', { name: 'audit' });
+      this.health.vault = true;
+    } catch {
+      this.health.vault = false;
+    }
+    const ok = this.health.keystore && this.health.vault;
+    return {
+      boxId: this.d.cfg.boxId,
+      version: this.d.version,
+      startedAt: this.startedAt.toISOString(),
+      uptimeS: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+      mode: this.schedule.mode,
+      schedule: this.schedule,
+      stock: stock ?? {},
+      pendingReorders: this.state.state.pending,
+      lastSync: this.state.state.lastSync,
+      openAlerts: this.openAlerts(),
+      health: ok ? (this.openAlerts().length > 0 ? 'degraded' : 'ok') : 'failing',
+      checks: { ...this.health, mqtt: this.connected },
+      at: new Date().toISOString(),
+    };
+  }
+
+  async publishStatus(): Promise<void> {
+    if (!this.connected) return;
+    await publish(this.client!, boxTopic(this.d.cfg.boxId, 'status'), JSON.stringify(await this.statusDoc()), true);
+  }
+
+  // ---- sync
+
+  /** One sync round; concurrent callers share the round in progress. */
+  syncIfConnected(): Promise<void> {
+    if (!this.connected || this.stopped) return Promise.resolve();
+    if (!this.syncing) {
+      this.syncing = this.syncRound()
+        .catch((err) => {
+          const e = asPksError(err);
+          this.d.log.warn('sync round failed', { code: e.code, detail: e.detail });
+        })
+        .finally(() => {
+          this.syncing = null;
+        });
+    }
+    return this.syncing;
+  }
+
+  private async syncRound(): Promise<void> {
+    await this.reorders();
+    await this.missingChunks();
+    const drained = await this.flushOutbox();
+    if (drained) this.state.update((s) => void (s.lastSync = new Date().toISOString()));
+    await this.publishStatus().catch(() => undefined);
+  }
+
+  private async reorders(): Promise<void> {
+    const stats = await this.d.keystore.call<StatsResponse>('stats', {});
+    const retryMs = this.d.cfg.timing.reorderRetrySeconds * 1000;
+    for (const [pool, p] of Object.entries(stats.pools)) {
+      if (!(p.available < p.minimum) || p.reorder <= 0) continue;
+      let pending = this.state.state.pending[pool];
+      if (pending && Date.now() - Date.parse(pending.at) < retryMs) continue;
+      if (!pending) {
+        pending = { requestId: `ro-${randomUUID()}`, count: p.reorder, at: new Date().toISOString() };
+        // persisted before it is sent: a restart repeats this request, never makes a new one
+        this.state.update((s) => {
+          s.pending[pool] = pending!;
+          s.reorders++;
+        });
+        this.d.log.info('re-ordering', { pool, available: p.available, minimum: p.minimum, count: p.reorder, requestId: pending.requestId });
+      } else {
+        this.state.update((s) => void (s.pending[pool]!.at = new Date().toISOString()));
+        this.d.log.info('re-order unanswered, asking again (same request)', { pool, requestId: pending.requestId });
+      }
+      await publish(this.client!, boxTopic(this.d.cfg.boxId, 'reorder'), JSON.stringify({ requestId: pending.requestId, pool, count: pending.count }));
+    }
+  }
+
+  private async missingChunks(): Promise<void> {
+    const quietMs = this.d.cfg.timing.chunkTimeoutSeconds * 1000;
+    for (const [batchId, b] of Object.entries(this.state.state.batches)) {
+      if (Date.now() - Date.parse(b.lastAt) < quietMs || b.missing.length === 0) continue;
+      this.counters.resends++;
+      this.d.log.info('asking for missing chunks', { batchId, missing: b.missing.length });
+      this.state.update((s) => void (s.batches[batchId]!.lastAt = new Date().toISOString()));
+      await publish(this.client!, boxTopic(this.d.cfg.boxId, 'resend'), JSON.stringify({ batchId, chunks: b.missing.slice(0, 1000) }));
+    }
+  }
+
+  /** Sends the outbox as verification files until it is empty or the KMS stops answering. */
+  private async flushOutbox(): Promise<boolean> {
+    for (let round = 0; round < 100; round++) {
+      if (!this.connected) return false;
+      const { items } = await this.d.keystore.call<OutboxPeekResponse>('outbox-peek', { limit: 5000 });
+      if (items.length === 0) return true;
+      const fileId = `vf-${randomUUID()}`;
+      const { text, ids } = packFile(fileId, this.d.cfg.boxId, items);
+      const { sig } = await this.d.vault.call<{ sig: string }>('sign-audit', { data: fileDigest(text).toString('base64') });
+      const ack = new Promise<AckMessage | null>((resolve) => {
+        const timer = setTimeout(() => {
+          this.ackWaiters.delete(fileId);
+          resolve(null);
+        }, this.d.cfg.timing.ackTimeoutSeconds * 1000);
+        this.ackWaiters.set(fileId, {
+          resolve: (a) => {
+            clearTimeout(timer);
+            resolve(a);
+          },
+        });
+      });
+      try {
+        await publish(this.client!, boxTopic(this.d.cfg.boxId, 'verify'), JSON.stringify({ v: 1, payload: text, sig }));
+      } catch {
+        this.ackWaiters.delete(fileId);
+        return false;
+      }
+      const a = await ack;
+      if (!a) {
+        this.d.log.info('verification file not acknowledged yet; kept in the outbox', { fileId, items: ids.length });
+        return false;
+      }
+      await this.applyAck(a);
+      if (a.error) return false;
+    }
+    return false;
+  }
+}
+
