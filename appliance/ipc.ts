@@ -8,7 +8,7 @@ import http from 'node:http';
 import { chmod, chown, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Client, errors as undiciErrors } from 'undici';
+import { Pool, errors as undiciErrors } from 'undici';
 import { PksError, asPksError, isErrorCode, pksError, problem } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -161,13 +161,15 @@ export interface IpcClient {
 /** A keep-alive client to one service socket; errors come back as the PksError the server sent. */
 export function ipcClient(socketPath: string, opts: IpcClientOptions = {}): IpcClient {
   const timeout = opts.timeoutMs ?? 5_000;
-  const client = new Client('http://localhost', {
+  // a Pool, not a Client: a Client is one connection serving one request at a time, which
+  // would serialise every caller behind the slowest (durable) request
+  const client = new Pool('http://localhost', {
     socketPath,
     connections: opts.connections ?? 16,
     keepAliveTimeout: 30_000,
     headersTimeout: timeout,
     bodyTimeout: timeout,
-  } as ConstructorParameters<typeof Client>[1]);
+  });
   return {
     async call<T>(verb: string, body: unknown = {}, t = timeout): Promise<T> {
       let res;

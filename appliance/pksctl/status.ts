@@ -10,10 +10,10 @@ const mark = (b: boolean | undefined): string => (b === undefined ? '-' : b ? 'o
 
 export function renderStatus(s: AttestStatus): string {
   const lines = [`measured boot: ${s.ok ? 'OK (all measurements are the expected ones)' : 'NOT OK'}`, ''];
-  lines.push('PCR  actual             expected           replay  expected?');
+  lines.push('PCR  actual             expected           replay           expected?');
   for (const p of s.pcrs) {
     const replay = p.replayOk ? (p.phase ? `ok+${p.phase}` : 'ok') : 'FAILED';
-    lines.push(`${String(p.pcr).padStart(3)}  ${short(p.actual).padEnd(18)} ${short(p.expected).padEnd(18)} ${replay.padEnd(7)} ${mark(p.expectedOk)}`);
+    lines.push(`${String(p.pcr).padStart(3)}  ${short(p.actual).padEnd(18)} ${short(p.expected).padEnd(18)} ${replay.padEnd(16)} ${mark(p.expectedOk)}`);
   }
   lines.push('', 'application measurements (PCR 15):');
   if (s.measurements.length === 0) lines.push('  none (pks-measure.service has not run)');

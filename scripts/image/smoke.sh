@@ -41,6 +41,9 @@ check "node 20 in the image" 'node --version | grep -q "^v20\."'
 check "our build at /usr/lib/pks" 'test -f /usr/lib/pks/package.json && test -d /usr/lib/pks/dist && test -d /usr/lib/pks/node_modules'
 check "network up (10.0.2.15)" 'ip -4 addr show | grep -q "inet 10.0.2.15/"'
 check "root fs by fixed UUID" 'findmnt -n -o UUID / | grep -q .'
+check "pks-measure.service measured PCR 15" 'systemctl is-active -q pks-measure.service && test -s /run/pks/measurements.json'
+# pksctl status once the lead has wired it; the module directly until then
+check "measured boot: logs replay, PCRs 4/7/11/15 as expected" 'if pksctl status >/dev/null 2>&1; then exit 0; fi; cd /usr/lib/pks && node --input-type=module -e "const m = await import(\"/usr/lib/pks/dist/appliance/pksctl/status.js\"); process.exit(await m.statusCommand([], () => {}))"'
 boot stop --timeout 90
 if grep -aq 'reboot: Power down' "$state/serial.log"; then echo "smoke: ok   clean poweroff" >&2; else fail+=(poweroff); fi
 trap - EXIT

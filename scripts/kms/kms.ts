@@ -198,7 +198,8 @@ export class Kms {
     }
     // the ack is an ordinary QoS 1 message: if it is lost, the box sends the file again and
     // gets the same answer (files are idempotent by fileId)
-    if (this.client?.connected) await publish(this.client, boxTopic(boxId, 'ack'), JSON.stringify(ack)).catch(() => undefined);
+    // (not awaited: the PUBACK of our publish arrives on the inbound stream this handler holds)
+    if (this.client) void publish(this.client, boxTopic(boxId, 'ack'), JSON.stringify(ack)).catch(() => undefined);
   }
 
   private summary(b: BoxRecord): Record<string, unknown> {

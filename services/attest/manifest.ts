@@ -13,7 +13,7 @@
 // forge a line. An absent tree is the single line "absent".
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { pksError } from '../../appliance/errors.js';
 
@@ -25,7 +25,9 @@ export interface TreeManifest {
 
 const MAX_ENTRIES = 200_000;
 
-async function fileSha256(p: string): Promise<string> {
+async function fileSha256(p: string, size: number): Promise<string> {
+  // most files are small: one read beats a stream's per-chunk round trips
+  if (size <= 1 << 20) return createHash('sha256').update(await readFile(p)).digest('hex');
   const h = createHash('sha256');
   for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
   return h.digest('hex');
@@ -68,7 +70,7 @@ export async function treeManifest(dir: string, exclude: readonly string[] = [])
         if (!skip.has(child)) await walk(child);
       }
     } else if (st.isFile()) {
-      add(rel, `f ${mode(st.mode)} ${st.size} ${await fileSha256(abs)}`);
+      add(rel, `f ${mode(st.mode)} ${st.size} ${await fileSha256(abs, st.size)}`);
       files += 1;
       bytes += st.size;
     } else if (st.isSymbolicLink()) {

@@ -246,7 +246,10 @@ export class Keystore {
         const cp: Checkpoint = { ...body, sig };
         await this.dbs.root.transaction(() => {
           void this.dbs.checkpoints.put(cp.seq, cp);
-          putOutbox(this.dbs, this.now(), 'checkpoint', { ...cp });
+          // the KMS numbers checkpoints 1, 2, 3...: each must extend the one before (prev = last head)
+          const n = ((this.dbs.meta.get('checkpoint-count') as number | undefined) ?? 0) + 1;
+          void this.dbs.meta.put('checkpoint-count', n);
+          putOutbox(this.dbs, this.now(), 'checkpoint', { seq: n, prev: cp.prevHash, head: cp.hash, auditSeq: cp.seq, prevAuditSeq: cp.prevSeq, at: cp.at, sig: cp.sig });
         });
         await this.dbs.root.flushed;
       } finally {

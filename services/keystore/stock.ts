@@ -125,7 +125,7 @@ export function confirmTx(dbs: Dbs, now: number, packageId: string, tester: stri
   void dbs.pending.remove([rec.reservedAt!, rec.id]);
   move(dbs, rec.pool, 'RESERVED', state);
   const seq = appendAudit(dbs, now, { ev: verified ? 'inject' : 'burn', id: rec.id, pool: rec.pool, uid: rec.uid, tester, m4: proof.m4, m5: proof.m5, ...(verified ? {} : { reason: 'proof mismatch' }) });
-  const body = { packageId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester, station: rec.station, m4: proof.m4, m5: proof.m5, auditSeq: seq, reservedAt: new Date(rec.reservedAt!).toISOString() };
+  const body = { packageId: rec.id, recordId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester, station: rec.station, m4: proof.m4, m5: proof.m5, auditSeq: seq, reservedAt: new Date(rec.reservedAt!).toISOString() };
   putOutbox(dbs, now, verified ? 'injection' : 'burn', verified ? body : { ...body, reason: 'proof mismatch' });
   if (!verified) putOutbox(dbs, now, 'alert', { kind: 'proof-mismatch', severity: 'critical', pool: rec.pool, uid: rec.uid, tester, packageId: rec.id });
   return next;
@@ -143,7 +143,7 @@ export function burnTx(dbs: Dbs, now: number, packageId: string, tester: string 
   void dbs.pending.remove([rec.reservedAt!, rec.id]);
   move(dbs, rec.pool, 'RESERVED', 'BURNED');
   const seq = appendAudit(dbs, now, { ev: 'burn', id: rec.id, pool: rec.pool, uid: rec.uid, tester: rec.tester, reason });
-  putOutbox(dbs, now, 'burn', { packageId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester: rec.tester, station: rec.station, reason, auditSeq: seq });
+  putOutbox(dbs, now, 'burn', { packageId: rec.id, recordId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester: rec.tester, station: rec.station, reason, auditSeq: seq });
   return next;
 }
 

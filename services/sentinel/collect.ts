@@ -253,7 +253,7 @@ export class Collector {
     if (this.deps.ownStore) maps.push(lmdbUsage('sentinel', this.deps.ownStore));
     const ks = this.cfg.storage.keystoreDataDir;
     if (ks) {
-      const usage = await keystoreUsage(ks);
+      const usage = await keystoreUsage(ks, this.cfg.storage.keystoreMapSizeMb * 1024 * 1024);
       if (usage) maps.push(usage);
       else r.skipped.push('storage: keystore LMDB not readable');
     }
@@ -360,9 +360,10 @@ export class Collector {
 
 /**
  * Map usage of the keystore's LMDB, opened read-only (LMDB is multi-process safe; the
- * keystore stays the only writer). Undefined when it is not there or not readable for us.
+ * keystore stays the only writer), against the map size the keystore is configured with.
+ * Undefined when it is not there or not readable for us.
  */
-export async function keystoreUsage(dir: string): Promise<MapUsageInput | undefined> {
+export async function keystoreUsage(dir: string, mapSize: number): Promise<MapUsageInput | undefined> {
   try {
     await access(`${dir}/data.mdb`, fsConstants.R_OK);
   } catch {
@@ -371,7 +372,8 @@ export async function keystoreUsage(dir: string): Promise<MapUsageInput | undefi
   let env: ReturnType<typeof openLmdb> | undefined;
   try {
     env = openLmdb({ path: dir, readOnly: true, maxDbs: 20 });
-    return lmdbUsage('keystore', env);
+    const u = lmdbUsage('keystore', env);
+    return { ...u, mapSize: Math.max(u.mapSize, mapSize) };
   } catch {
     return undefined;
   } finally {

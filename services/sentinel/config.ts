@@ -63,6 +63,11 @@ export interface SentinelConfig {
   storage: {
     /** The keystore's LMDB directory, opened read-only for its map usage (skipped if unreadable). */
     keystoreDataDir?: string;
+    /**
+     * The keystore's configured map size (its mapSizeMb). A read-only reader cannot learn it:
+     * lmdb-js grows the map as the file grows, so the reader sees only the current mapping.
+     */
+    keystoreMapSizeMb: number;
     /** Directories whose file system must keep free space (default: dataDir). */
     disks: string[];
   };
@@ -215,6 +220,7 @@ export const sentinelSchema = {
       default: {},
       properties: {
         keystoreDataDir: PATH,
+        keystoreMapSizeMb: { type: 'integer', minimum: 64, maximum: 1024 * 1024, default: 16384 },
         disks: { type: 'array', maxItems: 32, items: PATH, default: [] },
       },
     },

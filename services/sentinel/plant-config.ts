@@ -14,6 +14,8 @@ export interface PlantSentinelOptions {
   smtpPort: number;
   /** The keystore's LMDB directory (KeystoreHandle.dataDir), for its map usage. */
   keystoreDataDir?: string;
+  /** The keystore's mapSizeMb (scripts/plant/keystore.ts writes 4096). */
+  keystoreMapSizeMb?: number;
   /** Services whose sockets must answer; default the ones a box runs: vault and keystore. */
   services?: string[];
   certificates?: { name: string; path: string }[];
@@ -51,7 +53,7 @@ export function plantSentinelConfig(o: PlantSentinelOptions): SentinelConfig {
     certificates: o.certificates ?? [],
     ...(o.uplinkStatusFile ? { uplink: { statusFile: o.uplinkStatusFile, maxSyncAgeMinutes: 60 } } : {}),
     services: o.services ?? ['vault', 'keystore'],
-    storage: { ...(o.keystoreDataDir ? { keystoreDataDir: o.keystoreDataDir } : {}), disks: [] },
+    storage: { ...(o.keystoreDataDir ? { keystoreDataDir: o.keystoreDataDir } : {}), keystoreMapSizeMb: o.keystoreMapSizeMb ?? 4096, disks: [] },
   };
   parseSentinelConfig(cfg, 'plant sentinel config');
   return cfg as unknown as SentinelConfig;

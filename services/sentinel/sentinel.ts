@@ -155,7 +155,7 @@ export async function startSentinel(cfg: Config, opts: SentinelOptions): Promise
         s.events += r.events.length;
         s.mailsQueued += r.mails.length;
         s.held = r.held;
-        for (const e of r.events) log.info('alert', { type: e.type, key: e.alert.key, severity: e.alert.severity });
+        for (const e of r.events) log.info('alert', { type: e.type, alert: e.alert.key, severity: e.alert.severity, message: e.alert.message });
       } catch (err) {
         const e = asPksError(err);
         s.errors.push(`${g}: ${e.code}`);

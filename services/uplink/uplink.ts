@@ -298,7 +298,8 @@ export class Uplink {
 
   private async result(doc: Record<string, unknown>): Promise<void> {
     const body = { ...doc, at: new Date().toISOString() };
-    if (this.connected) await publish(this.client!, boxTopic(this.d.cfg.boxId, 'cmd-result'), JSON.stringify(body)).catch(() => undefined);
+    // never awaited from an inbound handler: the PUBACK arrives on the stream the handler holds
+    if (this.client) void publish(this.client, boxTopic(this.d.cfg.boxId, 'cmd-result'), JSON.stringify(body)).catch(() => undefined);
   }
 
   // ---- alerts and status
@@ -312,7 +313,7 @@ export class Uplink {
       if (s.alerts.length > 20) s.alerts.splice(0, s.alerts.length - 20);
     });
     if (outbox) await this.d.keystore.call('outbox-put', { kind: 'alert', body: { code, detail: detail.slice(0, 300), source: 'uplink' } }).catch(() => undefined);
-    if (this.connected) await publish(this.client!, boxTopic(this.d.cfg.boxId, 'alert'), JSON.stringify({ code, detail, at })).catch(() => undefined);
+    if (this.connected) void publish(this.client!, boxTopic(this.d.cfg.boxId, 'alert'), JSON.stringify({ code, detail, at })).catch(() => undefined);
   }
 
   private openAlerts(): Array<{ code: string; detail: string; at: string }> {

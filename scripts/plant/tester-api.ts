@@ -1,0 +1,132 @@
+// The tester API as the plant-in-a-box and the e2e tests run it: its TLS PKI (box CA for the
+// server certificate, tester CA for the testers), the ECU issuing CA certificate over the
+// vault's HSM key, the testers registered in the keystore, and mTLS clients for them.
+import * as x509 from '@peculiar/x509';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Client } from 'undici';
+import type { IpcClient } from '../../appliance/ipc.js';
+import { keyIdentifier, newSerial, signCertificate } from '../../services/tester-api/ecu-cert.js';
+import { issue, makeCa } from './pki.js';
+import { freePort, startService, waitFor, type Proc } from './process.js';
+
+export interface TesterCred {
+  cn: string;
+  key: string;
+  cert: string;
+}
+
+export interface TesterApiHandle {
+  proc: Proc;
+  port: number;
+  url: string;
+  boxCa: string;
+  testers: TesterCred[];
+  /** a keep-alive mTLS client (one connection) presenting this tester's certificate */
+  client(t: TesterCred): Client;
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function makeEcuCa(vault: IpcClient, dir: string): Promise<string> {
+  const caSpki = Buffer.from((await vault.call<{ spki: string }>('public-key', { name: 'ecu-ca' })).spki, 'base64');
+  const ca = await signCertificate(
+    {
+      serial: newSerial(),
+      subject: 'CN=Plant ECU issuing CA,O=OEM1',
+      issuer: 'CN=Plant ECU issuing CA,O=OEM1',
+      spki: caSpki,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 5 * 365 * 86_400_000),
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        new x509.SubjectKeyIdentifierExtension(keyIdentifier(caSpki)),
+      ],
+    },
+    async (tbs) => Buffer.from((await vault.call<{ sig: string }>('sign-ecu-ca', { data: tbs.toString('base64') })).sig, 'base64'),
+  );
+  const file = path.join(dir, 'ecu-ca.crt');
+  await writeFile(file, ca.toString('pem') + '\n');
+  return file;
+}
+
+export async function startTesterApi(o: {
+  dir: string;
+  runDir: string;
+  logDir: string;
+  testers: { cn: string; station: string; pools: string[] }[];
+  /** keystore client as pksctl, to register the testers */
+  keystoreAdmin: IpcClient;
+  /** vault client as tester-api, to make the ECU issuing CA certificate */
+  vault: IpcClient;
+  limits?: Record<string, number>;
+}): Promise<TesterApiHandle> {
+  await mkdir(o.dir, { recursive: true });
+  const pkiDir = path.join(o.dir, 'pki');
+  await makeCa(pkiDir, 'box-ca');
+  const testerCa = await makeCa(pkiDir, 'tester-ca');
+  const server = await issue(pkiDir, 'box-ca', 'server', { cn: 'pks.local', server: true, san: ['DNS:localhost', 'IP:127.0.0.1'] });
+  const testers: TesterCred[] = [];
+  for (const t of o.testers) {
+    const c = await issue(pkiDir, 'tester-ca', t.cn, { cn: t.cn, client: true });
+    testers.push({ cn: t.cn, key: await readFile(c.key, 'utf8'), cert: await readFile(c.cert, 'utf8') });
+    await o.keystoreAdmin.call('tester-put', { cn: t.cn, station: t.station, pools: t.pools, expiresAt: new Date(Date.now() + 30 * 86_400_000).toISOString(), revoked: false });
+  }
+  const ecuCa = await makeEcuCa(o.vault, o.dir);
+  const port = await freePort();
+  const configFile = path.join(o.dir, 'tester-api.json');
+  await writeFile(
+    configFile,
+    JSON.stringify(
+      {
+        listen: { host: '127.0.0.1', port },
+        tls: { cert: server.cert, keyFile: server.key, ca: testerCa.cert },
+        ecuCa: { cert: ecuCa },
+        ...(o.limits ? { limits: o.limits } : {}),
+      },
+      null,
+      2,
+    ),
+  );
+  const boxCa = await readFile(path.join(pkiDir, 'box-ca.crt'), 'utf8');
+  const url = `https://127.0.0.1:${port}`;
+  const clients: Client[] = [];
+  const client = (t: TesterCred): Client => {
+    const c = new Client(url, { connect: { ca: boxCa, key: t.key, cert: t.cert, servername: 'localhost' }, keepAliveTimeout: 60_000, pipelining: 1 });
+    clients.push(c);
+    return c;
+  };
+  const launch = async (): Promise<Proc> => {
+    const p = startService('tester-api', { PKS_CONFIG: configFile, PKS_RUN_DIR: o.runDir }, o.logDir);
+    const probe = new Client(url, { connect: { ca: boxCa, key: testers[0]!.key, cert: testers[0]!.cert, servername: 'localhost' } });
+    try {
+      await waitFor('tester-api ready', async () => {
+        if (p.child.exitCode !== null) throw new Error(`tester-api exited ${p.child.exitCode}`);
+        const r = await probe.request({ method: 'GET', path: '/v1/health' });
+        const body = (await r.body.json()) as { ready?: boolean };
+        return r.statusCode === 200 && body.ready;
+      }, 30_000, 100);
+    } finally {
+      await probe.close();
+    }
+    return p;
+  };
+  const handle: TesterApiHandle = {
+    proc: await launch(),
+    port,
+    url,
+    boxCa,
+    testers,
+    client,
+    async restart() {
+      await handle.proc.stop();
+      handle.proc = await launch();
+    },
+    async stop() {
+      await Promise.all(clients.map((c) => c.close().catch(() => {})));
+      await handle.proc.stop();
+    },
+  };
+  return handle;
+}
