@@ -148,7 +148,7 @@ case "$cmd" in
     stop_swtpm
     ;;
   wait)
-    limit=${timeout:-300}
+    limit=${timeout:-420}
     for ((i = 0; i < limit * 2; i++)); do
       line=$(grep -a -o 'PKS-VM-REPORT {.*}' "$state/serial.log" 2>/dev/null | tail -1 || true)
       if [ -n "$line" ]; then echo "${line#PKS-VM-REPORT }"; exit 0; fi

@@ -24,7 +24,7 @@ boot() { "$here/boot.sh" "$@" --state "$state"; }
 trap 'boot kill >/dev/null 2>&1 || true' EXIT
 t0=$(date +%s)
 boot start --fresh --port "$port"
-report=$(boot wait --timeout 300)
+report=$(boot wait --timeout 420)
 booted=$(( $(date +%s) - t0 ))
 echo "smoke: boot report after ${booted}s: $report" >&2
 

@@ -23,14 +23,18 @@ export interface Box {
   stop(): Promise<void>;
 }
 
-export async function startBox(o: { boxId?: string; pools: PoolConfig[]; base?: string; checkpointEvery?: number }): Promise<Box> {
+/**
+ * `kmsCa`: pin this KMS CA (the reference KMS's) instead of making a throw-away KMS PKI; then
+ * `kms.signer` is not usable and batches come from the KMS itself.
+ */
+export async function startBox(o: { boxId?: string; pools: PoolConfig[]; base?: string; checkpointEvery?: number; kmsCa?: string }): Promise<Box> {
   const base = o.base ?? (await mkdtemp(path.join(os.tmpdir(), 'pks-box-')));
   const ownBase = !o.base;
   const runDir = path.join(base, 'run');
   const logDir = path.join(base, 'logs');
   await mkdir(logDir, { recursive: true });
   const boxId = o.boxId ?? 'box-test-1';
-  const kms = await makeKmsPki(path.join(base, 'kms-pki'));
+  const kms: KmsPki = o.kmsCa ? { caCert: o.kmsCa, signer: null as unknown as KmsPki['signer'] } : await makeKmsPki(path.join(base, 'kms-pki'));
   const vault = await startVault({ dir: path.join(base, 'vault'), runDir, logDir, boxId });
   const keystore = await startKeystore({ dir: path.join(base, 'keystore'), runDir, logDir, boxId, kmsCa: kms.caCert, pools: o.pools, ...(o.checkpointEvery ? { checkpointEvery: o.checkpointEvery } : {}) });
   const admin = vault.client('pksctl');

@@ -24,6 +24,8 @@ export interface LineResult {
   seconds: number;
   /** packageId → ECU uid, for checks against the KMS */
   issued: Map<string, string>;
+  /** ms of every full injection (package + proof), sorted */
+  latencies: number[];
 }
 
 interface Answer<T> {
@@ -127,5 +129,6 @@ export async function runLine(o: {
     p99_ms: Number(percentile(latencies, 99).toFixed(2)),
     seconds: (Date.now() - t0) / 1000,
     issued,
+    latencies,
   };
 }

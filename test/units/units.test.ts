@@ -109,9 +109,10 @@ test.after(() => {
 
 // ---- the unit files themselves --------------------------------------------------------------
 
-test('the unit directory holds exactly the five PKS services and pks.target', () => {
+// pks-measure.service is the boot-time oneshot of the image (measured boot), checked by the image tests
+test('the unit directory holds exactly the five PKS services, the measurement oneshot and pks.target', () => {
   const found = readdirSync(unitDir).filter((f) => f.startsWith('pks')).sort();
-  const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks.target'].sort();
+  const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks-measure.service', 'pks.target'].sort();
   assert.equal(found, want);
 });
 

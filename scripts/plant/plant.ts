@@ -1,0 +1,235 @@
+// The whole plant on one machine, as `./build.sh demo` runs it and the e2e test checks it:
+// mosquitto (TLS, client certificates, ACLs), the reference KMS with its OEM key material, an
+// SMTP server for alert mails, and one appliance: vault, keystore, uplink, sentinel and
+// tester API as separate processes. Stock starts empty; the box is registered and filled
+// over MQTT; the line runs; the KMS is held offline while stock falls below its minimum (a
+// low-stock mail), comes back, answers the re-order (a resolved mail); at the end every
+// injection is verified at the KMS.
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { StatsResponse } from '../../services/keystore/contract.js';
+import { writePlantSentinelConfig } from '../../services/sentinel/plant-config.js';
+import { startBox, type Box } from './box.js';
+import { startBroker, type TestBroker } from './broker.js';
+import { startKms, type TestKms } from './kms.js';
+import { percentile, runLine, type LineResult } from './line.js';
+import { startService, waitFor, type Proc } from './process.js';
+import { startSmtp, type TestSmtp } from './smtp.js';
+import { startTesterApi, type TesterApiHandle } from './tester-api.js';
+
+export interface PlantOptions {
+  base: string;
+  testers: number;
+  ecus: number;
+  say?: (s: string) => void;
+}
+
+export interface PlantSummary {
+  ecus: number;
+  injected: number;
+  verified: number;
+  burned: number;
+  duplicates: number;
+  p50_ms: number;
+  p99_ms: number;
+  kms_verified: number;
+  reorders: number;
+  alert_mails: number;
+  audit_ok?: boolean;
+}
+
+export interface Plant {
+  box: Box;
+  broker: TestBroker;
+  kms: TestKms;
+  smtp: TestSmtp;
+  api: TesterApiHandle;
+  uplink: Proc;
+  sentinel: Proc;
+  summary: PlantSummary;
+  stop(): Promise<void>;
+}
+
+const POOLS = [
+  { pool: 'oem1.bcm.key4', keyId: 4, oem: 'oem1' },
+  { pool: 'oem1.gateway.key5', keyId: 5, oem: 'oem1' },
+];
+
+export async function runPlant(o: PlantOptions): Promise<Plant> {
+  const say = o.say ?? (() => {});
+  const perPool = Math.ceil(o.ecus / POOLS.length);
+  // re-order sizes such that the line crosses each pool's minimum at least once
+  const reorder = Math.max(20, Math.ceil(perPool / 2));
+  const minimum = Math.max(10, Math.ceil(reorder / 3));
+  const masterKeys = POOLS.map(() => randomBytes(16));
+  const boxId = 'box-plant1-01';
+  const stops: (() => Promise<unknown>)[] = [];
+  const stop = async (): Promise<void> => {
+    for (const s of stops.reverse()) await s().catch(() => {});
+  };
+  try {
+    await mkdir(o.base, { recursive: true });
+    const broker = await startBroker(); // its own temp dir, which user mosquitto can reach
+    stops.push(() => broker.stop());
+    say(`mosquitto: TLS + client certificates + per-box ACLs on 127.0.0.1:${broker.port}`);
+    const smtp = await startSmtp();
+    stops.push(() => smtp.stop());
+    say(`SMTP server for alert mails on 127.0.0.1:${smtp.port}`);
+    const kms = await startKms(broker, path.join(o.base, 'kms'));
+    stops.push(() => kms.stop());
+    say('reference KMS: running, its own CA pinned by the box');
+
+    const box = await startBox({ base: path.join(o.base, 'box'), boxId, pools: POOLS.map((p) => ({ pool: p.pool, minimum, reorder })), checkpointEvery: 100, kmsCa: kms.caCert });
+    stops.push(() => box.stop());
+    say(`box ${boxId}: vault on a fresh SoftHSM token, keystore LMDB empty`);
+
+    // plant IT's setup: register the box's public keys with the KMS; the OEM's key material
+    const vu = box.vault.client('uplink');
+    const pk = async (name: string): Promise<string> => (await vu.call<{ spki: string }>('public-key', { name })).spki;
+    await kms.fleet.call('register', { boxId, identity: await pk('identity'), transport: await pk('transport'), audit: await pk('audit') });
+    const oemFile = path.join(o.base, 'oem-keys.json');
+    await writeFile(
+      oemFile,
+      JSON.stringify({ v: 1, oem: 'oem1', pools: POOLS.map((p, i) => ({ pool: p.pool, she: { keyId: p.keyId, authKeyId: 1, counter: 1, flags: 0 }, authKey: masterKeys[i]!.toString('hex'), generate: perPool * 4 + 200 })) }),
+    );
+    await kms.fleet.call('import-oem', { path: oemFile });
+    say(`KMS: box registered; OEM SHE keys imported for ${POOLS.map((p) => p.pool).join(', ')}`);
+
+    // the uplink: MQTT v5 with the box's client certificate, always connected
+    const upDir = path.join(o.base, 'uplink');
+    await mkdir(upDir, { recursive: true });
+    const id = await broker.clientCert(boxId);
+    const ops = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const opsPub = path.join(upDir, 'ops.pub');
+    await writeFile(opsPub, ops.publicKey.export({ type: 'spki', format: 'pem' }));
+    await writeFile(path.join(upDir, 'ops.key'), ops.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    const upCfg = path.join(upDir, 'uplink.json');
+    await writeFile(
+      upCfg,
+      JSON.stringify({
+        boxId,
+        stateDir: path.join(upDir, 'state'),
+        mqtt: { host: '127.0.0.1', port: broker.port, caFile: broker.caCert, certFile: id.cert, keyFile: id.key, sessionExpirySeconds: 86_400, keepaliveSeconds: 5, reconnectSeconds: 0.5 },
+        opsPublicKeyFile: opsPub,
+        schedule: { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
+        timing: { tickSeconds: 0.3, chunkTimeoutSeconds: 2, reorderRetrySeconds: 5, ackTimeoutSeconds: 2, statusSeconds: 2 },
+      }),
+    );
+    const uplink = startService('uplink', { PKS_CONFIG: upCfg, PKS_RUN_DIR: box.runDir }, box.logDir);
+    stops.push(() => uplink.stop());
+
+    const admin = box.keystore.client('pksctl');
+    const stats = async () => (await admin.call<StatsResponse>('stats')).pools;
+    await waitFor('first stock over MQTT', async () => Object.values(await stats()).every((s) => s.available >= reorder), 90_000, 200);
+    say(`uplink: stock was empty, re-ordered ${reorder} keys per pool; batches arrived over MQTT and were imported`);
+
+    // the sentinel watches from here on (an empty box before its first fill is not news)
+    const sentinelCfg = await writePlantSentinelConfig({ dir: path.join(o.base, 'sentinel'), boxId, smtpPort: smtp.port, keystoreDataDir: box.keystore.dataDir, keystoreMapSizeMb: 4096, everySeconds: 1 });
+    const sentinel = startService('sentinel', { PKS_CONFIG: sentinelCfg, PKS_RUN_DIR: box.runDir }, box.logDir);
+    stops.push(() => sentinel.stop());
+
+    const testers = Array.from({ length: o.testers }, (_, i) => ({ cn: `eol-tester-${String(i + 1).padStart(2, '0')}`, station: `line1-st${i + 1}`, pools: POOLS.map((p) => p.pool) }));
+    const api = await startTesterApi({ dir: path.join(o.base, 'tester-api'), runDir: box.runDir, logDir: box.logDir, testers, keystoreAdmin: admin, vault: box.vault.client('tester-api') });
+    stops.push(() => api.stop());
+    say(`tester-api: mutual TLS on ${api.url}, ${o.testers} testers registered`);
+
+    const linePools = POOLS.map((p, i) => ({ pool: p.pool, masterKey: masterKeys[i]! }));
+    const results: LineResult[] = [];
+    const run = async (ecus: number, pools = linePools): Promise<void> => {
+      if (ecus > 0) results.push(await runLine({ api, testers: api.testers, pools, ecus, failEvery: 50, onEmpty: 'wait' }));
+    };
+
+    // 1: production with the KMS online
+    const phase1 = Math.floor(o.ecus / 4);
+    await run(phase1);
+    say(`line: ${phase1} ECUs with the KMS online`);
+
+    // 2: the WAN is down: production goes on from stock, the first pool falls below its minimum
+    await kms.stop();
+    const s = await stats();
+    const p0 = POOLS[0]!.pool;
+    const phase2 = Math.min(o.ecus - phase1, Math.max(0, s[p0]!.available - Math.floor(minimum / 2)));
+    await run(phase2, [linePools[0]!]);
+    say(`line: ${phase2} ECUs on ${p0} with the KMS offline; stock ${(await stats())[p0]!.available} < minimum ${minimum}`);
+    await waitFor('low-stock mail', async () => smtp.mails.some((m) => /stock/i.test(m.subject) && !/resolved/i.test(m.subject)), 30_000, 200);
+    say(`sentinel: low-stock mail sent: "${smtp.mails.find((m) => /stock/i.test(m.subject))!.subject}"`);
+
+    // 3: the KMS is back: the queued re-order is answered, the alert resolves
+    await kms.restart();
+    await waitFor('re-order after outage', async () => (await stats())[p0]!.available >= minimum, 90_000, 200);
+    await waitFor('resolved mail', async () => smtp.mails.some((m) => /resolved/i.test(m.subject)), 30_000, 200);
+    say(`KMS back: re-order answered, stock refilled; sentinel: "${smtp.mails.find((m) => /resolved/i.test(m.subject))!.subject}"`);
+
+    // 4: the rest of the shift
+    await run(o.ecus - phase1 - phase2);
+
+    const line = merge(results);
+    // everything owed to the KMS is delivered and acknowledged
+    await box.keystore.client('uplink').call('checkpoint', {});
+    let kmsVerified = 0;
+    await waitFor(
+      'KMS verified every injection',
+      async () => {
+        const b = await kms.fleet.call<{ counters: { verified: number } }>('box', { boxId });
+        kmsVerified = b.counters.verified;
+        return kmsVerified >= line.injected;
+      },
+      120_000,
+      500,
+    );
+    // and the sentinel has caught up: every alert raised during the shift is resolved again
+    await waitFor(
+      'alerts resolved',
+      async () => {
+        const count = (re: RegExp): number => smtp.mails.filter((m) => re.test(m.subject)).length;
+        return count(/ raised: /) > 0 && count(/ raised: /) === count(/ RESOLVED: /);
+      },
+      30_000,
+      300,
+    ).catch(() => say('sentinel: some alerts still open at the end of the shift'));
+    const upState = JSON.parse(await readFile(path.join(upDir, 'state', 'uplink-state.json'), 'utf8').catch(() => '{}')) as { reorders?: number };
+    const summary: PlantSummary = {
+      ecus: line.ecus,
+      injected: line.injected,
+      verified: line.verified,
+      burned: line.burned,
+      duplicates: line.duplicates,
+      p50_ms: line.p50_ms,
+      p99_ms: line.p99_ms,
+      kms_verified: kmsVerified,
+      reorders: upState.reorders ?? 0,
+      alert_mails: smtp.mails.length,
+    };
+    return { box, broker, kms, smtp, api, uplink, sentinel, summary, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+function merge(rs: LineResult[]): LineResult {
+  const issued = new Map<string, string>();
+  let duplicates = 0;
+  for (const r of rs)
+    for (const [pkg, uid] of r.issued) {
+      const prior = issued.get(pkg);
+      if (prior && prior !== uid) duplicates++;
+      issued.set(pkg, uid);
+    }
+  const sum = (k: 'ecus' | 'injected' | 'verified' | 'burned' | 'errors' | 'seconds'): number => rs.reduce((a, r) => a + r[k], 0);
+  const latencies = rs.flatMap((r) => r.latencies).sort((a, b) => a - b);
+  return {
+    ecus: sum('ecus'),
+    injected: sum('injected'),
+    verified: sum('verified'),
+    burned: sum('burned'),
+    duplicates: duplicates + rs.reduce((a, r) => a + r.duplicates, 0),
+    errors: sum('errors'),
+    seconds: sum('seconds'),
+    p50_ms: Number(percentile(latencies, 50).toFixed(2)),
+    p99_ms: Number(percentile(latencies, 99).toFixed(2)),
+    issued,
+    latencies,
+  };
+}
