@@ -26,7 +26,8 @@ import {
 export interface ExpectedPcrs {
   readonly version: 1;
   readonly bank: typeof PCR_BANK;
-  readonly uki: { readonly sha256: string; readonly authenticode: string };
+  /** Absent when computed without a UKI (Yocto rootfs step): then only PCR 15 is recorded. */
+  readonly uki?: { readonly sha256: string; readonly authenticode: string };
   /** PCR index -> expected value (hex). PCR 11 is its value once the boot phase "ready" is reached. */
   readonly pcrs: Record<string, string>;
   /** PCR 11 after the UKI and after each systemd-pcrphase word. */
@@ -38,25 +39,26 @@ export interface ExpectedPcrs {
 /** Phases systemd 252 passes on a Debian boot without a systemd initrd (initramfs-tools). */
 export const BOOT_PHASES_READY = ['sysinit', 'ready'] as const;
 
-export async function computeExpected(opts: { uki: Buffer; rootfs: string }): Promise<ExpectedPcrs> {
-  const pcr11 = replay(ukiPcr11Digests(opts.uki));
-  const phases: Record<string, string> = { uki: pcr11.toString('hex') };
-  let v = pcr11;
-  for (const w of BOOT_PHASES_READY) {
-    v = extend(v, sha256(w));
-    phases[w] = v.toString('hex');
-  }
+export async function computeExpected(opts: { uki?: Buffer | undefined; rootfs: string }): Promise<ExpectedPcrs> {
   const measurements = await measureTrees(opts.rootfs);
+  const pcrs: Record<string, string> = { [String(APP_PCR)]: pcr15Of(measurements).toString('hex') };
+  const phases: Record<string, string> = {};
+  if (opts.uki) {
+    let v = replay(ukiPcr11Digests(opts.uki));
+    phases.uki = v.toString('hex');
+    for (const w of BOOT_PHASES_READY) {
+      v = extend(v, sha256(w));
+      phases[w] = v.toString('hex');
+    }
+    pcrs['4'] = replay(ukiPcr4Digests(opts.uki)).toString('hex');
+    pcrs['7'] = replay(ovmfNoSecureBootPcr7Digests()).toString('hex');
+    pcrs['11'] = v.toString('hex');
+  }
   return {
     version: 1,
     bank: PCR_BANK,
-    uki: { sha256: sha256(opts.uki).toString('hex'), authenticode: authenticodeDigest(opts.uki).toString('hex') },
-    pcrs: {
-      '4': replay(ukiPcr4Digests(opts.uki)).toString('hex'),
-      '7': replay(ovmfNoSecureBootPcr7Digests()).toString('hex'),
-      '11': v.toString('hex'),
-      [String(APP_PCR)]: pcr15Of(measurements).toString('hex'),
-    },
+    ...(opts.uki ? { uki: { sha256: sha256(opts.uki).toString('hex'), authenticode: authenticodeDigest(opts.uki).toString('hex') } } : {}),
+    pcrs,
     pcr11Phases: phases,
     measurements,
     notes: {
