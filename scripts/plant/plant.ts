@@ -124,15 +124,16 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
     await waitFor('first stock over MQTT', async () => Object.values(await stats()).every((s) => s.available >= reorder), 90_000, 200);
     say(`uplink: stock was empty, re-ordered ${reorder} keys per pool; batches arrived over MQTT and were imported`);
 
-    // the sentinel watches from here on (an empty box before its first fill is not news)
-    const sentinelCfg = await writePlantSentinelConfig({ dir: path.join(o.base, 'sentinel'), boxId, smtpPort: smtp.port, keystoreDataDir: box.keystore.dataDir, keystoreMapSizeMb: 4096, everySeconds: 1 });
-    const sentinel = startService('sentinel', { PKS_CONFIG: sentinelCfg, PKS_RUN_DIR: box.runDir }, box.logDir);
-    stops.push(() => sentinel.stop());
 
     const testers = Array.from({ length: o.testers }, (_, i) => ({ cn: `eol-tester-${String(i + 1).padStart(2, '0')}`, station: `line1-st${i + 1}`, pools: POOLS.map((p) => p.pool) }));
     const api = await startTesterApi({ dir: path.join(o.base, 'tester-api'), runDir: box.runDir, logDir: box.logDir, testers, keystoreAdmin: admin, vault: box.vault.client('tester-api') });
     stops.push(() => api.stop());
     say(`tester-api: mutual TLS on ${api.url}, ${o.testers} testers registered`);
+
+    // the sentinel watches from here on (an empty box before its first fill is not news)
+    const sentinelCfg = await writePlantSentinelConfig({ dir: path.join(o.base, 'sentinel'), boxId, smtpPort: smtp.port, keystoreDataDir: box.keystore.dataDir, keystoreMapSizeMb: 4096, everySeconds: 1, services: ['vault', 'keystore', 'tester-api', 'uplink'], uplinkStatusFile: path.join(box.runDir, 'uplink', 'status.json'), testerApi: true });
+    const sentinel = startService('sentinel', { PKS_CONFIG: sentinelCfg, PKS_RUN_DIR: box.runDir }, box.logDir);
+    stops.push(() => sentinel.stop());
 
     const linePools = POOLS.map((p, i) => ({ pool: p.pool, masterKey: masterKeys[i]! }));
     const results: LineResult[] = [];

@@ -64,6 +64,10 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
         return { ok: true };
       },
     },
+    'tester-list': {
+      request: obj([], {}),
+      handler: () => ({ items: [...ks.dbs.testers.getRange({ limit: 10_000 })].map((e) => e.value) }),
+    },
     'tester-revoke': {
       request: obj(['cn'], { cn: NAME }),
       handler: async (b: { cn: string }) => {
@@ -110,8 +114,8 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
 export const KEYSTORE_CALLERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
   'tester-api': ['reserve', 'confirm', 'fail', 'history', 'stats', 'cert-log', 'tester-get'],
   uplink: ['import-chunk', 'outbox-peek', 'outbox-ack', 'outbox-put', 'stats', 'pool-set', 'tester-revoke', 'checkpoint'],
-  sentinel: ['stats', 'outbox-put'],
-  pksctl: ['stats', 'import-chunk', 'tester-put', 'tester-get', 'tester-revoke', 'pool-set', 'checkpoint', 'history'],
+  sentinel: ['stats', 'outbox-put', 'tester-list'],
+  pksctl: ['stats', 'import-chunk', 'tester-put', 'tester-get', 'tester-list', 'tester-revoke', 'pool-set', 'checkpoint', 'history'],
 });
 
 

@@ -35,6 +35,8 @@ export interface CollectorDeps {
   /** Clients on the vault's and the keystore's `sentinel` sockets. */
   vault: IpcClient;
   keystore: IpcClient;
+  /** Client on the tester API's `sentinel` socket (failed logins), when configured. */
+  testerApi?: IpcClient;
   /** Where the other services' sockets live ($PKS_RUN_DIR or /run/pks). */
   runDir: string;
   /** The sentinel's own store, for its map usage. */
@@ -344,17 +346,31 @@ export class Collector {
 
   private async auth(now: Date, r: CollectResult): Promise<void> {
     const a = this.cfg.authFailures;
-    if (!a) {
+    if (!a || (!a.file && !a.testerApi)) {
       r.skipped.push('auth: not configured');
       return;
     }
-    const data = (await readJson(a.file)) as { failures?: unknown } | undefined;
-    if (data === undefined) {
-      r.skipped.push('auth: file absent');
-      return;
+    let failures: unknown;
+    if (a.testerApi && this.deps.testerApi) {
+      try {
+        failures = (await this.deps.testerApi.call<{ recentAuthFailures?: unknown }>('metrics', {}, this.timeout)).recentAuthFailures;
+      } catch (e) {
+        if (unreachable(e)) {
+          r.skipped.push('auth: tester-api not reachable');
+          return;
+        }
+        throw e;
+      }
+    } else if (a.file) {
+      const data = (await readJson(a.file)) as { failures?: unknown } | undefined;
+      if (data === undefined) {
+        r.skipped.push('auth: file absent');
+        return;
+      }
+      failures = data?.failures;
     }
-    if (!Array.isArray(data?.failures)) throw pksError('PKS_BAD_REQUEST', 'auth failures file: failures');
-    r.observations.push(checkAuthFailures(data.failures as AuthFailure[], now, this.cfg.thresholds.auth));
+    if (!Array.isArray(failures)) throw pksError('PKS_BAD_REQUEST', 'auth failures: failures');
+    r.observations.push(checkAuthFailures(failures as AuthFailure[], now, this.cfg.thresholds.auth));
   }
 }
 

@@ -57,7 +57,7 @@ export interface SentinelConfig {
   /** Tester grants: asked from the keystore when it offers `tester-list`, or read from a file. */
   grants: { keystore: boolean; file?: string };
   /** Optional: failed tester-API logins ({"failures": [{at, source}]}); skipped while absent. */
-  authFailures?: { file: string };
+  authFailures?: { file?: string; testerApi?: boolean };
   /** Services whose IPC socket must answer. */
   services: string[];
   storage: {
@@ -210,8 +210,7 @@ export const sentinelSchema = {
     authFailures: {
       type: 'object',
       additionalProperties: false,
-      required: ['file'],
-      properties: { file: PATH },
+      properties: { file: PATH, testerApi: { type: 'boolean', default: false } },
     },
     services: { type: 'array', maxItems: 32, uniqueItems: true, items: SERVICE, default: ['vault', 'keystore', 'tester-api', 'uplink'] },
     storage: {

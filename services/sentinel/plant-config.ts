@@ -21,6 +21,8 @@ export interface PlantSentinelOptions {
   certificates?: { name: string; path: string }[];
   /** Optional uplink status file ({"lastSyncAt": ISO}). */
   uplinkStatusFile?: string;
+  /** Read failed tester logins from the tester API's metrics socket. */
+  testerApi?: boolean;
   /** Every check and the mail retry run this often. Default 2 s (6-field cron). */
   everySeconds?: number;
   /** Pool → critical stock level (default: minimum / 4). */
@@ -52,6 +54,7 @@ export function plantSentinelConfig(o: PlantSentinelOptions): SentinelConfig {
     },
     certificates: o.certificates ?? [],
     ...(o.uplinkStatusFile ? { uplink: { statusFile: o.uplinkStatusFile, maxSyncAgeMinutes: 60 } } : {}),
+    ...(o.testerApi ? { authFailures: { testerApi: true } } : {}),
     services: o.services ?? ['vault', 'keystore'],
     storage: { ...(o.keystoreDataDir ? { keystoreDataDir: o.keystoreDataDir } : {}), keystoreMapSizeMb: o.keystoreMapSizeMb ?? 4096, disks: [] },
   };

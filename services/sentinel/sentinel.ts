@@ -94,7 +94,8 @@ export async function startSentinel(cfg: Config, opts: SentinelOptions): Promise
   const mailer = new Mailer(mailCfg, store, opts.mailBackoffMs !== undefined ? { backoffBaseMs: opts.mailBackoffMs, backoffMaxMs: opts.mailBackoffMs * 64 } : {});
   const vault: IpcClient = ipcClient(socketPath('vault', 'sentinel', run), { timeoutMs: 5000, connections: 2 });
   const keystore: IpcClient = ipcClient(socketPath('keystore', 'sentinel', run), { timeoutMs: 5000, connections: 2 });
-  const collector = new Collector(cfg, { vault, keystore, runDir: run, ownStore: store });
+  const testerApi: IpcClient | undefined = cfg.authFailures?.testerApi ? ipcClient(socketPath('tester-api', 'sentinel', run), { timeoutMs: 5000, connections: 1 }) : undefined;
+  const collector = new Collector(cfg, { vault, keystore, runDir: run, ownStore: store, ...(testerApi ? { testerApi } : {}) });
 
   let chain: Promise<unknown> = Promise.resolve();
   const queued = new Set<string>();
@@ -225,7 +226,7 @@ export async function startSentinel(cfg: Config, opts: SentinelOptions): Promise
       await ipc.close();
       stopping = true;
       await chain;
-      await Promise.all([vault.close().catch(() => {}), keystore.close().catch(() => {})]);
+      await Promise.all([vault.close().catch(() => {}), keystore.close().catch(() => {}), testerApi?.close().catch(() => {})]);
       await store.close();
     },
   };

@@ -47,6 +47,8 @@ export interface Metrics {
   authFailures: number;
   rateLimited: number;
   quotaExceeded: number;
+  /** the latest failed handshakes and refused testers, newest last (bounded), for the sentinel */
+  recentAuthFailures: { at: string; source: string }[];
   /** problems answered, by code */
   errors: Record<string, number>;
 }
@@ -129,7 +131,7 @@ function describeValidation(errs: ErrorObject[], context: string): { code: Error
 export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi> {
   const { config: cfg, log } = opts;
   const now = opts.now ?? Date.now;
-  const metrics: Metrics = { requests: 0, handshakeFailures: 0, handshakesLimited: 0, authFailures: 0, rateLimited: 0, quotaExceeded: 0, errors: {} };
+  const metrics: Metrics = { requests: 0, handshakeFailures: 0, handshakesLimited: 0, authFailures: 0, rateLimited: 0, quotaExceeded: 0, recentAuthFailures: [], errors: {} };
   const L = cfg.limits;
   const rate = new KeyedBuckets(L.burst, L.requestsPerSecond, now);
   const quota = new KeyedBuckets(L.newReservationsPerHour, L.newReservationsPerHour / 3600, now);
@@ -185,8 +187,13 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
       sock.destroy();
     }
   });
-  server.on('tlsClientError', () => {
+  const noteAuthFailure = (source: string): void => {
+    metrics.recentAuthFailures.push({ at: new Date().toISOString(), source: source.slice(0, 64) });
+    if (metrics.recentAuthFailures.length > 1000) metrics.recentAuthFailures.splice(0, metrics.recentAuthFailures.length - 1000);
+  };
+  server.on('tlsClientError', (_err, sock) => {
     metrics.handshakeFailures++;
+    noteAuthFailure((sock as Socket).remoteAddress ?? '?');
   });
   const rotate = setInterval(() => server.setTicketKeys(randomBytes(48)), cfg.tls.ticketRotateSeconds * 1000);
   rotate.unref();
@@ -274,6 +281,7 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
 
   const authFail = (code: ErrorCode, detail: string): PksError => {
     metrics.authFailures++;
+    noteAuthFailure(detail);
     return pksError(code, detail);
   };
 

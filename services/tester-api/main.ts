@@ -1,8 +1,9 @@
 // pks-tester-api: the HTTPS/mTLS front for the EOL testers. It holds no key material: SHE
 // packages come from the keystore, ECU certificate signatures from the vault.
 import { loadConfig } from '../../appliance/config.js';
-import { ipcClient } from '../../appliance/ipc.js';
-import { socketPath } from '../../appliance/paths.js';
+import path from 'node:path';
+import { ipcClient, startIpcServer } from '../../appliance/ipc.js';
+import { runDir, socketPath } from '../../appliance/paths.js';
 import { runService } from '../../appliance/service.js';
 import { createTesterApi } from './app.js';
 import { loadEcuCaPem, loadTlsMaterial, testerApiSchema, type TesterApiConfig } from './config.js';
@@ -17,9 +18,18 @@ await runService('tester-api', async (log) => {
   const api = await createTesterApi({ config: cfg, tls, keystore, vault, log, ...(ecuCaPem ? { ecuCaPem } : {}) });
   const addr = await api.listen();
   log.info('listening', { host: addr.address, port: addr.port });
+  // the sentinel and pksctl read the counters (failed logins, limits) on a local socket
+  const local = await startIpcServer({
+    service: 'tester-api',
+    dir: path.join(runDir(), 'tester-api'),
+    verbs: { metrics: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: () => api.metrics } },
+    callers: { sentinel: ['metrics'], pksctl: ['metrics'] },
+    log,
+  });
   return {
     status: () => `serving on ${addr.address}:${addr.port}, ${api.metrics.requests} requests`,
     async stop() {
+      await local.close();
       await api.close();
       await Promise.all([keystore.close(), vault.close()]);
     },

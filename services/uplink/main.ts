@@ -3,10 +3,12 @@
 // certificate; mqtt.keyFile for development). Talks to the keystore and the vault on
 // /run/pks/<service>/uplink.sock.
 import { readFileSync } from 'node:fs';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { loadConfig, readCredential } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
-import { ipcClient } from '../../appliance/ipc.js';
-import { socketPath } from '../../appliance/paths.js';
+import { ipcClient, startIpcServer } from '../../appliance/ipc.js';
+import { runDir, socketPath } from '../../appliance/paths.js';
 import { runService } from '../../appliance/service.js';
 import { loadOpsKey } from './commands.js';
 import { uplinkSchema, type UplinkConfig } from './config.js';
@@ -32,9 +34,31 @@ await runService('uplink', async (log) => {
   const vault = ipcClient(socketPath('vault', 'uplink'), { timeoutMs: 10_000 });
   const uplink = new Uplink({ cfg, keystore, vault, opsKey: loadOpsKey(opsPem), mqttKey: readCredential('mqtt-key', cfg.mqtt.keyFile), log, version: version() });
   await uplink.start();
+  // what the sentinel watches: a status file in the runtime dir (last sync) and a socket that
+  // answers (liveness); pksctl can ask the same
+  const dir = path.join(runDir(), 'uplink');
+  await mkdir(dir, { recursive: true });
+  const status = () => ({ connected: uplink.connected, mode: uplink.schedule.mode, lastSyncAt: uplink.state.state.lastSync, reorders: uplink.state.state.reorders, pending: Object.keys(uplink.state.state.pending) });
+  const writeStatus = async (): Promise<void> => {
+    const file = path.join(dir, 'status.json');
+    await writeFile(`${file}.tmp`, JSON.stringify(status()));
+    await rename(`${file}.tmp`, file);
+  };
+  await writeStatus();
+  const statusTimer = setInterval(() => void writeStatus().catch((e) => log.warn('status file not written', { err: e })), 5_000);
+  statusTimer.unref();
+  const local = await startIpcServer({
+    service: 'uplink',
+    dir,
+    verbs: { status: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: status } },
+    callers: { sentinel: ['status'], pksctl: ['status'] },
+    log,
+  });
   return {
     status: () => `${uplink.schedule.mode}, ${uplink.connected ? 'connected' : 'not connected'}`,
     async stop() {
+      clearInterval(statusTimer);
+      await local.close();
       await uplink.stop();
       await Promise.all([keystore.close(), vault.close()]);
     },
