@@ -1,0 +1,109 @@
+// pksctl against a running box: manual import of a batch file, and `audit verify` finding a
+// tampered entry; the SHE ECU simulator's own refusals.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { sheMessages, SHE_FLAG } from '../../appliance/she.js';
+import { randomSheKeys } from '../../scripts/plant/batch.js';
+import { startBox, type Box } from '../../scripts/plant/box.js';
+import { SheEcu } from '../../scripts/plant/ecu-sim.js';
+import { ROOT } from '../../scripts/plant/process.js';
+import { openDbs } from '../../services/keystore/db.js';
+
+const run = promisify(execFile);
+const POOL = 'oem2.abs.key6';
+
+async function pksctl(box: Box, args: string[]): Promise<{ code: number; out: string; err: string }> {
+  try {
+    const r = await run(process.execPath, [path.join(ROOT, 'bin', 'pksctl.mjs'), ...args], { env: { ...process.env, PKS_RUN_DIR: box.runDir, PKS_FROM_SOURCE: '1' }, timeout: 60_000 });
+    return { code: 0, out: r.stdout, err: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, out: x.stdout, err: x.stderr };
+  }
+}
+
+const cli = suite<{ box: Box }>('pksctl import and audit verify');
+cli.before(async (ctx) => {
+  ctx.box = await startBox({ pools: [{ pool: POOL, minimum: 1, reorder: 10 }], checkpointEvery: 3 });
+});
+cli.after(async (ctx) => {
+  await ctx.box?.stop();
+});
+
+cli('pksctl import takes a batch file; a tampered file is refused and changes nothing', async ({ box }) => {
+  const chunks = box.batch('manual-1', { pool: POOL, keyId: 6, authKeyId: 1, counter: 1, flags: 0, authKey: randomBytes(16), keys: randomSheKeys('m1', 30) }, 10);
+  const file = path.join(box.base, 'batch.jsonl');
+  await writeFile(file, chunks.map((c) => JSON.stringify(c)).join('\n') + '\n');
+  const ok = await pksctl(box, ['import', file, '--json']);
+  assert.is(ok.code, 0, ok.err);
+  assert.equal(JSON.parse(ok.out), { batches: [{ batchId: 'manual-1', pool: POOL, imported: 30, complete: true, missing: [] }] });
+
+  const bad = box.batch('manual-2', { pool: POOL, keyId: 6, authKeyId: 1, counter: 1, flags: 0, authKey: randomBytes(16), keys: randomSheKeys('m2', 5) })[0]!;
+  await writeFile(file, JSON.stringify({ ...bad, payload: bad.payload.replace('"total":5', '"total":6') }) + '\n');
+  const refused = await pksctl(box, ['import', file]);
+  assert.is(refused.code, 2);
+  assert.match(refused.err, 'PKS_BATCH_SIGNATURE');
+  const missing = await pksctl(box, ['import', path.join(box.base, 'nope.jsonl')]);
+  assert.match(missing.err, 'PKS_NOT_FOUND');
+  const stats = await box.keystore.client('pksctl').call<{ pools: Record<string, { available: number }> }>('stats');
+  assert.is(stats.pools[POOL]!.available, 30);
+});
+
+cli('pksctl audit verify: VERIFIED, then BROKEN after an entry is edited', async ({ box }) => {
+  const t = box.keystore.client('tester-api');
+  for (let i = 1; i <= 4; i++) await t.call('reserve', { pool: POOL, uid: (0x500 + i).toString(16).padStart(30, '0'), tester: 'cli', station: 's' });
+  await box.keystore.client('uplink').call('checkpoint', {});
+  const ok = await pksctl(box, ['audit', 'verify', '--data', box.keystore.dataDir, '--json']);
+  assert.is(ok.code, 0, ok.err);
+  const r = JSON.parse(ok.out) as { ok: boolean; checkpoints: number; unsignedTail: number };
+  assert.ok(r.ok && r.checkpoints >= 1);
+  assert.is(r.unsignedTail, 0);
+
+  await box.keystore.proc.stop();
+  const dbs = openDbs(box.keystore.dataDir);
+  const e = dbs.audit.get(3)!;
+  await dbs.audit.put(3, { ...e, line: e.line.replace('"seq":3', '"seq":3,"x":1') });
+  await dbs.root.close();
+  const broken = await pksctl(box, ['audit', 'verify', '--data', box.keystore.dataDir]);
+  assert.is(broken.code, 1);
+  assert.match(broken.out, 'BROKEN');
+  assert.match(broken.out, 'entry 3 was edited');
+  await box.keystore.restart();
+});
+cli.run();
+
+const sim = suite('SHE ECU simulator');
+const uid = Buffer.from('000000000000000000000000000abc', 'hex');
+const master = randomBytes(16);
+const upd = (over: Partial<Parameters<typeof sheMessages>[0]> = {}) => sheMessages({ uid, keyId: 4, authKeyId: 1, authKey: master, newKey: randomBytes(16), counter: 1, flags: 0, ...over });
+
+sim('loads a good package and answers the proof the vault expects', () => {
+  const ecu = new SheEcu(uid, master);
+  const m = upd();
+  assert.equal(ecu.loadKey(m.m1, m.m2, m.m3), { m4: m.m4, m5: m.m5 });
+});
+
+sim('refuses another ECU, a wrong auth key, a stale counter and a write-protected slot', () => {
+  const ecu = new SheEcu(uid, master);
+  const other = sheMessages({ uid: Buffer.from('000000000000000000000000000abd', 'hex'), keyId: 4, authKeyId: 1, authKey: master, newKey: randomBytes(16), counter: 1, flags: 0 });
+  assert.throws(() => ecu.loadKey(other.m1, other.m2, other.m3), /UID does not match/);
+  const wrongAuth = upd({ authKey: randomBytes(16) });
+  assert.throws(() => ecu.loadKey(wrongAuth.m1, wrongAuth.m2, wrongAuth.m3), /M3 does not verify/);
+  const first = upd({ counter: 5, flags: SHE_FLAG.WRITE_PROT });
+  ecu.loadKey(first.m1, first.m2, first.m3);
+  const again = upd({ counter: 6 });
+  assert.throws(() => ecu.loadKey(again.m1, again.m2, again.m3), /write-protected/);
+  const ecu2 = new SheEcu(uid, master);
+  const a = upd({ counter: 5 });
+  ecu2.loadKey(a.m1, a.m2, a.m3);
+  const stale = upd({ counter: 5 });
+  assert.throws(() => ecu2.loadKey(stale.m1, stale.m2, stale.m3), /counter 5 not above 5/);
+  const slot2 = upd({ keyId: 5, authKeyId: 6 });
+  assert.throws(() => ecu2.loadKey(slot2.m1, slot2.m2, slot2.m3), /auth key not allowed/);
+});
+sim.run();
