@@ -3,6 +3,7 @@
 //                                              the last line is one JSON object
 //   ./build.sh demo --keep                     leave the stack running and say how to poke at it
 import { createPublicKey } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +27,18 @@ const say = (s = ''): void => console.log(s);
 const base = await mkdtemp(path.join(os.tmpdir(), 'pks-demo-'));
 say(`== plant-in-a-box in ${base}`);
 let plant: Plant | undefined;
+// Ctrl-C during the run: stop the stack in order, then leave
+const interrupted = async (): Promise<void> => {
+  await plant?.stop();
+  await rm(base, { recursive: true, force: true });
+  process.exit(130);
+};
+if (!values.keep) {
+  // killed children (scripts/plant/process.ts) leave their files behind: remove them too
+  process.once('exit', () => rmSync(base, { recursive: true, force: true }));
+  process.once('SIGINT', () => void interrupted());
+  process.once('SIGTERM', () => void interrupted());
+}
 try {
   plant = await runPlant({ base, testers: testersN, ecus: ecusN, say });
   const { box, summary, smtp, kms } = plant;

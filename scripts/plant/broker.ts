@@ -2,6 +2,7 @@
 // it (DIR/pki), mutual TLS on a loopback port, the ACLs and persistence of the dev stack.
 // Always call stop() (it also removes a temp dir made here), e.g. in uvu's `after` hook.
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -55,6 +56,16 @@ export async function startBroker(opts: { dir?: string } = {}): Promise<TestBrok
 
     const certs = new Map<string, Promise<KeyPair>>();
     let stopped = false;
+    // mosquitto runs in its own session (setsid): if this process dies without stop(), end it anyway
+    const onExit = (): void => {
+      if (stopped) return;
+      try {
+        process.kill(Number(readFileSync(path.join(dir, 'mosquitto.pid'), 'utf8').trim()), 'SIGTERM');
+      } catch {
+        /* already gone */
+      }
+    };
+    process.once('exit', onExit);
     return {
       get port() {
         return port;
@@ -75,6 +86,7 @@ export async function startBroker(opts: { dir?: string } = {}): Promise<TestBrok
       async stop(): Promise<void> {
         if (stopped) return;
         stopped = true;
+        process.removeListener('exit', onExit);
         await broker('stop', dir, {});
         if (ownDir) await rm(dir, { recursive: true, force: true });
       },

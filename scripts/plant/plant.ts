@@ -5,7 +5,7 @@
 // over MQTT; the line runs; the KMS is held offline while stock falls below its minimum (a
 // low-stock mail), comes back, answers the re-order (a resolved mail); at the end every
 // injection is verified at the KMS.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { StatsResponse } from '../../services/keystore/contract.js';
@@ -83,6 +83,12 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
     const box = await startBox({ base: path.join(o.base, 'box'), boxId, pools: POOLS.map((p) => ({ pool: p.pool, minimum, reorder })), checkpointEvery: 100, kmsCa: kms.caCert });
     stops.push(() => box.stop());
     say(`box ${boxId}: vault on a fresh SoftHSM token, keystore LMDB empty`);
+    const vs = await box.vault.client('pksctl').call<{ ready: boolean; hsm: { tokenLabel: string; manufacturer: string; keys: Record<string, boolean> } }>('status');
+    say(`vault status: ready=${vs.ready}, token '${vs.hsm.tokenLabel}' (${vs.hsm.manufacturer}), keys: ${Object.entries(vs.hsm.keys).map(([k, v]) => `${k}${v ? '' : ' MISSING'}`).join(', ')}`);
+    for (const name of ['identity', 'transport', 'audit', 'ecu-ca']) {
+      const { spki } = await box.vault.client('pksctl').call<{ spki: string }>('public-key', { name });
+      say(`  ${name.padEnd(9)} P-256 public key, SHA-256 of SPKI ${createHash('sha256').update(Buffer.from(spki, 'base64')).digest('hex').slice(0, 32)}...`);
+    }
 
     // plant IT's setup: register the box's public keys with the KMS; the OEM's key material
     const vu = box.vault.client('uplink');
