@@ -59,9 +59,10 @@ export function startProcess(name: string, cmd: string, args: string[], opts: { 
   };
 }
 
-/** Starts one of our services from its TypeScript source. */
+/** Starts one of our services from its TypeScript source ($PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof). */
 export function startService(service: string, env: NodeJS.ProcessEnv, logDir: string, name = service): Proc {
-  return startProcess(name, process.execPath, ['--import', 'tsx', path.join(ROOT, 'services', service, 'main.ts')], { env, logDir });
+  const extra = (env.PKS_NODE_ARGS ?? process.env.PKS_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  return startProcess(name, process.execPath, [...extra, '--import', 'tsx', path.join(ROOT, 'services', service, 'main.ts')], { env, logDir });
 }
 
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 100): Promise<T> {

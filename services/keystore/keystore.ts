@@ -118,9 +118,26 @@ export class Keystore {
 
   async reserve(r: ReserveInput): Promise<ReserveResponse> {
     const uid = r.uid.toLowerCase();
-    const { rec, reused } = unwrap(await this.commit(() => reserveTx(this.dbs, this.now(), { ...r, uid })));
+    let result;
+    try {
+      result = unwrap(await this.dbs.root.transaction(() => reserveTx(this.dbs, this.now(), { ...r, uid })));
+    } catch (e) {
+      throw storageError(e);
+    }
+    const { rec, reused } = result;
     const call = this.sheCall(rec, uid);
-    const m = await this.vault.shePrepare(call);
+    // the vault computes M1..M3 while the reservation is being flushed; the package is
+    // returned only once both are done, so it still never leaves before its record is on disk
+    const [m] = await Promise.all([
+      this.vault.shePrepare(call),
+      this.dbs.root.flushed.then(
+        () => undefined,
+        (e: unknown) => {
+          throw storageError(e);
+        },
+      ),
+    ]);
+    this.maybeCheckpoint();
     return { packageId: rec.id, pool: rec.pool, uid, keyId: call.keyId, authKeyId: call.authKeyId, counter: call.counter, flags: call.flags, ...m, reused };
   }
 

@@ -6,6 +6,7 @@
 //   import   a 1M-key re-order through import-chunk, first chunk to all AVAILABLE
 // Readable lines first; the last line is one JSON object. Every process and temp dir started
 // here is stopped and removed, also on failure or Ctrl-C.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { statfsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -32,6 +33,7 @@ const SINGLE_MS = 3000;
 const KEYS_PER_RUN = Number(process.env.PKS_BENCH_KEYS ?? (QUICK ? 50_000 : 100_000));
 const STOCK_LARGE = QUICK ? 1_000_000 : 10_000_000;
 const STOCK_RESERVES = 20_000;
+const ROUNDS = Number(process.env.PKS_BENCH_ROUNDS ?? 2);
 const IMPORT_KEYS = Number(process.env.PKS_BENCH_IMPORT_KEYS ?? 1_000_000);
 const BOX_ID = 'box-bench-1';
 const POOL = 'oem1.bench.4';
@@ -111,39 +113,62 @@ async function main(): Promise<void> {
   }
   say(loadLine('floor', floorR));
 
-  // --- ours: vault + keystore + tester-api processes
-  note('ours: tester-api + keystore + vault processes');
+  // --- ours and postgres: the same tester-api and vault; the keystore, or keystore-pg with
+  // PostgreSQL behind it. They take turns (ROUNDS each, alternating) after a `sync` and a
+  // pause, so neither inherits the other's disk writeback; each side's median round counts.
+  note(`ours (tester-api + keystore + vault) and postgres (tester-api + keystore-pg + PostgreSQL 15 + vault), ${ROUNDS} alternating rounds each`);
   const box = await startBox({ base: path.join(base, 'box'), boxId: BOX_ID, pools: [{ pool: POOL, minimum: 1, reorder: 1 }, { pool: REORDER_POOL, minimum: 1, reorder: 1 }], checkpointEvery: 1000 });
   cleanups.push(() => box.stop());
   const certs = await makeCerts(path.join(base, 'certs'));
   const admin = box.keystore.client('pksctl');
   await registerTester(admin);
-  await importKeys(admin, box, 'ours-batch', KEYS_PER_RUN, master);
-  const { load: oursR, single: oursOne } = await httpScenario('ours', { base, box, certs, master, phase: 2 });
-  say(loadLine('ours', oursR));
-  say(loadLine('ours x1', oursOne));
-  note(`${CONCURRENCY} testers in a closed loop wait ${f1((1000 * CONCURRENCY) / oursR.perS)} ms on average at this rate (Little's law); p99 <= 25 ms at ${CONCURRENCY} testers needs well over ${Math.round((1000 * CONCURRENCY) / 25)}/s`);
+  await importKeys(admin, box, 'ours-batch', KEYS_PER_RUN * ROUNDS, master);
 
   // --- import of a re-order into the real keystore
   note(`import: ${IMPORT_KEYS} keys through import-chunk`);
   const imp: ImportResult = await measureImport(box, REORDER_POOL, IMPORT_KEYS);
   say(`import    ${f1(imp.keysPerS).padStart(8)} keys/s   (${imp.keys} keys in ${imp.chunks} chunks, ${imp.seconds.toFixed(1)} s; batch built in ${imp.buildSeconds.toFixed(1)} s before timing)`);
 
-  // --- postgres: the same tester-api and vault, keystore-pg instead of the keystore
-  note('postgres: tester-api + keystore-pg (PostgreSQL 15) + vault');
-  await box.keystore.stop();
+  await box.keystore.proc.stop();
   const pgs = await startPostgres();
   cleanups.push(() => pgs.stop());
-  const kpg = await startKeystorePg({ dir: path.join(base, 'keystore-pg'), runDir: box.runDir, logDir: box.logDir, boxId: BOX_ID, kmsCa: box.kms.caCert, pools: [POOL], pg: { host: pgs.host, port: pgs.port } });
-  cleanups.push(() => kpg.stop());
+  const kpgOpts = { dir: path.join(base, 'keystore-pg'), runDir: box.runDir, logDir: box.logDir, boxId: BOX_ID, kmsCa: box.kms.caCert, pools: [POOL], pg: { host: pgs.host, port: pgs.port } };
+  let kpg = await startKeystorePg(kpgOpts);
   const pgAdmin = ipcClient(socketPath('keystore', 'pksctl', box.runDir), { timeoutMs: 60_000 });
   cleanups.push(() => pgAdmin.close());
   await registerTester(pgAdmin);
-  await importKeys(pgAdmin, box, 'pg-batch', KEYS_PER_RUN, master);
-  const { load: pgR, single: pgOne } = await httpScenario('postgres', { base, box, certs, master, phase: 3 });
+  await importKeys(pgAdmin, box, 'pg-batch', KEYS_PER_RUN * ROUNDS, master);
+  await kpg.stop();
+
+  const settle = async (): Promise<void> => {
+    execFileSync('sync');
+    await new Promise((r) => setTimeout(r, 2000));
+  };
+  const oursRounds: { load: LoadResult; single: LoadResult }[] = [];
+  const pgRounds: { load: LoadResult; single: LoadResult }[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    await box.keystore.restart();
+    await settle();
+    const o = await httpScenario('ours', { base, box, certs, master, phase: 10 + r });
+    say(loadLine(`ours #${r + 1}`, o.load));
+    oursRounds.push(o);
+    await box.keystore.proc.stop();
+
+    kpg = await startKeystorePg(kpgOpts);
+    await settle();
+    const g = await httpScenario('postgres', { base, box, certs, master, phase: 20 + r });
+    say(loadLine(`pg #${r + 1}`, g.load));
+    pgRounds.push(g);
+    await kpg.stop();
+  }
+  const median = (rs: { load: LoadResult; single: LoadResult }[]) => [...rs].sort((a, b) => a.load.perS - b.load.perS)[Math.floor((rs.length - 1) / 2)]!;
+  const { load: oursR, single: oursOne } = median(oursRounds);
+  const { load: pgR, single: pgOne } = median(pgRounds);
+  say(loadLine('ours', oursR));
+  say(loadLine('ours x1', oursOne));
   say(loadLine('postgres', pgR));
   say(loadLine('pg x1', pgOne));
-  await kpg.stop();
+  note(`${CONCURRENCY} testers in a closed loop wait ${f1((1000 * CONCURRENCY) / oursR.perS)} ms on average at this rate (Little's law); p99 <= 25 ms at ${CONCURRENCY} testers needs well over ${Math.round((1000 * CONCURRENCY) / 25)}/s`);
   await pgs.stop();
   await box.stop();
 
