@@ -9,7 +9,7 @@ base=(softhsm2 opensc openssl libsystemd-dev jq)
 test=(mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools python3-aiosmtpd python3-cryptography systemd tshark nftables iproute2 socat)
 demo=(mosquitto mosquitto-clients)
 bench=(postgresql)
-image=(debootstrap qemu-system-x86 ovmf systemd-boot-efi binutils dosfstools mtools fdisk e2fsprogs cpio zstd)
+image=(debootstrap qemu-system-x86 qemu-utils ovmf systemd-boot-efi binutils dosfstools mtools fdisk e2fsprogs cpio zstd swtpm swtpm-tools tpm2-tools jq)
 
 want=("${base[@]}")
 for set in "$@"; do
