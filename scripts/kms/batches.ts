@@ -2,17 +2,15 @@
 // synchronous transaction, idempotent per box + requestId) and the signed, encrypted chunks
 // (appliance/batch-format.ts + batch-crypto.ts). Chunks can be rebuilt at any time (resend,
 // restart): the batch's ephemeral key is kept, so every rebuild opens under the same batch key.
-import { createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
 import { aeadSeal, authAad, deriveBatchKey, recordAad } from '../../appliance/batch-crypto.js';
-import { MAX_RECORDS_PER_CHUNK, signChunk, type BatchPayload, type SignedChunk } from '../../appliance/batch-format.js';
+import { MAX_RECORDS_PER_CHUNK, type BatchPayload, type SignedChunk } from '../../appliance/batch-format.js';
 import { pksError } from '../../appliance/errors.js';
 import { growPool } from './oem.js';
+import { signChunkWith, type BatchSigner } from './signer.js';
 import type { BatchRecord, KmsStore } from './store.js';
 
-export interface BatchSigner {
-  key: KeyObject;
-  certPem: string;
-}
+export type { BatchSigner } from './signer.js';
 
 /** Payload budget per chunk: the broker takes 256 KiB per packet, batch-format 240 KiB per payload. */
 const CHUNK_PAYLOAD_BUDGET = 180 * 1024;
@@ -123,7 +121,7 @@ export function* buildChunks(store: KmsStore, batch: BatchRecord, signer: BatchS
         she: { ...p.she, auth },
         records,
       };
-      yield signChunk(payload, signer.key, signer.certPem);
+      yield signChunkWith(payload, signer);
     }
   } finally {
     key.fill(0);

@@ -1,9 +1,7 @@
 // The reference KMS's config (JSON, $PKS_CONFIG or --config): where its state lives, how it
-// reaches the broker (as CN `kms`), which key signs batches, where pks-fleet finds it.
-import { readFileSync } from 'node:fs';
-import { createPrivateKey } from 'node:crypto';
-import { readCredential } from '../../appliance/config.js';
-import { pksError } from '../../appliance/errors.js';
+// reaches the broker (as CN `kms`), which key signs batches (signer.ts), which CA issues box
+// MQTT client certificates on rotate-cert (client-ca.ts), where pks-fleet finds it.
+import type { SignerConfig } from './signer.js';
 
 export interface KmsConfig {
   /** LMDB directory of the KMS state */
@@ -24,9 +22,15 @@ export interface KmsConfig {
   };
   /**
    * The batch signer: a P-256 key and its certificate issued by the KMS CA that boxes pin.
-   * Dev: a key file (scripts/pki.sh). The KMS CA key itself is not needed at run time.
+   * `hsm`: the key lives in the KMS's own PKCS#11 token (generated there once); `ca` lets the
+   * KMS issue the matching certificate itself. Else a key file (scripts/pki.sh).
    */
-  signer: { certFile: string; keyFile?: string };
+  signer: SignerConfig;
+  /**
+   * The CA the broker trusts for client certificates, with its key: lets the KMS answer a
+   * box's rotate-cert CSR. Without it, CSRs are refused (PKS_SERVICE_UNAVAILABLE).
+   */
+  clientCa?: { certFile: string; keyFile: string; days: number };
 }
 
 const path = { type: 'string', pattern: '^/.{1,255}$' } as const;
@@ -57,25 +61,29 @@ export const kmsSchema = {
       type: 'object',
       additionalProperties: false,
       required: ['certFile'],
-      properties: { certFile: path, keyFile: path },
+      properties: {
+        certFile: path,
+        keyFile: path,
+        hsm: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['module', 'tokenLabel'],
+          properties: {
+            module: path,
+            tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
+            pinFile: path,
+            softhsm2Conf: path,
+          },
+        },
+        ca: { type: 'object', additionalProperties: false, required: ['certFile', 'keyFile'], properties: { certFile: path, keyFile: path } },
+        days: { type: 'integer', minimum: 1, maximum: 3650 },
+      },
+    },
+    clientCa: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['certFile', 'keyFile'],
+      properties: { certFile: path, keyFile: path, days: { type: 'integer', minimum: 1, maximum: 3650, default: 365 } },
     },
   },
 } as const;
-
-export function readPem(file: string, what: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch {
-    throw pksError('PKS_CONFIG_INVALID', `${what}: cannot read ${file}`);
-  }
-}
-
-export function loadSigner(cfg: KmsConfig['signer']): { key: ReturnType<typeof createPrivateKey>; certPem: string } {
-  const pem = readCredential('kms-batch-signer-key', cfg.keyFile);
-  try {
-    return { key: createPrivateKey(pem), certPem: readPem(cfg.certFile, 'signer certificate') };
-  } catch (e) {
-    if ((e as { code?: string }).code?.startsWith('PKS_')) throw e;
-    throw pksError('PKS_CONFIG_INVALID', 'batch signer key is not a PEM private key');
-  }
-}

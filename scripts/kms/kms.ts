@@ -1,7 +1,7 @@
 // The reference KMS at work: answers re-orders and resend requests with signed batches,
 // takes in verification files and acknowledges them, keeps each box's fleet state from what
-// it publishes (status, alerts, events, command results), relays signed ops commands, and
-// serves pks-fleet on a local socket.
+// it publishes (status, alerts, events, command results), relays signed ops commands, answers
+// rotate-cert CSRs with client certificates (client-ca.ts), and serves pks-fleet on a local socket.
 import { readFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
@@ -13,6 +13,7 @@ import { ID, NAME, POOL, b64 } from '../../appliance/schema.js';
 import { connectLink, publish } from '../../services/uplink/mqtt.js';
 import { KMS_INBOUND, anyBoxTopic, boxTopic, parseTopic } from '../../services/uplink/topics.js';
 import { allocate, buildChunks, type BatchSigner } from './batches.js';
+import type { ClientCa } from './client-ca.js';
 import type { KmsConfig } from './config.js';
 import { importOem } from './oem.js';
 import { KmsStore, pushCapped, type BoxRecord } from './store.js';
@@ -45,11 +46,23 @@ const parseJson = (b: Buffer): unknown => {
   }
 };
 
+const checkCsrRequest = compileChecker<{ requestId: string; csr: string }>(
+  {
+    type: 'object',
+    additionalProperties: false,
+    required: ['requestId', 'csr'],
+    properties: { requestId: ID, csr: { type: 'string', minLength: 1, maxLength: 16384 } },
+  },
+  'csr request',
+);
+
 const SPKI = b64(200);
 
 export interface KmsOptions {
   cfg: KmsConfig;
   signer: BatchSigner;
+  /** issues box MQTT client certificates (rotate-cert); null: CSRs are refused */
+  clientCa?: ClientCa | null;
   mqttKey: string;
   log: Logger;
 }
@@ -116,6 +129,8 @@ export class Kms {
         }
         case 'verify':
           return await this.onVerify(t.boxCn, payload, log);
+        case 'csr':
+          return await this.onCsr(t.boxCn, payload, log);
         case 'status': {
           if (payload.length === 0) return;
           const doc = parseJson(payload);
@@ -200,6 +215,34 @@ export class Kms {
     // gets the same answer (files are idempotent by fileId)
     // (not awaited: the PUBACK of our publish arrives on the inbound stream this handler holds)
     if (this.client) void publish(this.client, boxTopic(boxId, 'ack'), JSON.stringify(ack)).catch(() => undefined);
+  }
+
+  /**
+   * A box's CSR (rotate-cert). The topic's CN is the identity the broker authenticated, so a
+   * box can only ask for its own name; it must also be registered here. The answer goes back
+   * on `cert`, a certificate or a coded refusal, under the box's requestId.
+   */
+  private async onCsr(boxId: string, payload: Buffer, log: Logger): Promise<void> {
+    let requestId: string | null = null;
+    let answer: Record<string, unknown>;
+    try {
+      const r = checkCsrRequest(parseJson(payload));
+      requestId = r.requestId;
+      if (!this.store.boxes.get(boxId)) throw pksError('PKS_NOT_FOUND', `box ${boxId} is not registered`);
+      if (!this.o.clientCa) throw pksError('PKS_SERVICE_UNAVAILABLE', 'this KMS issues no client certificates (no clientCa)');
+      const issued = await this.o.clientCa.issue(boxId, r.csr);
+      log.info('client certificate issued', { requestId, serial: issued.serial, notAfter: issued.notAfter });
+      this.store.updateBox(boxId, (b) => pushCapped(b.events, { type: 'mqtt-cert-issued', serial: issued.serial, notAfter: issued.notAfter, at: new Date().toISOString(), source: 'kms' }));
+      answer = { requestId, cert: issued.cert };
+    } catch (err) {
+      const e = asPksError(err);
+      log.warn('csr refused', { requestId, code: e.code, detail: e.detail });
+      if (this.store.boxes.get(boxId)) this.store.updateBox(boxId, (b) => pushCapped(b.alerts, { code: e.code, detail: `csr refused: ${e.detail}`, at: new Date().toISOString(), source: 'kms' }));
+      if (requestId === null) return; // nothing the box could match an answer to
+      answer = { requestId, error: { code: e.code, detail: e.detail } };
+    }
+    // (not awaited: the PUBACK of our publish arrives on the inbound stream this handler holds)
+    if (this.client) void publish(this.client, boxTopic(boxId, 'cert'), JSON.stringify(answer)).catch(() => undefined);
   }
 
   private summary(b: BoxRecord): Record<string, unknown> {

@@ -1,21 +1,31 @@
 // pks-kms: the reference KMS for development, the plant-in-a-box and the tests.
 //   node --import tsx scripts/kms/main.ts            (config from $PKS_CONFIG, see config.ts)
-// Batch signing key: a PEM key file (config signer.keyFile or the credential
-// `kms-batch-signer-key`) with its certificate issued by the KMS CA the boxes pin.
+// Batch signing key (signer.ts): in the KMS's own PKCS#11 token (config signer.hsm, PIN from
+// the credential `kms-hsm-pin` or signer.hsm.pinFile), or a PEM key file (signer.keyFile or the
+// credential `kms-batch-signer-key`), with its certificate issued by the KMS CA the boxes pin.
+// Box client certificates on rotate-cert: config clientCa (client-ca.ts).
 // pks-fleet talks to it on <runDir>/fleet.sock.
 import { mkdirSync } from 'node:fs';
 import { loadConfig, readCredential } from '../../appliance/config.js';
 import { runService } from '../../appliance/service.js';
-import { kmsSchema, loadSigner, type KmsConfig } from './config.js';
+import { ClientCa } from './client-ca.js';
+import { kmsSchema, type KmsConfig } from './config.js';
 import { Kms } from './kms.js';
+import { loadSigner } from './signer.js';
 
 await runService('kms', async (log) => {
   const cfg = loadConfig<KmsConfig>(kmsSchema) as KmsConfig;
   mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
-  const kms = new Kms({ cfg, signer: loadSigner(cfg.signer), mqttKey: readCredential('kms-mqtt-key', cfg.mqtt.keyFile), log });
+  const clientCa = cfg.clientCa ? ClientCa.load(cfg.clientCa) : null;
+  const signer = await loadSigner(cfg.signer, log);
+  log.info('batch signer ready', { kind: cfg.signer.hsm ? 'hsm' : 'key file' });
+  const kms = new Kms({ cfg, signer, clientCa, mqttKey: readCredential('kms-mqtt-key', cfg.mqtt.keyFile), log });
   await kms.start();
   return {
     status: () => (kms.connected ? 'serving, broker connected' : 'serving, broker not connected'),
-    stop: () => kms.stop(),
+    async stop() {
+      await kms.stop();
+      signer.close?.();
+    },
   };
 });

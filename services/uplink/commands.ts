@@ -6,6 +6,8 @@
 //   { "v": 1, "seq": <integer, strictly increasing per box>, "expiresAt": "<ISO time>",
 //     "boxId": "<box CN>", "command": "set-quota"|"set-schedule"|"sync-now"|"revoke-tester"|
 //     "rotate-cert", "args": {...} }
+// rotate-cert takes no arguments: the box makes its new key itself (identity.ts) and reports
+// on cmd-result only once it is connected with the new certificate.
 // The box refuses (coded error, published on cmd-result, logged, alerted) anything unsigned,
 // badly signed, expired, with a seq not above the last one it accepted (replay), addressed to
 // another box, or malformed; a refused command changes nothing, not even the last seq.
@@ -80,16 +82,13 @@ const argSchemas: Record<CommandName, Record<string, unknown>> = {
     properties: {
       mode: { enum: ['always', 'windows'] },
       cron: CRON,
-      windowSeconds: { type: 'integer', minimum: 10, maximum: 86_400 },
+      windowSeconds: { type: 'integer', minimum: 1, maximum: 86_400 },
     },
   },
   'sync-now': { type: 'object', additionalProperties: false, properties: {} },
   'revoke-tester': { type: 'object', additionalProperties: false, required: ['cn'], properties: { cn: NAME } },
-  'rotate-cert': {
-    type: 'object',
-    additionalProperties: false,
-    properties: { cert: { type: 'string', minLength: 100, maxLength: 8192 } },
-  },
+  // the box makes the new key itself (identity.ts): ops never handles a private key
+  'rotate-cert': { type: 'object', additionalProperties: false, properties: {} },
 };
 
 const checkEnvelope = compileChecker<SignedCommand>(envelopeSchema, 'command', 'PKS_COMMAND_INVALID');

@@ -24,6 +24,9 @@ export interface UplinkConfig {
     caFile: string;
     certFile: string;
     keyFile?: string;
+    /** CA that issues the box client certificates the broker accepts (rotate-cert checks the
+     * new one against it); default caFile, the dev broker's CA does both */
+    clientCaFile?: string;
     sessionExpirySeconds: number;
     keepaliveSeconds: number;
     reconnectSeconds: number;
@@ -41,6 +44,8 @@ export interface UplinkConfig {
     /** how long to wait for the KMS's ack of a verification file */
     ackTimeoutSeconds: number;
     statusSeconds: number;
+    /** rotate-cert: how long to wait for the KMS's certificate, and for the reconnect with it */
+    certTimeoutSeconds?: number;
   };
 }
 
@@ -64,6 +69,7 @@ export const uplinkSchema = {
         caFile: file,
         certFile: file,
         keyFile: file,
+        clientCaFile: file,
         sessionExpirySeconds: { type: 'integer', minimum: 60, maximum: 4294967295, default: 2_592_000 },
         keepaliveSeconds: { type: 'integer', minimum: 5, maximum: 3600, default: 30 },
         reconnectSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 5 },
@@ -77,7 +83,7 @@ export const uplinkSchema = {
       properties: {
         mode: { enum: ['always', 'windows'], default: 'always' },
         cron: { ...CRON_SCHEMA, default: '0 */4 * * *' },
-        windowSeconds: { type: 'integer', minimum: 10, maximum: 86_400, default: 300 },
+        windowSeconds: { type: 'integer', minimum: 1, maximum: 86_400, default: 300 },
       },
     },
     timing: {
@@ -90,6 +96,7 @@ export const uplinkSchema = {
         reorderRetrySeconds: { type: 'number', minimum: 0.5, maximum: 604_800, default: 3600 },
         ackTimeoutSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 60 },
         statusSeconds: { type: 'number', minimum: 0.5, maximum: 86_400, default: 300 },
+        certTimeoutSeconds: { type: 'number', minimum: 0.5, maximum: 3600, default: 60 },
       },
     },
   },

@@ -1,6 +1,7 @@
 // pks-uplink: the box's link to the central KMS (see uplink.ts, topics.ts).
 // Config: $PKS_CONFIG (config.ts). Credentials: `mqtt-key` (PEM key of the box's MQTT client
-// certificate; mqtt.keyFile for development). Talks to the keystore and the vault on
+// certificate; mqtt.keyFile for development); after an ops rotate-cert, the rotated key and
+// certificate in the state dir take their place (identity.ts). Talks to the keystore and the vault on
 // /run/pks/<service>/uplink.sock.
 import { readFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';

@@ -1,11 +1,13 @@
 // The uplink's own small persistent state, one JSON file written atomically (temp file,
 // fsync, rename): a crash leaves the old or the new state, never half of one. What must
 // survive a restart: the last accepted command seq (or a replay would pass), the pending
-// re-order per pool (or a restart would ask twice), the schedule ops set, open alerts.
+// re-order per pool (or a restart would ask twice), the schedule ops set, open alerts, and
+// the rotated MQTT identity (identity.ts).
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { pksError } from '../../appliance/errors.js';
 import type { Schedule } from './config.js';
+import type { StoredIdentity } from './identity.js';
 
 export interface PendingReorder {
   requestId: string;
@@ -26,9 +28,11 @@ export interface UplinkState {
   alerts: Array<{ code: string; detail: string; at: string }>;
   batches: Record<string, BatchProgress>;
   reorders: number;
+  /** the MQTT client identity from the last rotate-cert; null = the one in the config */
+  identity: StoredIdentity | null;
 }
 
-const EMPTY: UplinkState = { lastSeq: 0, pending: {}, schedule: null, lastSync: null, alerts: [], batches: {}, reorders: 0 };
+const EMPTY: UplinkState = { lastSeq: 0, pending: {}, schedule: null, lastSync: null, alerts: [], batches: {}, reorders: 0, identity: null };
 
 export class StateFile {
   readonly file: string;

@@ -18,6 +18,10 @@
 //   status       box → all    1    yes       the box's status document (status.ts)
 //   alert        box → KMS    1    no        {code, detail, at}: raised alerts, as they happen
 //   event        box → KMS    1    no        {type, ...}: informational events
+//   csr          box → KMS    1    no        {requestId, csr: PEM PKCS#10}: rotate-cert; a new
+//                                           P-256 MQTT client key, CN = the box CN (identity.ts)
+//   cert         KMS → box    1    no        {requestId, cert: PEM} issued by the broker's client
+//                                           CA, or {requestId, error{code,detail}}: the answer
 //
 // QoS 1 everywhere and a persistent session (clean: false + sessionExpiryInterval) on both
 // sides: what was published while the other side was away is delivered when it comes back.
@@ -26,13 +30,13 @@
 
 export const PREFIX = 'pks/v1/box';
 
-export const TOPICS = ['batch', 'reorder', 'resend', 'verify', 'ack', 'cmd', 'cmd-result', 'status', 'alert', 'event'] as const;
+export const TOPICS = ['batch', 'reorder', 'resend', 'verify', 'ack', 'cmd', 'cmd-result', 'status', 'alert', 'event', 'csr', 'cert'] as const;
 export type TopicName = (typeof TOPICS)[number];
 
 /** Topics the box subscribes to; the rest it publishes. */
-export const BOX_INBOUND: readonly TopicName[] = ['batch', 'ack', 'cmd'];
+export const BOX_INBOUND: readonly TopicName[] = ['batch', 'ack', 'cmd', 'cert'];
 /** Topics the KMS subscribes to (for every box). */
-export const KMS_INBOUND: readonly TopicName[] = ['reorder', 'resend', 'verify', 'cmd-result', 'status', 'alert', 'event'];
+export const KMS_INBOUND: readonly TopicName[] = ['reorder', 'resend', 'verify', 'cmd-result', 'status', 'alert', 'event', 'csr'];
 
 // A CN becomes a topic level: no MQTT wildcards or separators, and the same alphabet as NAME.
 const CN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

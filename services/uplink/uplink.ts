@@ -7,18 +7,20 @@
 //  - feeds batch chunks to the keystore (import-chunk, idempotent per batch + chunk) and asks
 //    for chunks still missing after a quiet period;
 //  - drains the outbox as signed verification files and deletes items only on the KMS's ack;
-//  - executes signed ops commands and publishes each result;
+//  - executes signed ops commands and publishes each result (rotate-cert: identity.ts);
 //  - keeps a retained status document on the broker.
 import { readFileSync } from 'node:fs';
 import { randomUUID, type KeyObject } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { MqttClient } from 'mqtt';
-import { asPksError, pksError } from '../../appliance/errors.js';
+import { asPksError, isErrorCode, pksError } from '../../appliance/errors.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
 import type { ImportChunkResponse, OutboxPeekResponse, StatsResponse } from '../keystore/contract.js';
 import { commandRef, peekSeq, verifyCommand, type CommandPayload } from './commands.js';
 import type { Schedule, UplinkConfig } from './config.js';
+import { checkIssuedCert, loadStoredIdentity, makeCsr, removeIdentity, serialOf, storeIdentity } from './identity.js';
 import { connectLink, publish } from './mqtt.js';
 import { StateFile } from './state.js';
 import { BOX_INBOUND, boxTopic, parseTopic } from './topics.js';
@@ -44,6 +46,12 @@ interface AckMessage {
   error?: { code: string; detail: string };
 }
 
+interface CertAnswer {
+  requestId: string;
+  cert?: unknown;
+  error?: { code: string; detail: string };
+}
+
 const BATCH_REFUSALS = new Set(['PKS_BATCH_INVALID', 'PKS_BATCH_SIGNATURE', 'PKS_BATCH_NOT_FOR_US', 'PKS_SEAL_INVALID', 'PKS_BAD_REQUEST', 'PKS_POOL_UNKNOWN', 'PKS_CONFLICT']);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -61,6 +69,8 @@ export class Uplink {
   private health: Record<string, boolean> = { keystore: false, vault: false };
   private mqttCert: string;
   private mqttKey: string;
+  private readonly certWaiters = new Map<string, (answer: CertAnswer) => void>();
+  private rotating = false;
   /** counts for tests and status: what happened since start */
   readonly counters = { chunks: 0, duplicates: 0, refusedChunks: 0, filesAcked: 0, itemsAcked: 0, commands: 0, refusedCommands: 0, resends: 0 };
 
@@ -68,6 +78,30 @@ export class Uplink {
     this.state = new StateFile(d.cfg.stateDir);
     this.mqttCert = readFileSync(d.cfg.mqtt.certFile, 'utf8');
     this.mqttKey = d.mqttKey;
+    const override = this.state.state.identity;
+    if (override) {
+      const id = loadStoredIdentity(override);
+      if (id) {
+        this.mqttCert = id.cert;
+        this.mqttKey = id.key;
+      } else {
+        // the setup identity is still issued by the same CA; better that than no link at all
+        d.log.warn('rotated MQTT identity cannot be read; using the one in the config', { serial: override.serial });
+      }
+    }
+  }
+
+  /** Serial of the client certificate the uplink presents (hex, as node prints it). */
+  get identitySerial(): string | null {
+    return serialOf(this.mqttCert);
+  }
+
+  /** Serial of the client certificate on the live TLS connection, null when not connected. */
+  get linkCertSerial(): string | null {
+    if (!this.connected) return null;
+    const sock = this.client?.stream as TLSSocket | undefined;
+    const c = typeof sock?.getCertificate === 'function' ? sock.getCertificate() : null;
+    return c && 'serialNumber' in c ? (c.serialNumber as string) : null;
   }
 
   get cfg(): UplinkConfig {
@@ -164,6 +198,7 @@ export class Uplink {
     if (t.name === 'batch') return this.onChunk(payload);
     if (t.name === 'cmd') return this.onCommand(payload);
     if (t.name === 'ack') return this.onAck(payload);
+    if (t.name === 'cert') return this.onCert(payload);
   }
 
   private async onChunk(payload: Buffer): Promise<void> {
@@ -260,6 +295,11 @@ export class Uplink {
     this.state.update((s) => void (s.lastSeq = cmd.seq));
     this.counters.commands++;
     this.d.log.info('command accepted', { ref, seq: cmd.seq, command: cmd.command });
+    if (cmd.command === 'rotate-cert') {
+      // runs off the inbound path: the KMS's answer arrives on the stream this handler holds
+      void this.rotateCert(cmd, ref);
+      return;
+    }
     try {
       const result = await this.execute(cmd);
       await this.result({ ref, seq: cmd.seq, command: cmd.command, ok: true, result });
@@ -292,7 +332,120 @@ export class Uplink {
         return { schedule: s };
       }
       case 'rotate-cert':
-        throw pksError('PKS_COMMAND_INVALID', 'rotate-cert is not available on this box yet');
+        throw pksError('PKS_INTERNAL', 'rotate-cert runs on its own path');
+    }
+  }
+
+  // ---- certificate rotation
+
+  private onCert(payload: Buffer): Promise<void> {
+    let a: CertAnswer;
+    try {
+      a = JSON.parse(payload.toString('utf8')) as CertAnswer;
+      if (!a || typeof a.requestId !== 'string') throw new Error('requestId');
+    } catch {
+      this.d.log.warn('cert answer refused: malformed');
+      return Promise.resolve();
+    }
+    const w = this.certWaiters.get(a.requestId);
+    // an answer nobody waits for (late, repeated, for a rotation that gave up) changes nothing
+    if (w) {
+      this.certWaiters.delete(a.requestId);
+      w(a);
+    }
+    return Promise.resolve();
+  }
+
+  private waitCert(requestId: string, ms: number): Promise<CertAnswer | null> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.certWaiters.delete(requestId);
+        resolve(null);
+      }, ms);
+      timer.unref();
+      this.certWaiters.set(requestId, (a) => {
+        clearTimeout(timer);
+        resolve(a);
+      });
+    });
+  }
+
+  /** Disconnects and connects again with the current identity; true once the broker took it. */
+  private async reconnect(ms: number): Promise<boolean> {
+    await this.disconnect();
+    this.connect();
+    const c = this.client;
+    if (!c) return false;
+    if (c.connected) return true;
+    return new Promise((resolve) => {
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        c.off('connect', onConnect);
+        resolve(ok);
+      };
+      const onConnect = (): void => done(true);
+      const timer = setTimeout(() => done(false), ms);
+      timer.unref();
+      c.on('connect', onConnect);
+    });
+  }
+
+  /**
+   * rotate-cert: new key + CSR, certificate from the KMS, checked, stored, reconnected with;
+   * only then committed (state points to it) and reported. Any failure keeps the old identity.
+   */
+  private async rotateCert(cmd: CommandPayload, ref: string): Promise<void> {
+    const boxId = this.d.cfg.boxId;
+    const ms = (this.d.cfg.timing.certTimeoutSeconds ?? 60) * 1000;
+    const report = (r: Record<string, unknown>) => this.result({ ref, seq: cmd.seq, command: cmd.command, ...r });
+    if (this.rotating) {
+      await report({ ok: false, error: { code: 'PKS_CONFLICT', detail: 'a certificate rotation is already running' } });
+      return;
+    }
+    this.rotating = true;
+    let stored: ReturnType<typeof storeIdentity> | null = null;
+    const old = { cert: this.mqttCert, key: this.mqttKey };
+    try {
+      if (!this.connected) throw pksError('PKS_UPLINK_DOWN', 'not connected to the broker');
+      const fresh = await makeCsr(boxId);
+      const requestId = `csr-${randomUUID()}`;
+      const answer = this.waitCert(requestId, ms);
+      await publish(this.client!, boxTopic(boxId, 'csr'), JSON.stringify({ requestId, csr: fresh.csrPem }));
+      const a = await answer;
+      if (!a) throw pksError('PKS_UPLINK_DOWN', 'no certificate from the KMS in time');
+      if (a.error) {
+        const code = isErrorCode(a.error.code) ? a.error.code : 'PKS_CSR_INVALID';
+        throw pksError(code, `KMS refused the CSR: ${String(a.error.detail).slice(0, 200)}`);
+      }
+      const caFile = this.d.cfg.mqtt.clientCaFile ?? this.d.cfg.mqtt.caFile;
+      const info = checkIssuedCert(a.cert, { caPem: readFileSync(caFile, 'utf8'), boxId, spki: fresh.spki });
+      stored = storeIdentity(this.d.cfg.stateDir, info.serial, fresh.keyPem, a.cert as string);
+      this.mqttCert = a.cert as string;
+      this.mqttKey = fresh.keyPem;
+      if (!(await this.reconnect(ms))) throw pksError('PKS_UPLINK_DOWN', 'the broker did not take the new certificate');
+      const previous = this.state.state.identity;
+      const committed = stored;
+      this.state.update((s) => void (s.identity = committed));
+      stored = null;
+      if (previous && previous.certFile !== committed.certFile) removeIdentity(previous);
+      this.d.log.info('MQTT client certificate rotated', { serial: info.serial, notAfter: info.notAfter });
+      await this.d.keystore.call('outbox-put', { kind: 'event', body: { type: 'mqtt-cert-rotated', serial: info.serial, notAfter: info.notAfter, source: 'uplink' } }).catch(() => undefined);
+      await report({ ok: true, result: { serial: info.serial, notAfter: info.notAfter } });
+    } catch (err) {
+      const e = asPksError(err);
+      if (this.mqttKey !== old.key) {
+        this.mqttCert = old.cert;
+        this.mqttKey = old.key;
+        await this.reconnect(ms);
+      }
+      if (stored) removeIdentity(stored);
+      this.d.log.warn('certificate rotation failed; the old identity stays', { seq: cmd.seq, code: e.code, detail: e.detail });
+      await report({ ok: false, error: { code: e.code, detail: e.detail } });
+      await this.raise(e.code, `rotate-cert failed: ${e.detail}`);
+    } finally {
+      this.rotating = false;
+      // a rotation may outlast its sync window: the link must not stay open past it
+      if (this.schedule.mode === 'windows' && !this.windowEnd) setTimeout(() => void (this.schedule.mode === 'windows' && !this.windowEnd && this.disconnect()), 1000).unref();
     }
   }
 

@@ -13,6 +13,7 @@ import { sheMessages } from '../../appliance/she.js';
 import type { OutboxItem } from '../../services/keystore/contract.js';
 import { fileDigest, packFile } from '../../services/uplink/verification.js';
 import { allocate, buildChunks, type BatchSigner } from '../../scripts/kms/batches.js';
+import { keySigner } from '../../scripts/kms/signer.js';
 import { importOem } from '../../scripts/kms/oem.js';
 import { KmsStore } from '../../scripts/kms/store.js';
 import { takeFile } from '../../scripts/kms/verify.js';
@@ -41,7 +42,7 @@ test.before(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'pks-kms-verify-'));
   const ca = await makeCa(dir, 'kms-ca');
   const s = await issue(dir, 'kms-ca', 'signer', { cn: 'kms-batch-signer' });
-  signer = { key: createPrivateKey(readFileSync(s.key)), certPem: readFileSync(s.cert, 'utf8') };
+  signer = keySigner(createPrivateKey(readFileSync(s.key)), readFileSync(s.cert, 'utf8'));
   caPem = readFileSync(ca.cert, 'utf8');
   store = new KmsStore(path.join(dir, 'state'));
   importOem(store, { v: 1, oem: 'oemA', pools: [{ pool: POOL, she, authKey: authKey.toString('hex'), generate: 6000 }] });

@@ -58,6 +58,10 @@ test('another box, malformed payloads and arguments are invalid', () => {
   refused(JSON.stringify(signCommand(base({ args: { pool: 'nope', minimum: -1, reorder: 1 } }), ops.privateKey)), 'PKS_COMMAND_INVALID');
   refused(JSON.stringify(signCommand(base({ expiresAt: '2031-01-01T00:00:00Z' }), ops.privateKey)), 'PKS_COMMAND_INVALID');
   refused(JSON.stringify(signCommand(base({ command: 'set-schedule', args: { mode: 'sometimes' } }), ops.privateKey)), 'PKS_COMMAND_INVALID');
+  refused(JSON.stringify(signCommand(base({ command: 'set-schedule', args: { mode: 'windows', windowSeconds: 0 } }), ops.privateKey)), 'PKS_COMMAND_INVALID');
+  // the box makes its own key: a rotate-cert carrying key or certificate material is malformed
+  refused(JSON.stringify(signCommand(base({ command: 'rotate-cert', args: { cert: 'x'.repeat(200) } }), ops.privateKey)), 'PKS_COMMAND_INVALID');
+  assert.is(verify(JSON.stringify(signCommand(base({ command: 'rotate-cert', args: {} }), ops.privateKey))).command, 'rotate-cert');
 });
 
 test('the seq of a refused command is reported when it can be read', () => {

@@ -22,6 +22,7 @@ import { Uplink } from '../../services/uplink/uplink.js';
 import { allocate, buildChunks } from '../../scripts/kms/batches.js';
 import { main as fleet } from '../../scripts/fleet/main.js';
 import { importOem } from '../../scripts/kms/oem.js';
+import { keySigner } from '../../scripts/kms/signer.js';
 import { KmsStore } from '../../scripts/kms/store.js';
 import { startVault, type VaultHandle } from '../../scripts/plant/vault.js';
 import { waitFor } from '../../scripts/plant/process.js';
@@ -169,7 +170,7 @@ test('lost, duplicated and reordered chunks: the box asks for what is missing an
     importOem(st, { v: 1, oem: 'oemB', pools: [{ pool: 'oemB.gw.k5', she: { keyId: 5, authKeyId: 1, counter: 2, flags: 0 }, authKey: authKey.toString('hex'), generate: 9000 }] });
     const { batch } = allocate(st, BOX, 'side-1', 'oemB.gw.k5', 9000);
     assert.ok(batch.chunks >= 4, `${batch.chunks} chunks`);
-    const signer = { key: createPrivateKey(readFileSync(kms.signer.key)), certPem: readFileSync(kms.signer.cert, 'utf8') };
+    const signer = keySigner(createPrivateKey(readFileSync(kms.signer.key)), readFileSync(kms.signer.cert, 'utf8'));
     const chunks = [...buildChunks(st, batch, signer)].map((c) => JSON.stringify(c));
     const topic = boxTopic(BOX, 'batch');
     // chunk 1 is lost, chunk 0 comes twice, the rest out of order

@@ -2,7 +2,7 @@
 # Dev image only: one JSON line for the host once the boot is over (no start job left).
 set -u
 # the boot is over when no start job is left but ours; give up waiting after ${1:-240}s
-for ((i = 0; i < ${1:-240}; i++)); do
+while [ "$SECONDS" -lt "${1:-240}" ]; do
   [ "$(systemctl list-jobs --no-legend --no-pager 2>/dev/null | grep -vc pks-vm-report)" = 0 ] && break
   sleep 1
 done

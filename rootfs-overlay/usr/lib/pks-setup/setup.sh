@@ -1,0 +1,94 @@
+#!/bin/bash
+# Plant IT's one-time setup of the box, run by pks-setup.service on the first boot (before
+# pks-measure and the services), or by hand: /usr/lib/pks-setup/setup.sh [SITE_DIR].
+#
+# SITE_DIR (default /etc/pks-site) is what plant IT brings; everything else is made here:
+#   site.env            BOX_ID SITE KMS_HOST KMS_PORT SMTP_HOST SMTP_PORT MAIL_TO TLS_SAN POOLS
+#   kms-ca.crt          the KMS CA the keystore pins
+#   tester-ca.crt       the plant's tester CA
+#   mqtt-ca.crt mqtt-client.crt mqtt-client.key   the box's MQTT identity and its broker's CA
+#   ops-public.pem      the ops command-signing public key
+# Made on the box:
+#   the HSM token (SoftHSM here; token store /var/lib/pks/vault/tokens, owned by pks-vault) with
+#   random PINs, /etc/pks/softhsm2.conf; the tester API's server key (never leaves the box) and
+#   certificate from a box CA kept in /var/lib/pks/setup; /etc/pks/<service>.json for the five
+#   services (validated against the services' own schemas); the credentials the units load
+#   (/etc/pks/credentials/{hsm-pin,tls-key,mqtt-key}); and the provisioning record of the config
+#   measurement (/var/lib/pks/attest/config-expected.json, see services/attest/site-expected.ts).
+# The mqtt-client.key is moved, not copied, out of SITE_DIR.
+# Idempotent only as a whole: it refuses to run on a provisioned box (/var/lib/pks/.provisioned).
+set -euo pipefail
+site=${1:-/etc/pks-site}
+lib=/usr/lib/pks-setup
+marker=/var/lib/pks/.provisioned
+log() { echo "pks-setup: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "needs root"
+[ -e "$marker" ] && die "already provisioned ($marker); remove it to provision again"
+[ -f "$site/site.env" ] || die "no $site/site.env"
+
+# site.env: KEY=VALUE lines only, read as data, never sourced
+declare -A env=()
+while IFS= read -r line || [ -n "$line" ]; do
+  case "$line" in ''|'#'*) continue ;; esac
+  [[ "$line" =~ ^([A-Z_]+)=([A-Za-z0-9@.,:_+/-]*)$ ]] || die "site.env: bad line"
+  env[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+done <"$site/site.env"
+for k in BOX_ID SITE KMS_HOST KMS_PORT SMTP_HOST SMTP_PORT MAIL_TO TLS_SAN POOLS; do
+  [ -n "${env[$k]:-}" ] || die "site.env: $k missing"
+done
+for f in kms-ca.crt tester-ca.crt mqtt-ca.crt mqtt-client.crt ops-public.pem; do
+  [ -f "$site/$f" ] || die "$site/$f missing"
+done
+[ -f "$site/mqtt-client.key" ] || [ -f /etc/pks/credentials/mqtt-key ] || die "$site/mqtt-client.key missing"
+
+umask 077
+install -d -m 0755 /etc/pks /etc/pks/tls /etc/pks/uplink
+install -d -m 0700 /etc/pks/credentials /var/lib/pks/setup
+install -d -m 0755 /var/lib/pks/attest
+
+# 1. the HSM token, owned by the vault's user in the vault's state directory
+module=/usr/lib/softhsm/libsofthsm2.so
+label="pks-${env[BOX_ID]}"
+label=${label:0:32}
+install -d -m 0700 -o pks-vault -g pks-vault /var/lib/pks/vault
+pin=$(openssl rand -hex 16)
+so_pin=$(openssl rand -hex 16)
+printf '%s\n' "$so_pin" >/etc/pks/credentials/hsm-so-pin
+printf '%s\n' "$pin" >/etc/pks/credentials/hsm-pin
+runuser -u pks-vault -- env PKCS11_MODULE="$module" "$lib/softhsm-token.sh" /var/lib/pks/vault "$label" "$so_pin" "$pin" >/dev/null
+printf 'directories.tokendir = /var/lib/pks/vault/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' >/etc/pks/softhsm2.conf
+chmod 0644 /etc/pks/softhsm2.conf
+log "HSM token '$label' ready"
+
+# 2. the tester API's TLS: box CA (kept for re-issue) and the server certificate
+"$lib/pki.sh" ca /var/lib/pks/setup box-ca --cn "PKS box CA ${env[BOX_ID]}" >/dev/null
+"$lib/pki.sh" issue /var/lib/pks/setup box-ca server --cn pks.local --server --san "${env[TLS_SAN]}" --days 3650 --force >/dev/null
+install -m 0644 /var/lib/pks/setup/server.crt /etc/pks/tls/server.crt
+install -m 0644 /var/lib/pks/setup/box-ca.crt /etc/pks/tls/box-ca.crt
+install -m 0600 /var/lib/pks/setup/server.key /etc/pks/credentials/tls-key
+install -m 0644 "$site/tester-ca.crt" /etc/pks/tls/tester-ca.crt
+log "tester API certificate issued for ${env[TLS_SAN]}"
+
+# 3. the KMS side: pinned CA, broker CA, the box's MQTT identity, the ops key
+install -m 0644 "$site/kms-ca.crt" /etc/pks/kms-ca.crt
+install -m 0644 "$site/mqtt-ca.crt" /etc/pks/uplink/mqtt-ca.crt
+install -m 0644 "$site/mqtt-client.crt" /etc/pks/uplink/mqtt-client.crt
+install -m 0644 "$site/ops-public.pem" /etc/pks/uplink/ops-public.pem
+if [ -f "$site/mqtt-client.key" ]; then
+  install -m 0600 "$site/mqtt-client.key" /etc/pks/credentials/mqtt-key
+  rm -f "$site/mqtt-client.key"
+fi
+
+# 4. the services' configs, checked against their schemas before anything starts on them
+for k in "${!env[@]}"; do export "PKS_SITE_$k=${env[$k]}"; done
+node "$lib/write-configs.mjs" /etc/pks
+log "configs written: $(cd /etc/pks && ls ./*.json | tr '\n' ' ')"
+
+# 5. the provisioning record of the config measurement (PCR 15's second event), then done
+node /usr/lib/pks/dist/services/attest/site-expected-cli.js --out /var/lib/pks/attest/config-expected.json
+sync
+touch "$marker"
+sync
+log "box ${env[BOX_ID]} provisioned"

@@ -1,0 +1,127 @@
+// Writes /etc/pks/<service>.json for the five services from the site's settings (PKS_SITE_*
+// environment, see setup.sh) and the IPC pair groups' numbers from /etc/group, and checks each
+// against the service's own schema first: a box is never set up with a config its service
+// would refuse at start.
+// Usage: node write-configs.mjs DIR   (DIR: /etc/pks)
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+const app = process.env.PKS_APP_DIR ?? '/usr/lib/pks';
+const load = (m) => import(path.join(app, 'dist', m));
+const { validateConfig } = await load('appliance/config.js');
+const { vaultSchema } = await load('services/vault/config.js');
+const { keystoreSchema } = await load('services/keystore/config.js');
+const { testerApiSchema } = await load('services/tester-api/config.js');
+const { uplinkSchema } = await load('services/uplink/config.js');
+const { parseSentinelConfig } = await load('services/sentinel/config.js');
+
+const dir = process.argv[2];
+if (!dir) {
+  console.error('usage: write-configs.mjs DIR');
+  process.exit(2);
+}
+const site = (k, dflt) => {
+  const v = process.env[`PKS_SITE_${k}`] ?? dflt;
+  if (v === undefined || v === '') throw new Error(`site setting ${k} missing`);
+  return v;
+};
+const port = (k) => {
+  const n = Number(site(k));
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new Error(`site setting ${k}: not a port`);
+  return n;
+};
+
+// The pair groups (sysusers.d/pks.conf): the server chgrp's each caller's socket to them.
+const gids = new Map(
+  readFileSync(process.env.PKS_GROUP_FILE ?? '/etc/group', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(':'))
+    .map(([name, , gid]) => [name, Number(gid)]),
+);
+const groups = (server, callers) =>
+  Object.fromEntries(
+    callers.map((c) => {
+      const g = gids.get(`pks-${server}-${c}`);
+      if (g === undefined) throw new Error(`group pks-${server}-${c} missing (systemd-sysusers)`);
+      return [c, g];
+    }),
+  );
+
+const boxId = site('BOX_ID');
+const pools = site('POOLS').split(',').filter(Boolean);
+const mailTo = site('MAIL_TO').split(',').filter(Boolean);
+
+const configs = {
+  vault: validateConfig(
+    vaultSchema,
+    {
+      boxId,
+      hsm: { module: site('HSM_MODULE', '/usr/lib/softhsm/libsofthsm2.so'), tokenLabel: `pks-${boxId}`.slice(0, 32), softhsm2Conf: '/etc/pks/softhsm2.conf' },
+      ipc: { groups: groups('vault', ['keystore', 'tester-api', 'uplink', 'sentinel']) },
+    },
+    'vault.json',
+  ),
+  keystore: validateConfig(
+    keystoreSchema,
+    {
+      boxId,
+      dataDir: '/var/lib/pks/keystore/data',
+      kmsCa: '/etc/pks/kms-ca.crt',
+      mapSizeMb: Number(site('KEYSTORE_MAP_MB', '1024')),
+      pools: pools.map((pool) => ({ pool, minimum: 100, reorder: 500 })),
+      audit: { checkpointEvery: 100, checkpointSeconds: 10 },
+      ipc: { groups: groups('keystore', ['tester-api', 'uplink', 'sentinel']) },
+    },
+    'keystore.json',
+  ),
+  'tester-api': validateConfig(
+    testerApiSchema,
+    {
+      listen: { host: '0.0.0.0', port: 8443 },
+      tls: { cert: '/etc/pks/tls/server.crt', ca: '/etc/pks/tls/tester-ca.crt' },
+      limits: { newReservationsPerHour: Number(site('RESERVATIONS_PER_HOUR', '100000')) },
+    },
+    'tester-api.json',
+  ),
+  uplink: validateConfig(
+    uplinkSchema,
+    {
+      boxId,
+      stateDir: '/var/lib/pks/uplink',
+      mqtt: { host: site('KMS_HOST'), port: port('KMS_PORT'), caFile: '/etc/pks/uplink/mqtt-ca.crt', certFile: '/etc/pks/uplink/mqtt-client.crt' },
+      opsPublicKeyFile: '/etc/pks/uplink/ops-public.pem',
+    },
+    'uplink.json',
+  ),
+  sentinel: parseSentinelConfig(
+    {
+      site: site('SITE'),
+      boxId,
+      dataDir: '/var/lib/pks/sentinel/data',
+      thresholds: { storage: { diskWarningBytes: 256 * 1024 ** 2, diskCriticalBytes: 64 * 1024 ** 2 } },
+      mail: {
+        host: site('SMTP_HOST'),
+        port: port('SMTP_PORT'),
+        secure: false,
+        starttls: site('SMTP_STARTTLS', 'off'),
+        from: `pks-${boxId}@${site('MAIL_DOMAIN', 'plant.example')}`,
+        to: { warning: mailTo, critical: mailTo },
+        timeoutMs: 5000,
+      },
+      certificates: [{ name: 'tester-api-server', path: '/etc/pks/tls/server.crt' }],
+      // the sockets it can reach: the tester API's and the uplink's local sockets carry no
+      // pair group yet, so the sentinel (not their owner) cannot connect to them
+      services: ['vault', 'keystore'],
+      storage: { keystoreMapSizeMb: Number(site('KEYSTORE_MAP_MB', '1024')), disks: ['/var/lib/pks'] },
+      ipc: { groups: {} },
+    },
+    'sentinel.json',
+  ),
+};
+
+for (const [name, cfg] of Object.entries(configs)) {
+  const file = path.join(dir, `${name}.json`);
+  writeFileSync(`${file}.tmp`, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o644 });
+  renameSync(`${file}.tmp`, file);
+}

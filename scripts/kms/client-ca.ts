@@ -1,0 +1,115 @@
+// Box MQTT client certificates for rotate-cert: the box sends a CSR on `csr`, the KMS issues
+// the certificate with the CA the broker trusts for client authentication (config clientCa;
+// in the dev stack the broker's own dev CA). The request is only a proof of possession of a
+// P-256 key: the subject and every extension come from here, and the one name allowed is the
+// registered box id the broker already authenticated (the topic's CN).
+import { X509Certificate, webcrypto, type KeyObject } from 'node:crypto';
+import { createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import * as x509 from '@peculiar/x509';
+import { pksError } from '../../appliance/errors.js';
+import { keyIdentifier, newSerial, signCertificate } from '../../services/tester-api/ecu-cert.js';
+import { p256PointFromSpki } from '../../services/vault/ec-der.js';
+import { rawKeySigner } from './signer.js';
+
+const MAX_CSR_PEM = 16 * 1024;
+
+export interface IssuedClientCert {
+  cert: string;
+  serial: string;
+  notAfter: string;
+}
+
+export class ClientCa {
+  private readonly ca: x509.X509Certificate;
+  private readonly aki: string;
+
+  private constructor(
+    caPem: string,
+    private readonly key: KeyObject,
+    private readonly days: number,
+  ) {
+    this.ca = new x509.X509Certificate(caPem);
+    this.aki = this.ca.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId ?? keyIdentifier(Buffer.from(this.ca.publicKey.rawData));
+  }
+
+  static load(cfg: { certFile: string; keyFile: string; days?: number }): ClientCa {
+    let caPem: string;
+    let key: KeyObject;
+    try {
+      caPem = readFileSync(cfg.certFile, 'utf8');
+      key = createPrivateKey(readFileSync(cfg.keyFile, 'utf8'));
+    } catch {
+      throw pksError('PKS_CONFIG_INVALID', 'clientCa: certificate or key cannot be read');
+    }
+    try {
+      const c = new X509Certificate(caPem);
+      if (!c.ca) throw new Error('not a CA');
+      p256PointFromSpki(c.publicKey.export({ type: 'spki', format: 'der' }));
+      // the key must be the CA's own, or every certificate would fail at the broker
+      if (!c.checkPrivateKey(key)) throw new Error('key');
+    } catch {
+      throw pksError('PKS_CONFIG_INVALID', 'clientCa: not a P-256 CA certificate with its key');
+    }
+    return new ClientCa(caPem, key, cfg.days ?? 365);
+  }
+
+  /** Checks the CSR; every failure is PKS_CSR_INVALID. Returns the requested key's SPKI. */
+  static async checkCsr(pem: unknown, boxId: string): Promise<Buffer> {
+    if (typeof pem !== 'string' || pem.length > MAX_CSR_PEM || !pem.trimStart().startsWith('-----BEGIN CERTIFICATE REQUEST-----')) {
+      throw pksError('PKS_CSR_INVALID', 'csr must be one PEM CERTIFICATE REQUEST');
+    }
+    let csr: x509.Pkcs10CertificateRequest;
+    try {
+      csr = new x509.Pkcs10CertificateRequest(pem);
+    } catch {
+      throw pksError('PKS_CSR_INVALID', 'csr does not parse');
+    }
+    const spki = Buffer.from(csr.publicKey.rawData);
+    try {
+      p256PointFromSpki(spki);
+    } catch {
+      throw pksError('PKS_CSR_INVALID', 'csr key must be EC P-256');
+    }
+    let ok = false;
+    try {
+      ok = await csr.verify(webcrypto as unknown as Crypto);
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw pksError('PKS_CSR_INVALID', 'csr self-signature does not verify');
+    const cn = csr.subjectName.getField('CN');
+    if (cn.length !== 1 || cn[0] !== boxId) throw pksError('PKS_CSR_INVALID', `csr subject CN must be the box id ${boxId}`);
+    return spki;
+  }
+
+  async issue(boxId: string, csrPem: unknown): Promise<IssuedClientCert> {
+    const spki = await ClientCa.checkCsr(csrPem, boxId);
+    const now = Math.floor(Date.now() / 1000) * 1000;
+    let notAfter = new Date(now + this.days * 86_400_000);
+    if (notAfter > this.ca.notAfter) notAfter = this.ca.notAfter;
+    // a minute of slack for a box clock slightly behind ours
+    const notBefore = new Date(now - 60_000);
+    if (notAfter <= notBefore) throw pksError('PKS_SERVICE_UNAVAILABLE', 'client CA certificate has expired');
+    const serial = newSerial();
+    const cert = await signCertificate(
+      {
+        serial,
+        subject: new x509.Name([{ CN: [boxId] }]),
+        issuer: this.ca.subjectName,
+        spki,
+        notBefore,
+        notAfter,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+          new x509.SubjectKeyIdentifierExtension(keyIdentifier(spki)),
+          new x509.AuthorityKeyIdentifierExtension(this.aki),
+        ],
+      },
+      rawKeySigner(this.key),
+    );
+    return { cert: cert.toString('pem') + '\n', serial, notAfter: notAfter.toISOString() };
+  }
+}
