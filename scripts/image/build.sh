@@ -105,6 +105,16 @@ elif [ -f "$stage/usr/lib/pks/dist/appliance/pksctl/main.js" ]; then
 fi
 cp -a "$root/rootfs-overlay/." "$stage/"
 cp -a "$here/dev-rootfs/." "$stage/"
+# Plant IT's first-boot setup (rootfs-overlay/usr/lib/pks-setup): its unit goes where systemd
+# finds it, and the two helpers it shares with the dev machine come from scripts/.
+install -m 0755 "$root/scripts/pki.sh" "$root/scripts/softhsm-token.sh" "$stage/usr/lib/pks-setup/"
+install -m 0644 "$stage/usr/lib/pks-setup/pks-setup.service" "$stage/usr/lib/systemd/system/pks-setup.service"
+# Dev image only: the site inputs plant IT would bring (CAs, the box's MQTT identity, addresses),
+# made on the host, whose private halves stay in .cache/image/dev-site/host for the tests.
+"$here/dev-site.sh" "$cache/dev-site"
+install -d -m 0700 "$stage/etc/pks-site"
+cp -a "$cache/dev-site/site/." "$stage/etc/pks-site/"
+chown -R 0:0 "$stage/etc/pks-site"
 # Users and the /etc/pks directories now rather than at first boot: the PCR 15 expected value
 # covers /etc/pks as the booted system will see it before any site configuration.
 systemd-sysusers --root="$stage" >/dev/null 2>&1
@@ -124,6 +134,7 @@ fi
 # pks-measure.service is enabled here too in case the preset does not list it yet
 systemctl --root="$stage" enable systemd-networkd.service pks-vm-agent.service pks-vm-report.service >/dev/null 2>&1
 [ -f "$stage/usr/lib/systemd/system/pks-measure.service" ] && systemctl --root="$stage" enable pks-measure.service >/dev/null 2>&1
+systemctl --root="$stage" enable pks-setup.service >/dev/null 2>&1
 # the virtio console belongs to the agent, not to a getty
 ln -sf /dev/null "$stage/etc/systemd/system/serial-getty@hvc0.service"
 

@@ -3,16 +3,15 @@
 // in the dev stack the broker's own dev CA). The request is only a proof of possession of a
 // P-256 key: the subject and every extension come from here, and the one name allowed is the
 // registered box id the broker already authenticated (the topic's CN).
-import { X509Certificate, webcrypto, type KeyObject } from 'node:crypto';
+import { X509Certificate, type KeyObject } from 'node:crypto';
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
-import { keyIdentifier, newSerial, signCertificate } from '../../services/tester-api/ecu-cert.js';
+import { checkP256Csr, keyIdentifier, newSerial, signCertificate } from '../../appliance/x509.js';
 import { p256PointFromSpki } from '../../services/vault/ec-der.js';
 import { rawKeySigner } from './signer.js';
 
-const MAX_CSR_PEM = 16 * 1024;
 
 export interface IssuedClientCert {
   cert: string;
@@ -56,30 +55,8 @@ export class ClientCa {
 
   /** Checks the CSR; every failure is PKS_CSR_INVALID. Returns the requested key's SPKI. */
   static async checkCsr(pem: unknown, boxId: string): Promise<Buffer> {
-    if (typeof pem !== 'string' || pem.length > MAX_CSR_PEM || !pem.trimStart().startsWith('-----BEGIN CERTIFICATE REQUEST-----')) {
-      throw pksError('PKS_CSR_INVALID', 'csr must be one PEM CERTIFICATE REQUEST');
-    }
-    let csr: x509.Pkcs10CertificateRequest;
-    try {
-      csr = new x509.Pkcs10CertificateRequest(pem);
-    } catch {
-      throw pksError('PKS_CSR_INVALID', 'csr does not parse');
-    }
-    const spki = Buffer.from(csr.publicKey.rawData);
-    try {
-      p256PointFromSpki(spki);
-    } catch {
-      throw pksError('PKS_CSR_INVALID', 'csr key must be EC P-256');
-    }
-    let ok = false;
-    try {
-      ok = await csr.verify(webcrypto as unknown as Crypto);
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw pksError('PKS_CSR_INVALID', 'csr self-signature does not verify');
-    const cn = csr.subjectName.getField('CN');
-    if (cn.length !== 1 || cn[0] !== boxId) throw pksError('PKS_CSR_INVALID', `csr subject CN must be the box id ${boxId}`);
+    const { spki, cn } = await checkP256Csr(pem);
+    if (cn !== boxId) throw pksError('PKS_CSR_INVALID', `csr subject CN must be the box id ${boxId}`);
     return spki;
   }
 

@@ -7,7 +7,7 @@
 // Either way a chunk is signed ECDSA-P256-SHA256 with a DER signature, which is what
 // appliance/batch-format.ts verifyChunk checks.
 import { X509Certificate, createPrivateKey, createSign, createVerify, type KeyObject } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import type { BatchPayload, SignedChunk } from '../../appliance/batch-format.js';
 import { readCredential } from '../../appliance/config.js';
@@ -15,6 +15,7 @@ import { isPksError, pksError } from '../../appliance/errors.js';
 import type { Logger } from '../../appliance/log.js';
 import { keyIdentifier, newSerial, signCertificate, type RawSigner } from '../../services/tester-api/ecu-cert.js';
 import { Hsm, rawToDer } from '../../services/vault/hsm.js';
+import { writeFileDurably } from '../../appliance/durable-file.js';
 
 export interface BatchSigner {
   certPem: string;
@@ -70,17 +71,6 @@ function privateKey(pem: string, what: string): KeyObject {
   }
 }
 
-export function writeFileDurably(file: string, data: string, mode = 0o644): void {
-  const tmp = `${file}.tmp`;
-  const fd = openSync(tmp, 'w', mode);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-}
 
 /** True when `pem` is a certificate for `spki`, issued by `ca` (if given), valid a while longer. */
 function fits(pem: string | null, spki: Buffer, ca: X509Certificate | null): boolean {

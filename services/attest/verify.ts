@@ -2,7 +2,9 @@
 //   1. the firmware event log replays to the live PCRs (the log is honest about what was
 //      measured; PCR 11 may also carry systemd-pcrphase words, which are not in that log);
 //   2. our measurement log (/run/pks/measurements.json) replays to the live PCR 15;
-//   3. the live PCRs equal the values the image build recorded (expected-pcrs.json).
+//   3. the live PCRs equal the values the image build recorded (expected-pcrs.json), with the
+//      configuration's measurement taken from the provisioning record when the box was set up
+//      (site-expected.ts): the image cannot know the site's config, plant IT's setup can.
 import { readFile } from 'node:fs/promises';
 import { isPksError, pksError } from '../../appliance/errors.js';
 import { parseEventLog, replayEventLog } from './eventlog.js';
@@ -19,6 +21,7 @@ import {
   type MeasurementLog,
 } from './measure.js';
 import { PCRPHASE_WORDS, ZERO_PCR, extend, sha256 } from './pcr.js';
+import { SITE_EXPECTED_PATH, effectiveMeasurements, readSiteExpected, type SiteExpected } from './site-expected.js';
 
 export interface PcrStatus {
   readonly pcr: number;
@@ -47,6 +50,8 @@ export interface AttestStatus {
   readonly pcrs: PcrStatus[];
   readonly measurements: MeasurementStatus[];
   readonly problems: string[];
+  /** Where PCR 15's configuration expectation comes from. */
+  readonly configExpectation: 'image' | 'provisioning' | 'none';
 }
 
 export interface StatusOptions {
@@ -54,6 +59,7 @@ export interface StatusOptions {
   readonly expectedPath?: string;
   readonly eventLogPath?: string;
   readonly measurementsPath?: string;
+  readonly sitePath?: string;
 }
 
 /** PCRs we report on: the boot chain we have expectations for, and ours. */
@@ -84,7 +90,13 @@ export async function attestStatus(opts: StatusOptions = {}): Promise<AttestStat
     }
   };
   const live = await readPcrs(REPORTED_PCRS, opts.tcti ?? DEFAULT_TCTI);
-  const expected: ExpectedPcrs | undefined = await soft('expected values', () => readExpected(opts.expectedPath ?? EXPECTED_PATH));
+  const image: ExpectedPcrs | undefined = await soft('expected values', () => readExpected(opts.expectedPath ?? EXPECTED_PATH));
+  const site: SiteExpected | undefined = await soft('provisioning record', () => readSiteExpected(opts.sitePath ?? SITE_EXPECTED_PATH));
+  let expected = image;
+  if (image && site) {
+    const measurements = effectiveMeasurements(image.measurements, site);
+    expected = { ...image, measurements, pcrs: { ...image.pcrs, [String(APP_PCR)]: pcr15Of(measurements).toString('hex') } };
+  }
   const fwLog = await soft('firmware event log', async () => replayEventLog(parseEventLog(await readFile(opts.eventLogPath ?? EVENT_LOG_PATH).catch((e) => {
     throw pksError('PKS_NOT_FOUND', `cannot read ${opts.eventLogPath ?? EVENT_LOG_PATH}`, e);
   }))));
@@ -126,5 +138,5 @@ export async function attestStatus(opts: StatusOptions = {}): Promise<AttestStat
   for (const m of measurements) if (m.ok === false) problems.push(`${m.name} (${m.path}) differs from the image`);
 
   const ok = problems.length === 0 && pcrs.every((p) => p.replayOk && p.expectedOk !== false) && expected !== undefined;
-  return { ok, pcrs, measurements, problems };
+  return { ok, pcrs, measurements, problems, configExpectation: !expected ? 'none' : site ? 'provisioning' : 'image' };
 }

@@ -3,76 +3,13 @@
 // bytes go to the vault, which answers a raw P-256 r||s signature. Everything the ECU sent is
 // checked first (self-signature, P-256 key on the curve, CN = its UID); the issued subject and
 // extensions come from our profile, never from the request.
-import { createHash, randomBytes, webcrypto, X509Certificate as NodeX509, type KeyObject } from 'node:crypto';
+import { X509Certificate as NodeX509, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
+import { checkP256Csr, keyIdentifier, newSerial, signCertificate, type RawSigner } from '../../appliance/x509.js';
 import { p256PointFromSpki } from '../vault/ec-der.js';
 
-/** Signs `tbs` with the CA key: raw r||s (64 bytes), ECDSA P-256 over SHA-256(tbs). */
-export type RawSigner = (tbs: Buffer) => Promise<Buffer>;
-
-export interface CertificateSpec {
-  /** hex, positive (top bit clear) */
-  serial: string;
-  subject: x509.Name | string;
-  issuer: x509.Name | string;
-  /** DER SubjectPublicKeyInfo of the subject */
-  spki: Buffer;
-  notBefore: Date;
-  notAfter: Date;
-  extensions: x509.Extension[];
-}
-
-const toBuffer = (d: BufferSource): Buffer =>
-  d instanceof ArrayBuffer ? Buffer.from(d) : Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-
-const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-
-/**
- * Builds and signs an X.509 v3 certificate (ecdsa-with-SHA256) with an external signer. The
- * generator gets a one-call WebCrypto whose sign() is the signer, so no global crypto provider
- * is touched and the private key never has to exist in this process.
- */
-export async function signCertificate(spec: CertificateSpec, sign: RawSigner): Promise<x509.X509Certificate> {
-  const signerCrypto = {
-    subtle: {
-      sign: async (_alg: unknown, _key: unknown, data: BufferSource): Promise<ArrayBuffer> => {
-        const sig = await sign(toBuffer(data));
-        if (sig.length !== 64) throw pksError('PKS_HSM_FAILURE', 'issuing CA signature has the wrong length');
-        return new Uint8Array(sig).buffer;
-      },
-    },
-    getRandomValues: <T extends ArrayBufferView | null>(a: T): T => webcrypto.getRandomValues(a as never) as T,
-  } as unknown as Crypto;
-  const signingKey = { algorithm: { name: 'ECDSA', namedCurve: 'P-256' }, type: 'private', extractable: false, usages: ['sign'] } as unknown as CryptoKey;
-  return await x509.X509CertificateGenerator.create(
-    {
-      serialNumber: spec.serial,
-      subject: spec.subject,
-      issuer: spec.issuer,
-      notBefore: spec.notBefore,
-      notAfter: spec.notAfter,
-      publicKey: new x509.PublicKey(new Uint8Array(spec.spki).buffer),
-      signingKey,
-      signingAlgorithm: ECDSA_P256,
-      extensions: spec.extensions,
-    },
-    signerCrypto,
-  );
-}
-
-/** 128 random bits, top bit clear and first byte non-zero: a positive 16-byte DER INTEGER. */
-export function newSerial(): string {
-  const b = randomBytes(16);
-  b[0] = (b[0]! & 0x7f) | 0x40;
-  return b.toString('hex');
-}
-
-/** RFC 5280 method 1 key identifier: SHA-1 of the subjectPublicKey BIT STRING contents. */
-export function keyIdentifier(spkiDer: Buffer): string {
-  // for EC keys the BIT STRING contents are the uncompressed point
-  return createHash('sha1').update(p256PointFromSpki(spkiDer)).digest('hex');
-}
+export { keyIdentifier, newSerial, signCertificate, type CertificateSpec, type RawSigner } from '../../appliance/x509.js';
 
 export interface EcuProfile {
   validityDays: number;
@@ -86,8 +23,6 @@ export interface IssuedCertificate {
   subject: string;
   notAfter: string;
 }
-
-const MAX_CSR_PEM = 16 * 1024;
 
 /** The issuing side: CA certificate + profile + the vault as signer. */
 export class EcuIssuer {
@@ -143,32 +78,8 @@ export class EcuIssuer {
 
   /** Checks an ECU's CSR and answers the subject's SPKI; every failure is PKS_CSR_INVALID. */
   async checkCsr(pem: string, uid: string): Promise<Buffer> {
-    if (typeof pem !== 'string' || pem.length > MAX_CSR_PEM || !/^-----BEGIN CERTIFICATE REQUEST-----/.test(pem.trimStart())) {
-      throw pksError('PKS_CSR_INVALID', 'csr must be one PEM CERTIFICATE REQUEST');
-    }
-    let csr: x509.Pkcs10CertificateRequest;
-    try {
-      csr = new x509.Pkcs10CertificateRequest(pem);
-    } catch {
-      throw pksError('PKS_CSR_INVALID', 'csr does not parse');
-    }
-    const spki = Buffer.from(csr.publicKey.rawData);
-    try {
-      p256PointFromSpki(spki);
-    } catch {
-      throw pksError('PKS_CSR_INVALID', 'csr key must be EC P-256');
-    }
-    let ok = false;
-    try {
-      ok = await csr.verify(webcrypto as unknown as Crypto);
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw pksError('PKS_CSR_INVALID', 'csr self-signature does not verify');
-    const cn = csr.subjectName.getField('CN');
-    if (cn.length !== 1 || cn[0]!.toLowerCase() !== uid.toLowerCase()) {
-      throw pksError('PKS_CSR_INVALID', 'csr subject CN must be the ECU UID in hex');
-    }
+    const { spki, cn } = await checkP256Csr(pem);
+    if (cn.toLowerCase() !== uid.toLowerCase()) throw pksError('PKS_CSR_INVALID', 'csr subject CN must be the ECU UID in hex');
     return spki;
   }
 

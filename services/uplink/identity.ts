@@ -8,10 +8,11 @@
 // certificate must chain to the broker's client CA the box pins, name this box, carry exactly
 // the new key and be valid now, or the old identity stays.
 import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
+import { writeFileDurably } from '../../appliance/durable-file.js';
 
 const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 const MAX_CERT_PEM = 8192;
@@ -81,17 +82,6 @@ export interface StoredIdentity {
   at: string;
 }
 
-function writeDurably(file: string, data: string, mode: number): void {
-  const tmp = `${file}.tmp`;
-  const fd = openSync(tmp, 'w', mode);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-}
 
 /**
  * Writes key (0600) and certificate under <stateDir>/identity/, named by serial, each file
@@ -104,14 +94,8 @@ export function storeIdentity(stateDir: string, serial: string, keyPem: string, 
   const name = `mqtt-${serial.toLowerCase().replace(/[^0-9a-f]/g, '').slice(0, 40)}`;
   const keyFile = path.join(dir, `${name}.key`);
   const certFile = path.join(dir, `${name}.crt`);
-  writeDurably(keyFile, keyPem, 0o600);
-  writeDurably(certFile, certPem, 0o644);
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  writeFileDurably(keyFile, keyPem, 0o600);
+  writeFileDurably(certFile, certPem, 0o644);
   return { certFile, keyFile, serial, at: new Date().toISOString() };
 }
 
