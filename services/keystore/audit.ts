@@ -25,8 +25,8 @@ export function appendAudit(dbs: Dbs, at: number, event: Record<string, unknown>
   const seq = head.seq + 1;
   const line = JSON.stringify({ seq, at: new Date(at).toISOString(), ...event, prev: head.hash });
   const h = sha256hex(line);
-  void dbs.audit.put(seq, { line, h });
-  void dbs.meta.put(HEAD, { seq, hash: h });
+  dbs.audit.putSync(seq, { line, h });
+  dbs.meta.putSync(HEAD, { seq, hash: h });
   return seq;
 }
 

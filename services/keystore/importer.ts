@@ -6,6 +6,7 @@ import type { TrustAnchor } from '../../appliance/batch-format.js';
 import { verifyChunk } from '../../appliance/batch-format.js';
 import { pksError } from '../../appliance/errors.js';
 import { appendAudit } from './audit.js';
+import { storageError } from './storage-error.js';
 import type { ImportChunkResponse } from './contract.js';
 import type { BatchRecord, Dbs } from './db.js';
 import { addAvailable, putOutbox } from './stock.js';
@@ -31,11 +32,16 @@ export class Importer {
     } catch (e) {
       // a tampered or foreign batch is refused and reported; stock is untouched
       const code = (e as { code?: string }).code ?? 'PKS_BATCH_INVALID';
-      await this.dbs.root.transaction(() => {
-        appendAudit(this.dbs, this.now(), { ev: 'batch-refused', code });
-        putOutbox(this.dbs, this.now(), 'alert', { kind: 'batch-refused', severity: 'critical', code });
-      });
-      await this.dbs.root.flushed;
+      try {
+        await this.dbs.root.transaction(() => {
+          appendAudit(this.dbs, this.now(), { ev: 'batch-refused', code });
+          putOutbox(this.dbs, this.now(), 'alert', { kind: 'batch-refused', severity: 'critical', code });
+        });
+        await this.dbs.root.flushed;
+      } catch (w) {
+        // the refusal stands even if it cannot be recorded (full disk): the caller gets it
+        storageError(w, (this.dbs.root as unknown as { path: string }).path);
+      }
       throw e;
     }
     if (!this.dbs.pools.doesExist(p.pool)) throw pksError('PKS_POOL_UNKNOWN', `batch ${p.batchId} is for pool ${p.pool}, not configured on this box`);
@@ -48,6 +54,7 @@ export class Importer {
     const batchKey = known?.batchKey ?? (await this.vault.openBatch(p.batchId, p.epk));
     const records = p.records.map(([id, ct]) => [id, Buffer.from(ct, 'base64')] as const);
     const now = this.now();
+    const dataDir = (this.dbs.root as unknown as { path: string }).path;
     const result = await this.dbs.root.transaction(() => {
       // re-read inside the transaction: a concurrent call may have taken this chunk already
       const cur = this.dbs.batches.get(p.batchId);
@@ -68,12 +75,16 @@ export class Importer {
       const added = addAvailable(this.dbs, p.pool, p.batchId, records);
       const seen = [...base.seen, p.chunk].sort((a, b) => a - b);
       const batch: BatchRecord = { ...base, seen, imported: base.imported + added, complete: seen.length === base.chunks };
-      void this.dbs.batches.put(p.batchId, batch);
+      this.dbs.batches.putSync(p.batchId, batch);
       appendAudit(this.dbs, now, { ev: 'import', batchId: p.batchId, pool: p.pool, chunk: p.chunk, added, skipped: records.length - added });
       if (batch.complete) putOutbox(this.dbs, now, 'event', { kind: 'batch-imported', batchId: p.batchId, pool: p.pool, imported: batch.imported });
       return { batch, added, dup: false };
+    }).catch((e: unknown) => {
+      throw storageError(e, dataDir);
     });
-    await this.dbs.root.flushed;
+    await Promise.resolve(this.dbs.root.flushed).catch((e: unknown) => {
+      throw storageError(e, dataDir);
+    });
     return this.answer(result.batch, p.chunk, result.added, result.dup);
   }
 

@@ -2,7 +2,8 @@
 // Order of a reservation: commit (reservation + audit + counters) → await flushed → ask the
 // vault for M1..M3 → answer. A package never leaves before its record is on disk, and a
 // retry for the same ECU and slot finds the same key (invariants 1-3 of DESIGN.md).
-import { pksError, type PksError } from '../../appliance/errors.js';
+import { pksError } from '../../appliance/errors.js';
+import { storageError } from './storage-error.js';
 import type { Logger } from '../../appliance/log.js';
 import { appendAudit, auditHead, checkpointMessage, lastCheckpoint } from './audit.js';
 import type {
@@ -52,6 +53,7 @@ const unwrap = <T>(r: T | Refusal): T => {
 
 export class Keystore {
   readonly importer: Importer;
+  private readonly dataDir: string;
   private readonly now: () => number;
   private cpRunning: Promise<void> | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -65,6 +67,7 @@ export class Keystore {
     private readonly log: Logger,
   ) {
     this.now = opts.now ?? Date.now;
+    this.dataDir = (dbs.root as unknown as { path: string }).path;
     this.importer = new Importer(dbs, trust, boxId, vault, this.now);
   }
 
@@ -76,13 +79,12 @@ export class Keystore {
 
   /** Pools come from config at start and from ops commands; counters are kept, never reset. */
   async setPool(p: PoolRecord): Promise<void> {
-    await this.dbs.root.transaction(() => {
+    await this.commit(() => {
       const old = this.dbs.pools.get(p.pool);
-      void this.dbs.pools.put(p.pool, p);
+      this.dbs.pools.putSync(p.pool, p);
       if (!old || old.minimum !== p.minimum || old.reorder !== p.reorder || old.critical !== p.critical)
         appendAudit(this.dbs, this.now(), { ev: 'pool-set', pool: p.pool, minimum: p.minimum, reorder: p.reorder, critical: p.critical });
     });
-    await this.dbs.root.flushed;
   }
 
   private sheCall(rec: KeyRecord, uid: string): SheCall {
@@ -110,7 +112,7 @@ export class Keystore {
       // lmdb-js resolves the commit before it is on disk (overlappingSync): wait for the flush
       await this.dbs.root.flushed;
     } catch (e) {
-      throw storageError(e);
+      throw storageError(e, this.dataDir);
     }
     this.maybeCheckpoint();
     return out;
@@ -122,7 +124,7 @@ export class Keystore {
     try {
       result = unwrap(await this.dbs.root.transaction(() => reserveTx(this.dbs, this.now(), { ...r, uid })));
     } catch (e) {
-      throw storageError(e);
+      throw storageError(e, this.dataDir);
     }
     const { rec, reused } = result;
     const call = this.sheCall(rec, uid);
@@ -133,7 +135,7 @@ export class Keystore {
       this.dbs.root.flushed.then(
         () => undefined,
         (e: unknown) => {
-          throw storageError(e);
+          throw storageError(e, this.dataDir);
         },
       ),
     ]);
@@ -213,7 +215,7 @@ export class Keystore {
 
   async putTester(t: TesterRecord): Promise<void> {
     await this.commit(() => {
-      void this.dbs.testers.put(t.cn, t);
+      this.dbs.testers.putSync(t.cn, t);
       appendAudit(this.dbs, this.now(), { ev: 'tester-put', cn: t.cn, station: t.station, pools: t.pools, expiresAt: t.expiresAt, revoked: t.revoked });
     });
   }
@@ -222,7 +224,7 @@ export class Keystore {
     const r = await this.commit(() => {
       const t = this.dbs.testers.get(cn);
       if (!t) return refuse('PKS_TESTER_UNKNOWN', cn);
-      void this.dbs.testers.put(cn, { ...t, revoked: true });
+      this.dbs.testers.putSync(cn, { ...t, revoked: true });
       appendAudit(this.dbs, this.now(), { ev: 'tester-revoke', cn });
       return t;
     });
@@ -262,10 +264,10 @@ export class Keystore {
         const sig = (await this.vault.signAudit(checkpointMessage(body))).toString('base64');
         const cp: Checkpoint = { ...body, sig };
         await this.dbs.root.transaction(() => {
-          void this.dbs.checkpoints.put(cp.seq, cp);
+          this.dbs.checkpoints.putSync(cp.seq, cp);
           // the KMS numbers checkpoints 1, 2, 3...: each must extend the one before (prev = last head)
           const n = ((this.dbs.meta.get('checkpoint-count') as number | undefined) ?? 0) + 1;
-          void this.dbs.meta.put('checkpoint-count', n);
+          this.dbs.meta.putSync('checkpoint-count', n);
           putOutbox(this.dbs, this.now(), 'checkpoint', { seq: n, prev: cp.prevHash, head: cp.hash, auditSeq: cp.seq, prevAuditSeq: cp.prevSeq, at: cp.at, sig: cp.sig });
         });
         await this.dbs.root.flushed;
@@ -284,9 +286,3 @@ export class Keystore {
   }
 }
 
-function storageError(e: unknown): PksError {
-  if ((e as PksError).code?.startsWith?.('PKS_')) return e as PksError;
-  const msg = String((e as Error)?.message ?? e);
-  if (/MDB_MAP_FULL|ENOSPC|No space/i.test(msg)) return pksError('PKS_STORE_FULL', 'key store is full', e);
-  return pksError('PKS_STORE_FAILURE', 'key store write failed', e);
-}

@@ -14,6 +14,18 @@ import { ipcVaultPort } from './vault-port.js';
 import { KEYSTORE_CALLERS, keystoreVerbs } from './verbs.js';
 
 await runService('keystore', async (log) => {
+  // lmdb-js rejects a promise per write of a failed commit (a full disk), also of writes no
+  // one awaits; the caller that did await it already got PKS_STORE_FULL. Anything else
+  // unexpected still ends the process, and systemd restarts it.
+  process.on('unhandledRejection', (e) => {
+    if (/Commit failed/.test(String((e as Error)?.message))) {
+      (e as { commitError?: Promise<unknown> }).commitError?.catch(() => {});
+      log.warn('commit failed', { code: 'PKS_STORE_FAILURE' });
+      return;
+    }
+    log.error('unhandled rejection', { err: e });
+    process.exit(1);
+  });
   const cfg = loadConfig<KeystoreConfig>(keystoreSchema);
   let caPem: string;
   try {

@@ -27,18 +27,18 @@ function move(dbs: Dbs, pool: string, from: KeyState | null, to: KeyState, n = 1
   const c = { ...counters(dbs, pool) };
   if (from) c[FIELD[from]] -= n;
   c[FIELD[to]] += n;
-  void dbs.counters.put(pool, c);
+  dbs.counters.putSync(pool, c);
 }
 
 export function nextOutboxId(dbs: Dbs): string {
   const seq = ((dbs.meta.get('outbox-seq') as number | undefined) ?? 0) + 1;
-  void dbs.meta.put('outbox-seq', seq);
+  dbs.meta.putSync('outbox-seq', seq);
   return String(seq).padStart(16, '0');
 }
 
 export function putOutbox(dbs: Dbs, now: number, kind: string, body: Record<string, unknown>): string {
   const id = nextOutboxId(dbs);
-  void dbs.outbox.put(id, { kind, at: new Date(now).toISOString(), body });
+  dbs.outbox.putSync(id, { kind, at: new Date(now).toISOString(), body });
   return id;
 }
 
@@ -51,11 +51,11 @@ export function addAvailable(dbs: Dbs, pool: string, batchId: string, records: R
     // batch must not resurrect a key that already left the box
     if (dbs.keys.doesExist(id)) continue;
     seq++;
-    void dbs.keys.put(id, { id, pool, batchId, state: 'AVAILABLE', ct });
-    void dbs.avail.put([pool, seq], id);
+    dbs.keys.putSync(id, { id, pool, batchId, state: 'AVAILABLE', ct });
+    dbs.avail.putSync([pool, seq], id);
     added++;
   }
-  void dbs.meta.put('avail-seq', seq);
+  dbs.meta.putSync('avail-seq', seq);
   if (added) move(dbs, pool, null, 'AVAILABLE', added);
   return added;
 }
@@ -91,11 +91,11 @@ export function reserveTx(dbs: Dbs, now: number, r: ReserveInput): { rec: KeyRec
   const rec = dbs.keys.get(id);
   if (!rec || rec.state !== 'AVAILABLE') return refuse('PKS_STORE_FAILURE', `queue entry ${id} is not available`);
   const next: KeyRecord = { ...rec, state: 'RESERVED', uid: r.uid, tester: r.tester, station: r.station, reservedAt: now, updatedAt: now };
-  void dbs.avail.remove(availKey);
-  void dbs.keys.put(id, next);
-  void dbs.resv.put(resvKey, id);
-  void dbs.hist.put([r.tester, now, id], null);
-  void dbs.pending.put([now, id], null);
+  dbs.avail.removeSync(availKey);
+  dbs.keys.putSync(id, next);
+  dbs.resv.putSync(resvKey, id);
+  dbs.hist.putSync([r.tester, now, id], null);
+  dbs.pending.putSync([now, id], null);
   move(dbs, r.pool, 'AVAILABLE', 'RESERVED');
   appendAudit(dbs, now, { ev: 'reserve', id, pool: r.pool, uid: r.uid, tester: r.tester, station: r.station });
   return { rec: next, reused: false };
@@ -121,8 +121,8 @@ export function confirmTx(dbs: Dbs, now: number, packageId: string, tester: stri
   if (rec.state !== 'RESERVED') return refuse('PKS_STATE_INVALID', `package is ${rec.state}`);
   const state: KeyState = verified ? 'INJECTED' : 'BURNED';
   const next: KeyRecord = { ...rec, state, updatedAt: now, ...(verified ? {} : { reason: 'proof mismatch' }) };
-  void dbs.keys.put(rec.id, next);
-  void dbs.pending.remove([rec.reservedAt!, rec.id]);
+  dbs.keys.putSync(rec.id, next);
+  dbs.pending.removeSync([rec.reservedAt!, rec.id]);
   move(dbs, rec.pool, 'RESERVED', state);
   const seq = appendAudit(dbs, now, { ev: verified ? 'inject' : 'burn', id: rec.id, pool: rec.pool, uid: rec.uid, tester, m4: proof.m4, m5: proof.m5, ...(verified ? {} : { reason: 'proof mismatch' }) });
   const body = { packageId: rec.id, recordId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester, station: rec.station, m4: proof.m4, m5: proof.m5, auditSeq: seq, reservedAt: new Date(rec.reservedAt!).toISOString() };
@@ -139,8 +139,8 @@ export function burnTx(dbs: Dbs, now: number, packageId: string, tester: string 
   if (rec.state === 'BURNED') return rec;
   if (rec.state !== 'RESERVED') return refuse('PKS_STATE_INVALID', `package is ${rec.state}`);
   const next: KeyRecord = { ...rec, state: 'BURNED', reason, updatedAt: now };
-  void dbs.keys.put(rec.id, next);
-  void dbs.pending.remove([rec.reservedAt!, rec.id]);
+  dbs.keys.putSync(rec.id, next);
+  dbs.pending.removeSync([rec.reservedAt!, rec.id]);
   move(dbs, rec.pool, 'RESERVED', 'BURNED');
   const seq = appendAudit(dbs, now, { ev: 'burn', id: rec.id, pool: rec.pool, uid: rec.uid, tester: rec.tester, reason });
   putOutbox(dbs, now, 'burn', { packageId: rec.id, recordId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester: rec.tester, station: rec.station, reason, auditSeq: seq });
@@ -158,13 +158,13 @@ export function ackTx(dbs: Dbs, now: number, ids: readonly string[]): { acked: n
       const pid = item.body.packageId as string;
       const rec = dbs.keys.get(pid);
       if (rec && rec.state === 'INJECTED') {
-        void dbs.keys.put(pid, { ...rec, state: 'REPORTED', updatedAt: now });
+        dbs.keys.putSync(pid, { ...rec, state: 'REPORTED', updatedAt: now });
         move(dbs, rec.pool, 'INJECTED', 'REPORTED');
         appendAudit(dbs, now, { ev: 'report', id: pid, pool: rec.pool, uid: rec.uid });
         reported++;
       }
     }
-    void dbs.outbox.remove(id);
+    dbs.outbox.removeSync(id);
     acked++;
   }
   return { acked, reported };
