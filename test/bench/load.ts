@@ -18,6 +18,8 @@ export interface LoadOptions {
   measureMs: number;
   /** one full injection by tester w; resolves when the proof is confirmed */
   inject(w: number): Promise<void>;
+  /** mean pause between a tester's injections (the ECU's own work), not counted as latency */
+  thinkMs?: number;
 }
 
 /** Stops on the first PKS_POOL_EMPTY (the pool was sized too small) or after the window. */
@@ -47,6 +49,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         count++;
         lat.push(e - s);
       }
+      if (o.thinkMs) await new Promise((r) => setTimeout(r, o.thinkMs! * (0.5 + Math.random())));
     }
   };
   await Promise.all(Array.from({ length: o.concurrency }, (_, w) => worker(w)));
