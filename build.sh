@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 cmd="${1:-build}"
 [ $# -gt 0 ] && shift
 
-build() { npx --no-install tsc -p tsconfig.json; }
+build() { npm run --silent build; }
 
 case "$cmd" in
   build)
