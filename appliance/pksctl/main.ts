@@ -6,6 +6,9 @@ type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
 
 const commands: Record<string, { help: string; load: () => Promise<Command> }> = {
   she: { help: 'compute SHE M1..M5 (no service needed)', load: async () => (await import('./she.js')).sheCommand },
+  stock: { help: 'stock per pool: available, reserved, injected, burned, burn rate', load: async () => (await import('./keystore.js')).stockCommand },
+  tester: { help: 'tester list | add CN --station S --pools P,.. --expires DATE | revoke CN', load: async () => (await import('./keystore.js')).testerCommand },
+  pool: { help: 'pool set POOL --minimum N --reorder N [--critical N]', load: async () => (await import('./keystore.js')).poolCommand },
   import: { help: 'import a signed key batch file (one chunk per line)', load: async () => (await import('./import.js')).importCommand },
   audit: { help: 'audit verify: check the audit chain and its signed checkpoints', load: async () => (await import('./audit.js')).auditCommand },
   alerts: { help: 'alerts [--all] [--json] | alerts check', load: async () => (await import('./alerts.js')).alertsCommand },
@@ -34,7 +37,9 @@ async function main(argv: string[]): Promise<number> {
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (err) {
-  const e = isPksError(err) ? err : pksError('PKS_INTERNAL');
+  // node:util parseArgs says what is wrong with the command line: pass that on as bad input
+  const parse = (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? pksError('PKS_BAD_REQUEST', (err as Error).message) : undefined;
+  const e = isPksError(err) ? err : (parse ?? pksError('PKS_INTERNAL'));
   console.error(`pksctl: ${e.code}: ${e.detail}`);
   process.exitCode = e.status >= 500 ? 1 : 2;
 }

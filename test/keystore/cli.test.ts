@@ -19,7 +19,7 @@ const POOL = 'oem2.abs.key6';
 
 async function pksctl(box: Box, args: string[]): Promise<{ code: number; out: string; err: string }> {
   try {
-    const r = await run(process.execPath, [path.join(ROOT, 'bin', 'pksctl.mjs'), ...args], { env: { ...process.env, PKS_RUN_DIR: box.runDir, PKS_FROM_SOURCE: '1' }, timeout: 60_000 });
+    const r = await run(process.execPath, [path.join(ROOT, 'bin', 'pksctl.mjs'), ...args], { env: { ...process.env, PKS_RUN_DIR: box.runDir, }, timeout: 60_000 });
     return { code: 0, out: r.stdout, err: r.stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
@@ -52,6 +52,31 @@ cli('pksctl import takes a batch file; a tampered file is refused and changes no
   assert.match(missing.err, 'PKS_NOT_FOUND');
   const stats = await box.keystore.client('pksctl').call<{ pools: Record<string, { available: number }> }>('stats');
   assert.is(stats.pools[POOL]!.available, 30);
+});
+
+cli('pksctl tester, pool and stock: plant IT manages testers and quotas; bad arguments are refused', async ({ box }) => {
+  const add = await pksctl(box, ['tester', 'add', 'eol-7', '--station', 'line2-st7', '--pools', POOL, '--expires', '2030-01-01']);
+  assert.is(add.code, 0, add.err);
+  const list = JSON.parse((await pksctl(box, ['tester', 'list', '--json'])).out) as { items: { cn: string; revoked: boolean; station: string }[] };
+  assert.equal(list.items.find((t) => t.cn === 'eol-7'), { cn: 'eol-7', station: 'line2-st7', pools: [POOL], expiresAt: '2030-01-01T00:00:00.000Z', revoked: false });
+  assert.is((await pksctl(box, ['tester', 'revoke', 'eol-7'])).code, 0);
+  const after = JSON.parse((await pksctl(box, ['tester', 'list', '--json'])).out) as { items: { cn: string; revoked: boolean }[] };
+  assert.is(after.items.find((t) => t.cn === 'eol-7')!.revoked, true);
+  assert.is((await pksctl(box, ['pool', 'set', POOL, '--minimum', '7', '--reorder', '70'])).code, 0);
+  const stock = JSON.parse((await pksctl(box, ['stock', '--json'])).out) as { pools: Record<string, { minimum: number; reorder: number }> };
+  assert.equal([stock.pools[POOL]!.minimum, stock.pools[POOL]!.reorder], [7, 70]);
+  for (const bad of [
+    ['tester', 'add', 'x'],
+    ['tester', 'add', 'x', '--station', 's', '--pools', POOL, '--expires', 'soon'],
+    ['pool', 'set', POOL, '--minimum', '-1', '--reorder', '1'],
+    ['pool', 'set', 'not a pool', '--minimum', '1', '--reorder', '1'],
+    ['stock', '--bogus'],
+  ]) {
+    const r = await pksctl(box, bad);
+    assert.is(r.code, 2, bad.join(' '));
+    assert.match(r.err, 'PKS_BAD_REQUEST');
+  }
+  assert.match((await pksctl(box, ['tester', 'revoke', 'nobody'])).err, 'PKS_TESTER_UNKNOWN');
 });
 
 cli('pksctl audit verify: VERIFIED, then BROKEN after an entry is edited', async ({ box }) => {
