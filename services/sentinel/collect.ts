@@ -197,6 +197,32 @@ export class Collector {
       r.observations.push(o);
     }
     r.complete.push('service');
+    await this.attest(r);
+  }
+
+  /** Measured boot: a TPM that does not answer, or values that are not the expected ones. */
+  private async attest(r: CollectResult): Promise<void> {
+    const a = this.cfg.attest;
+    if (!a?.enabled) {
+      r.skipped.push('attest: not enabled');
+      return;
+    }
+    const { attestStatus } = await import('../attest/verify.js');
+    try {
+      const st = await attestStatus({
+        ...(a.tcti ? { tcti: a.tcti } : {}),
+        ...(a.expectedPath ? { expectedPath: a.expectedPath } : {}),
+        ...(a.measurementsPath ? { measurementsPath: a.measurementsPath } : {}),
+      });
+      r.observations.push(
+        st.ok
+          ? obs('tpm', 'measured-boot', 'ok', 'measured boot matches the expected values', '')
+          : obs('tpm', 'measured-boot', 'critical', `measured boot does not match: ${st.problems.slice(0, 3).join('; ')}`, 'The firmware, the application or its configuration differ from what was installed. Do not trust this box until maintenance has checked it (pksctl status).'),
+      );
+    } catch (e) {
+      r.observations.push(obs('tpm', 'measured-boot', 'critical', `the TPM cannot be read (${reason(e)})`, 'Check the TPM (tpm2_pcrread) and the boot; the vault cannot unseal without it.'));
+    }
+    r.complete.push('tpm');
   }
 
   // ------------------------------------------------------------ key stock

@@ -58,6 +58,8 @@ export interface SentinelConfig {
   grants: { keystore: boolean; file?: string };
   /** Optional: failed tester-API logins ({"failures": [{at, source}]}); skipped while absent. */
   authFailures?: { file?: string; testerApi?: boolean };
+  /** Measured boot (the appliance image): PCRs and our measurements against the expected values. */
+  attest?: { enabled: boolean; tcti?: string; expectedPath?: string; measurementsPath?: string };
   /** Services whose IPC socket must answer. */
   services: string[];
   storage: {
@@ -206,6 +208,12 @@ export const sentinelSchema = {
       additionalProperties: false,
       default: {},
       properties: { keystore: { type: 'boolean', default: true }, file: PATH },
+    },
+    attest: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['enabled'],
+      properties: { enabled: { type: 'boolean' }, tcti: { type: 'string', maxLength: 200 }, expectedPath: PATH, measurementsPath: PATH },
     },
     authFailures: {
       type: 'object',

@@ -113,6 +113,7 @@ const TITLES: Record<string, string> = {
   'auth-burst': 'failed tester logins',
   service: 'service unhealthy',
   collector: 'checks not running',
+  tpm: 'measured boot or TPM problem',
 };
 
 const VERB: Record<MailItem['type'], string> = {

@@ -124,4 +124,23 @@ t('collectors with nothing running: HSM and services critical, optional sources 
   }
 });
 
+t('measured boot: a TPM that cannot be read is a critical alert; off unless enabled', async ({ dir }) => {
+  const run = path.join(dir, 'run-attest');
+  const vault = ipcClient(path.join(run, 'vault', 'sentinel.sock'), { timeoutMs: 300 });
+  const keystore = ipcClient(path.join(run, 'keystore', 'sentinel.sock'), { timeoutMs: 300 });
+  try {
+    const off = new Collector(parseSentinelConfig(base(dir, { services: [] })), { vault, keystore, runDir: run, timeoutMs: 300 });
+    assert.ok((await off.collect('health', new Date())).skipped.includes('attest: not enabled'));
+    // a swtpm socket nobody listens on: tpm2-tools fail, and so does the check
+    const on = new Collector(parseSentinelConfig(base(dir, { services: [], attest: { enabled: true, tcti: 'swtpm:host=127.0.0.1,port=9', measurementsPath: path.join(dir, 'none.json'), expectedPath: path.join(dir, 'none-expected.json') } })), { vault, keystore, runDir: run, timeoutMs: 300 });
+    const h = await on.collect('health', new Date());
+    const tpm = h.observations.find((o) => o.key === 'tpm:measured-boot');
+    assert.ok(tpm, JSON.stringify(h.observations));
+    assert.is(tpm!.severity, 'critical');
+  } finally {
+    await vault.close();
+    await keystore.close();
+  }
+});
+
 t.run();
