@@ -14,3 +14,37 @@ export const b64 = (maxBytes: number) =>
 
 /** Lowercase or uppercase hex of exactly `bytes` bytes. */
 export const hex = (bytes: number) => ({ type: 'string', pattern: `^[0-9a-fA-F]{${bytes * 2}}$` }) as const;
+
+/** An absolute file path (config files, certificates, sockets). */
+export const PATH = { type: 'string', pattern: '^/.{1,255}$' } as const;
+
+/** A PKCS#11 token: module, token label, PIN file (dev; production uses a credential). */
+export const HSM_TOKEN = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['module', 'tokenLabel'],
+  properties: {
+    module: PATH,
+    tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
+    pinFile: PATH,
+    softhsm2Conf: PATH,
+  },
+} as const;
+
+/** An MQTT v5 connection over TLS with a client certificate; `extra` adds side-specific keys. */
+export const mqttConnection = (extra: Record<string, unknown>, sessionExpiryDefault: number) =>
+  ({
+    type: 'object',
+    additionalProperties: false,
+    required: ['host', 'port', 'caFile', 'certFile'],
+    properties: {
+      host: { type: 'string', minLength: 1, maxLength: 253 },
+      port: { type: 'integer', minimum: 1, maximum: 65535 },
+      caFile: PATH,
+      certFile: PATH,
+      keyFile: PATH,
+      sessionExpirySeconds: { type: 'integer', minimum: 0, maximum: 4294967295, default: sessionExpiryDefault },
+      keepaliveSeconds: { type: 'integer', minimum: 5, maximum: 3600, default: 30 },
+      ...extra,
+    },
+  }) as const;

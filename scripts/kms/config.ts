@@ -2,6 +2,7 @@
 // reaches the broker (as CN `kms`), which key signs batches (signer.ts), which CA issues box
 // MQTT client certificates on rotate-cert (client-ca.ts), where pks-fleet finds it.
 import type { SignerConfig } from './signer.js';
+import { HSM_TOKEN, PATH, mqttConnection } from '../../appliance/schema.js';
 
 export interface KmsConfig {
   /** LMDB directory of the KMS state */
@@ -33,7 +34,7 @@ export interface KmsConfig {
   clientCa?: { certFile: string; keyFile: string; days: number };
 }
 
-const path = { type: 'string', pattern: '^/.{1,255}$' } as const;
+const path = PATH;
 
 export const kmsSchema = {
   type: 'object',
@@ -42,21 +43,7 @@ export const kmsSchema = {
   properties: {
     stateDir: path,
     runDir: path,
-    mqtt: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['host', 'port', 'caFile', 'certFile'],
-      properties: {
-        host: { type: 'string', minLength: 1, maxLength: 253 },
-        port: { type: 'integer', minimum: 1, maximum: 65535 },
-        caFile: path,
-        certFile: path,
-        keyFile: path,
-        clientId: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$', default: 'kms' },
-        sessionExpirySeconds: { type: 'integer', minimum: 0, maximum: 4294967295, default: 1_209_600 },
-        keepaliveSeconds: { type: 'integer', minimum: 5, maximum: 3600, default: 30 },
-      },
-    },
+    mqtt: mqttConnection({ clientId: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$', default: 'kms' } }, 1_209_600),
     signer: {
       type: 'object',
       additionalProperties: false,
@@ -64,17 +51,7 @@ export const kmsSchema = {
       properties: {
         certFile: path,
         keyFile: path,
-        hsm: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['module', 'tokenLabel'],
-          properties: {
-            module: path,
-            tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
-            pinFile: path,
-            softhsm2Conf: path,
-          },
-        },
+        hsm: HSM_TOKEN,
         ca: { type: 'object', additionalProperties: false, required: ['certFile', 'keyFile'], properties: { certFile: path, keyFile: path } },
         days: { type: 'integer', minimum: 1, maximum: 3650 },
       },

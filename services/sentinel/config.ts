@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { loadConfig, readCredential, validateConfig, type DeepReadonly } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
-import { NAME } from '../../appliance/schema.js';
+import { NAME, PATH } from '../../appliance/schema.js';
 import { validateMailerConfig, type MailerConfig } from './mailer.js';
 
 // node-cron ships CJS and ESM; require() keeps one copy with the scheduler main.ts uses
@@ -76,7 +76,7 @@ export interface SentinelConfig {
   ipc: { groups?: Record<string, number> };
 }
 
-const PATH = { type: 'string', pattern: '^/.{1,255}$' } as const;
+
 const CRON = { type: 'string', minLength: 9, maxLength: 100 } as const;
 const MIN = '* * * * *';
 const days = (w: number, c: number) => ({

@@ -4,8 +4,9 @@
 import { readFileSync } from 'node:fs';
 import { readCredential, type DeepReadonly } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
+import { PATH } from '../../appliance/schema.js';
 
-const FILE = { type: 'string', pattern: '^/.{1,255}$' } as const;
+const FILE = PATH;
 const int = (minimum: number, maximum: number, dflt: number) => ({ type: 'integer', minimum, maximum, default: dflt }) as const;
 
 export interface TesterApiConfig {

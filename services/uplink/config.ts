@@ -1,7 +1,7 @@
 // The uplink's config: who the box is on the MQTT link, where the broker is, the pinned ops
 // key, and when to talk to the KMS. The MQTT client key is a credential (`mqtt-key`), never in
 // the config itself.
-import { NAME } from '../../appliance/schema.js';
+import { NAME, PATH, mqttConnection } from '../../appliance/schema.js';
 
 export type SyncMode = 'always' | 'windows';
 
@@ -49,7 +49,7 @@ export interface UplinkConfig {
   };
 }
 
-const file = { type: 'string', pattern: '^/.{1,255}$' } as const;
+const file = PATH;
 export const CRON_SCHEMA = { type: 'string', minLength: 9, maxLength: 100 } as const;
 
 export const uplinkSchema = {
@@ -59,22 +59,14 @@ export const uplinkSchema = {
   properties: {
     boxId: NAME,
     stateDir: file,
-    mqtt: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['host', 'port', 'caFile', 'certFile'],
-      properties: {
-        host: { type: 'string', minLength: 1, maxLength: 253 },
-        port: { type: 'integer', minimum: 1, maximum: 65535 },
-        caFile: file,
-        certFile: file,
-        keyFile: file,
+    mqtt: mqttConnection(
+      {
         clientCaFile: file,
         sessionExpirySeconds: { type: 'integer', minimum: 60, maximum: 4294967295, default: 2_592_000 },
-        keepaliveSeconds: { type: 'integer', minimum: 5, maximum: 3600, default: 30 },
         reconnectSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 5 },
       },
-    },
+      2_592_000,
+    ),
     opsPublicKeyFile: file,
     schedule: {
       type: 'object',

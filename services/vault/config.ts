@@ -1,7 +1,7 @@
 // The vault's config: which PKCS#11 module and token, where the PIN comes from, and who may
 // call which verb. The PIN itself is never in the config: it is the systemd credential
 // `hsm-pin` (or, for development, the file named by hsm.pinFile).
-import { NAME } from '../../appliance/schema.js';
+import { HSM_TOKEN, NAME } from '../../appliance/schema.js';
 
 export interface VaultConfig {
   boxId: string;
@@ -15,17 +15,7 @@ export const vaultSchema = {
   required: ['boxId', 'hsm'],
   properties: {
     boxId: NAME,
-    hsm: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['module', 'tokenLabel'],
-      properties: {
-        module: { type: 'string', pattern: '^/.{1,255}$' },
-        tokenLabel: { type: 'string', minLength: 1, maxLength: 32 },
-        pinFile: { type: 'string', pattern: '^/.{1,255}$' },
-        softhsm2Conf: { type: 'string', pattern: '^/.{1,255}$' },
-      },
-    },
+    hsm: HSM_TOKEN,
     ipc: {
       type: 'object',
       additionalProperties: false,
