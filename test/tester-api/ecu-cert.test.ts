@@ -2,7 +2,7 @@
 // vault on a fresh SoftHSM token signing with its ecu-ca key, the keystore stub logging them.
 import { execFile } from 'node:child_process';
 import { X509Certificate, webcrypto } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -11,8 +11,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { IpcClient } from '../../appliance/ipc.js';
 import { startService, waitFor, type Proc } from '../../scripts/plant/process.js';
+import { makeEcuCa } from '../../scripts/plant/tester-api.js';
 import { startVault, type VaultHandle } from '../../scripts/plant/vault.js';
-import { keyIdentifier, newSerial, signCertificate } from '../../services/tester-api/ecu-cert.js';
 import { startKeystoreStub, type KeystoreStub } from '../helpers/keystore-stub.js';
 import { freePort } from '../helpers/ports.js';
 import { POOL_A, call, pki, startRig, uid, type Pki } from './fixture.js';
@@ -51,28 +51,8 @@ test.before(async (ctx) => {
   ctx.vaultClient = ctx.vault.client('tester-api');
 
   // the issuing CA certificate over the HSM key, self-signed through the vault
-  const { spki } = await ctx.vaultClient.call<{ spki: string }>('public-key', { name: 'ecu-ca' });
-  const caSpki = Buffer.from(spki, 'base64');
-  const signer = async (tbs: Buffer) => Buffer.from((await ctx.vaultClient.call<{ sig: string }>('sign-ecu-ca', { data: tbs.toString('base64') })).sig, 'base64');
-  const ca = await signCertificate(
-    {
-      serial: newSerial(),
-      subject: 'CN=OEM1 ECU issuing CA,O=OEM1',
-      issuer: 'CN=OEM1 ECU issuing CA,O=OEM1',
-      spki: caSpki,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 5 * 365 * 86_400_000),
-      extensions: [
-        new x509.BasicConstraintsExtension(true, 0, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        new x509.SubjectKeyIdentifierExtension(keyIdentifier(caSpki)),
-      ],
-    },
-    signer,
-  );
-  ctx.caPem = ca.toString('pem') + '\n';
-  ctx.caFile = path.join(ctx.dir, 'ecu-ca.crt');
-  await writeFile(ctx.caFile, ctx.caPem);
+  ctx.caFile = await makeEcuCa(ctx.vaultClient, ctx.dir);
+  ctx.caPem = await readFile(ctx.caFile, 'utf8');
 
   const port = await freePort();
   const configFile = path.join(ctx.dir, 'tester-api.json');
