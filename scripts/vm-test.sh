@@ -9,16 +9,24 @@
 # Usage: scripts/vm-test.sh [--no-build] [--cuts N] [--port P] [--state DIR]
 #   --cuts N   power cuts (default 20; CI may pass fewer)
 #
+# The box provisions itself on its first boot (pks-setup.service, rootfs-overlay/usr/lib/
+# pks-setup/setup.sh, from the dev site the image build planted in /etc/pks-site); the default
+# hooks below are the host's side (test/vm/): testers registered and keys imported with
+# `pksctl import` (provision.ts), a two-tester line through the forwarded port (inject.ts), and
+# the records checked against what the testers were told (check.ts).
+#
 # Hooks (the parts that depend on the services; each is a shell command run on the host with
 # PKS_VM_PORT, PKS_VM_STATE and PKS_VM_EXEC exported; PKS_VM_EXEC runs a command in the guest):
 #   PKS_VM_PROVISION  once after the first boot, before waiting for the services (e.g. write
-#                     /etc/pks/*.json and the HSM token through "$PKS_VM_EXEC"); default: none
+#                     /etc/pks/*.json and the HSM token through "$PKS_VM_EXEC"); default:
+#                     test/vm/provision.ts (testers + a key batch)
 #   PKS_VM_INJECT     start injecting ECUs through 127.0.0.1:$PKS_VM_PORT in the background and
 #                     print its PID; it must append one line per confirmed package to
-#                     $PKS_VM_STATE/confirmed.log ("<ecu> <slot> <key id>"); default: none
+#                     $PKS_VM_STATE/confirmed.log ("<ecu> <slot> <key id>"); default:
+#                     test/vm/inject.ts
 #   PKS_VM_CHECK      after each reboot: print one JSON object {"issued":N,"duplicates":N,
 #                     "lost":N,"audit_ok":true} comparing the box's records with confirmed.log;
-#                     default: none (counts stay 0)
+#                     default: test/vm/check.ts
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -37,84 +45,147 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$cuts" =~ ^[0-9]+$ ]] || { echo "vm-test: --cuts needs a number" >&2; exit 2; }
+mkdir -p "$state"
+state=$(cd "$state" && pwd)
 
 boot() { "$root/scripts/image/boot.sh" "$1" --state "$state" "${@:2}"; }
+gx() { boot exec --timeout "${GX_TIMEOUT:-120}" -- "$@"; }
+tsx() { (cd "$root" && node --import tsx "$@"); }
 export PKS_VM_PORT=$port PKS_VM_STATE=$state PKS_VM_EXEC="$root/scripts/image/boot.sh exec --state $state --"
+: "${PKS_VM_PROVISION:=cd '$root' && node --import tsx test/vm/provision.ts --state '$state' --keys 1500}"
+# after each reboot: more keys when the stock runs low
+: "${PKS_VM_TOPUP:=cd '$root' && node --import tsx test/vm/provision.ts --state '$state' --keys 1500 --top-up 800}"
+: "${PKS_VM_INJECT:=cd '$root'; node --import tsx test/vm/inject.ts --state '$state' --port $port >>'$state/inject.err' 2>&1 & echo \$!}"
+: "${PKS_VM_CHECK:=cd '$root' && node --import tsx test/vm/check.ts --state '$state'}"
 inject_pid=
 cleanup() {
   [ -n "$inject_pid" ] && kill "$inject_pid" 2>/dev/null || true
   boot kill >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+t0=$(date +%s)
+say() { echo "vm-test [$(( $(date +%s) - t0 ))s] $*" >&2; }
 
-services_ready=0 of=0 injected=0 power_cuts=0 duplicates=0 lost=0 audit_ok=true
+services_ready=0 of=0 injected=0 confirmed=0 power_cuts=0 duplicates=0 lost=0 reissued=0 audit_ok=true
+restarted_kill=false restarted_watchdog=false measured_ok=false boots=0
 result() {
   local ok=false
-  [ "$duplicates" = 0 ] && [ "$lost" = 0 ] && [ "$audit_ok" = true ] && [ "$of" -gt 0 ] && [ "$services_ready" = "$of" ] && ok=true
-  printf '{"services_ready":%d,"of":%d,"injected":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"audit_ok":%s,"ok":%s}\n' \
-    "$services_ready" "$of" "$injected" "$power_cuts" "$duplicates" "$lost" "$audit_ok" "$ok"
+  [ "$duplicates" = 0 ] && [ "$lost" = 0 ] && [ "$audit_ok" = true ] && [ "$of" -gt 0 ] && [ "$services_ready" = "$of" ] \
+    && [ "$restarted_kill" = true ] && [ "$restarted_watchdog" = true ] && [ "$power_cuts" = "$cuts" ] && ok=true
+  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"boots":%d,"seconds":%d,"ok":%s}\n' \
+    "$services_ready" "$of" "$injected" "$confirmed" "$power_cuts" "$duplicates" "$lost" "$reissued" "$audit_ok" \
+    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
   [ "$ok" = true ]
 }
 
-# Every PKS service of the image: the units pks.target wants. READY = active (Type=notify units
-# are active only after READY=1), running as its own (non-root) user.
+# Every PKS service of the image: the Type=notify units pks.target wants (not the oneshots
+# pks-setup/pks-measure). READY = active (a notify unit is active only after READY=1), and its
+# main process runs as the unit's own, non-root user.
 count_ready() {
   local out
-  out=$(boot exec --timeout 60 -- 'for u in $(systemctl list-dependencies --plain --no-legend pks.target | sed "s/^[^a-z]*//" | grep "^pks-.*\.service$"); do
-      s=$(systemctl show -P ActiveState "$u"); t=$(systemctl show -P Type "$u"); user=$(systemctl show -P User "$u")
-      echo "$u $s $t ${user:-root}"; done') || return 1
+  out=$(gx 'for u in $(systemctl list-dependencies --plain --no-legend pks.target | sed "s/^[^a-z]*//" | grep "^pks-.*\.service$"); do
+      [ "$(systemctl show -P Type "$u")" = notify ] || continue
+      pid=$(systemctl show -P MainPID "$u"); user=$(ps -o user= -p "$pid" 2>/dev/null || echo -)
+      echo "$u $(systemctl show -P ActiveState "$u") ${user:--} $(systemctl show -P User "$u")"; done') || return 1
   of=$(printf '%s\n' "$out" | grep -c '\.service' || true)
-  services_ready=$(printf '%s\n' "$out" | awk '$2 == "active" && $4 != "root"' | grep -c . || true)
-  printf '%s\n' "$out" >&2
+  services_ready=$(printf '%s\n' "$out" | awk '$2 == "active" && $3 != "root" && $3 == $4' | grep -c . || true)
+  [ "${1:-}" = quiet ] || printf '%s\n' "$out" | sed 's/^/  /' >&2
 }
 
 wait_services() { # up to $1 seconds
   local deadline=$(( $(date +%s) + $1 ))
   while :; do
-    count_ready || true
+    count_ready quiet || true
     [ "$of" -gt 0 ] && [ "$services_ready" = "$of" ] && return 0
-    [ "$(date +%s)" -ge "$deadline" ] && return 1
-    sleep 5
+    [ "$(date +%s)" -ge "$deadline" ] && { count_ready || true; return 1; }
+    sleep 3
   done
 }
 
-check_records() {
-  [ -n "${PKS_VM_CHECK:-}" ] || return 0
-  local j
-  j=$(bash -c "$PKS_VM_CHECK") || { audit_ok=false; return 0; }
-  injected=$(jq -r '.issued // 0' <<<"$j")
-  duplicates=$(( duplicates + $(jq -r '.duplicates // 0' <<<"$j") ))
-  lost=$(( lost + $(jq -r '.lost // 0' <<<"$j") ))
-  [ "$(jq -r '.audit_ok' <<<"$j")" = true ] || audit_ok=false
+boot_and_wait() {
+  boot start "$@" --port "$port" >&2
+  boots=$((boots + 1))
+  boot wait >/dev/null || return 1
+  wait_services 300
 }
 
-# 1. build and first boot
-[ "$build" = 1 ] && "$root/scripts/image/build.sh" >&2
-boot start --fresh --port "$port" >&2
-boot wait >&2 || { result; exit 1; }
-[ -n "${PKS_VM_PROVISION:-}" ] && bash -c "$PKS_VM_PROVISION" >&2
-if ! wait_services 300; then echo "vm-test: not every service is READY" >&2; result; exit 1; fi
-boot exec --timeout 60 -- 'pksctl status' >&2 || echo "vm-test: measured boot status is not OK" >&2
+check_records() {
+  local j
+  j=$(bash -c "$PKS_VM_CHECK") || { say "check failed"; audit_ok=false; return 0; }
+  injected=$(jq -r '.issued // 0' <<<"$j")
+  confirmed=$(jq -r '.confirmed // 0' <<<"$j")
+  # the checks are over everything so far: the latest counts, not sums
+  duplicates=$(jq -r '.duplicates // 0' <<<"$j")
+  lost=$(jq -r '.lost // 0' <<<"$j")
+  reissued=$(jq -r '.reissued // 0' <<<"$j")
+  [ "$(jq -r '.audit_ok' <<<"$j")" = true ] || { audit_ok=false; say "audit: $(jq -c '.audit' <<<"$j")"; }
+}
 
-# 2. TODO(lead): a killed service is restarted by systemd; a hung event loop is restarted by
-#    the watchdog. Sketch: boot exec 'systemctl kill -s KILL pks-keystore; sleep 10;
-#    systemctl is-active pks-keystore' and 'kill -STOP $(systemctl show -P MainPID pks-vault)'
-#    then wait WatchdogSec and check NRestarts grew.
+main_pid() { gx "systemctl show -P MainPID $1" | tr -d '[:space:]'; }
+# waits until unit $1 runs a main process other than $2 and is active again
+restarted() {
+  local unit=$1 old=$2 deadline=$(( $(date +%s) + ${3:-90} )) pid st
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    pid=$(main_pid "$unit"); st=$(gx "systemctl show -P ActiveState $unit" | tr -d '[:space:]')
+    [ "$st" = active ] && [ -n "$pid" ] && [ "$pid" != 0 ] && [ "$pid" != "$old" ] && return 0
+    sleep 2
+  done
+  return 1
+}
 
-# 3. the power-cut loop
-: > "$state/confirmed.log"
+# 1. build and first boot: the box provisions itself (pks-setup) before its services start
+rm -f "$state"/{issued,confirmed,reissued}.log "$state/inject.err" "$state/master.key"
+if [ "$build" = 1 ]; then say "building the image"; "$root/scripts/image/build.sh" >&2; fi
+say "first boot (fresh disk and TPM)"
+if ! boot_and_wait --fresh; then say "not every service is READY"; result; exit 1; fi
+count_ready
+say "services ready: $services_ready of $of"
+gx 'journalctl -b -u pks-setup -o cat --no-pager | grep "pks-setup:"' | sed 's/^/  /' >&2 || true
+if gx 'pksctl status' >"$state/status.txt" 2>&1; then measured_ok=true; fi
+sed 's/^/  /' "$state/status.txt" >&2
+say "provisioning: testers and keys"
+bash -c "$PKS_VM_PROVISION" >&2
+
+# 2. a tester line from the host through the forwarded port
+inject_pid=$(bash -c "$PKS_VM_INJECT")
+sleep 20
+check_records
+say "line running: $confirmed confirmed so far"
+
+# 3. systemd restarts a killed service, and the watchdog one whose event loop hangs
+old=$(main_pid pks-keystore)
+gx "kill -9 $old" >/dev/null
+if restarted pks-keystore "$old" 90; then restarted_kill=true; fi
+say "kill -9 pks-keystore ($old): restarted=$restarted_kill (main pid now $(main_pid pks-keystore))"
+old=$(main_pid pks-tester-api)
+n0=$(gx 'systemctl show -P NRestarts pks-tester-api' | tr -d '[:space:]')
+gx "kill -STOP $old" >/dev/null
+# WatchdogSec=10s, then SIGABRT (pending on a stopped process) and SIGKILL after TimeoutAbortSec
+if restarted pks-tester-api "$old" 120; then restarted_watchdog=true; fi
+n1=$(gx 'systemctl show -P NRestarts pks-tester-api' | tr -d '[:space:]')
+# PID 1 logs to the console only (systemd.log_target=console): its verdict is in the serial log
+why=$(grep -a -o -m1 'pks-tester-api.service: Watchdog timeout[^!]*' "$state/serial.log" || true)
+say "SIGSTOP pks-tester-api ($old): restarted=$restarted_watchdog, NRestarts $n0 -> $n1; ${why:-no watchdog line}"
+[ "$n1" -gt "$n0" ] 2>/dev/null && [ -n "$why" ] || restarted_watchdog=false
+wait_services 120 || say "services not all READY after the restart tests"
+check_records
+
+# 4. the power-cut loop
 for ((i = 1; i <= cuts; i++)); do
-  if [ -n "${PKS_VM_INJECT:-}" ]; then inject_pid=$(bash -c "$PKS_VM_INJECT"); fi
+  [ -n "$inject_pid" ] || inject_pid=$(bash -c "$PKS_VM_INJECT")
   sleep $(( (RANDOM % 10) + 5 ))             # somewhere in the middle of the injections
   boot kill >&2                              # power cut: QEMU SIGKILLed, swtpm goes with it
   power_cuts=$i
-  [ -n "$inject_pid" ] && { kill "$inject_pid" 2>/dev/null || true; wait "$inject_pid" 2>/dev/null || true; inject_pid=; }
-  boot start --port "$port" >&2              # same disk overlay, TPM state and OVMF vars
-  boot wait >&2 || { result; exit 1; }
-  wait_services 300 || { echo "vm-test: services not READY after power cut $i" >&2; result; exit 1; }
+  kill "$inject_pid" 2>/dev/null || true; wait "$inject_pid" 2>/dev/null || true; inject_pid=
+  if ! boot_and_wait; then say "services not READY after power cut $i"; result; exit 1; fi
   check_records
+  # measured boot holds after every power cut too
+  gx 'pksctl status' >"$state/status.txt" 2>&1 || { measured_ok=false; say "pksctl status NOT OK after power cut $i"; }
+  say "power cut $i/$cuts: injected $injected, confirmed $confirmed, duplicates $duplicates, lost $lost, audit_ok $audit_ok, measured_ok $measured_ok"
+  bash -c "$PKS_VM_TOPUP" >/dev/null 2>&1 || say "top-up failed"
 done
 
+say "orderly poweroff"
 boot stop >&2
 trap - EXIT
 result

@@ -69,7 +69,7 @@ if [ "$tsc" = 1 ]; then
   echo "image: tsc" >&2
   # tsc emits even with type errors; the typecheck gate is CI's, not the image's (set
   # PKS_IMAGE_STRICT_TSC=1 to make it one here too)
-  if ! (cd "$root" && rm -rf dist && npx tsc -p tsconfig.json >"$cache/tsc.log" 2>&1); then
+  if ! (cd "$root" && rm -rf dist && npx tsc -p tsconfig.json >"$cache/tsc.log" 2>&1; rc=$?; node scripts/copy-assets.mjs; exit $rc); then
     [ "${PKS_IMAGE_STRICT_TSC:-0}" = 1 ] && { cat "$cache/tsc.log" >&2; exit 1; }
     echo "image: tsc reported type errors (see $cache/tsc.log); using what it emitted" >&2
   fi
@@ -80,6 +80,9 @@ rm -rf "$app"
 mkdir -p "$app"
 cp -a "$root/dist" "$app/dist"
 rm -rf "$app/dist/test"
+# data files the modules read next to themselves (e.g. services/tester-api/openapi.json): tsc
+# emits only JavaScript
+(cd "$root" && find appliance services -name '*.json' -type f -exec cp --parents {} "$app/dist/" \;)
 cp "$root/package.json" "$root/package-lock.json" "$app/"
 [ -d "$root/bin" ] && cp -a "$root/bin" "$app/bin"
 cp -a "$root/node_modules" "$app/node_modules"
@@ -137,6 +140,9 @@ systemctl --root="$stage" enable systemd-networkd.service pks-vm-agent.service p
 systemctl --root="$stage" enable pks-setup.service >/dev/null 2>&1
 # the virtio console belongs to the agent, not to a getty
 ln -sf /dev/null "$stage/etc/systemd/system/serial-getty@hvc0.service"
+# and the serial console to the boot log: a getty there hangs the tty up (vhangup), and the boot
+# report, written on it later, then fails with EIO
+ln -sf /dev/null "$stage/etc/systemd/system/serial-getty@ttyS0.service"
 
 # 5. expected PCR values (boot chain from the UKI, PCR 15 from the staged tree)
 mkdir -p "$stage/usr/lib/pks-image"

@@ -13,6 +13,7 @@ import { extendPcr, measureBoot, measureTrees, pcr15Of, readMeasurementLog, read
 import { EV_NO_ACTION, parseEventLog, replayEventLog } from '../../services/attest/eventlog.js';
 import { sha256 } from '../../services/attest/pcr.js';
 import { attestStatus } from '../../services/attest/verify.js';
+import { readSiteExpected, recordSiteExpected } from '../../services/attest/site-expected.js';
 import { statusCommand } from '../../appliance/pksctl/status.js';
 import { startSwtpm, type Swtpm } from './swtpm.js';
 
@@ -126,7 +127,7 @@ test('status: logs replay, PCRs are the expected ones; a foreign extend is caugh
       measurements,
     }),
   );
-  const opts = { tcti, expectedPath, eventLogPath: fixture, measurementsPath };
+  const opts = { tcti, expectedPath, eventLogPath: fixture, measurementsPath, sitePath: path.join(tmp, 'no-record.json') };
   const good = await attestStatus(opts);
   assert.equal(good.problems, []);
   assert.ok(good.ok);
@@ -145,8 +146,43 @@ test('status: logs replay, PCRs are the expected ones; a foreign extend is caugh
   assert.is(JSON.parse(out[0]!).ok, false);
 });
 
+test('a provisioned box: PCR 15 expects the image application and the config setup recorded', async () => {
+  const r = await rootfs();
+  const tcti = tpm!.tcti;
+  await replayFirmware(tcti);
+  // the image build's expectation: the config tree as the image ships it
+  const image = await measureTrees(r);
+  const expectedPath = path.join(tmp, 'expected-pcrs.json');
+  await writeFile(expectedPath, JSON.stringify({ version: 1, bank: 'sha256', pcrs: { '15': pcr15Of(image).toString('hex') }, pcr11Phases: {}, measurements: image }));
+  // first boot: the setup writes the site config, records it, then the boot measures
+  await writeFile(path.join(r, 'etc/pks/tester-api.json'), '{"tls":{}}\n');
+  const sitePath = path.join(tmp, 'attest/config-expected.json');
+  const rec = await recordSiteExpected({ rootfs: r, out: sitePath, now: new Date(0) });
+  assert.equal(rec.measurements.map((m) => m.name), ['pks-config']);
+  assert.equal(await readSiteExpected(sitePath), rec);
+  const measurementsPath = path.join(tmp, 'measurements.json');
+  await measureBoot({ rootfs: r, tcti, logPath: measurementsPath });
+  const opts = { tcti, expectedPath, eventLogPath: fixture, measurementsPath };
+
+  const good = await attestStatus({ ...opts, sitePath });
+  assert.is(good.configExpectation, 'provisioning');
+  assert.equal(good.problems, []);
+  assert.ok(good.ok);
+  // without the record the image's unprovisioned config is expected: the site config differs
+  const unprovisioned = await attestStatus({ ...opts, sitePath: path.join(tmp, 'none.json') });
+  assert.is(unprovisioned.configExpectation, 'image');
+  assert.not.ok(unprovisioned.ok);
+  assert.ok(unprovisioned.problems.includes('pks-config (/etc/pks) differs from the image'));
+  // the application stays judged against the image whatever the record says
+  await writeFile(sitePath, JSON.stringify({ ...rec, measurements: [{ ...rec.measurements[0]!, name: 'pks-app' }] }));
+  let refused = false;
+  await readSiteExpected(sitePath).catch((e: unknown) => (refused = isPksError(e)));
+  assert.ok(refused, 'a record naming the application is refused');
+  assert.not.ok((await attestStatus({ ...opts, sitePath })).ok);
+});
+
 test('status without the expected values or the logs says so and is not OK', async () => {
-  const s = await attestStatus({ tcti: tpm!.tcti, expectedPath: path.join(tmp, 'none.json'), eventLogPath: path.join(tmp, 'none.bin'), measurementsPath: path.join(tmp, 'none.json') });
+  const s = await attestStatus({ tcti: tpm!.tcti, sitePath: path.join(tmp, 'none.json'), expectedPath: path.join(tmp, 'none.json'), eventLogPath: path.join(tmp, 'none.bin'), measurementsPath: path.join(tmp, 'none.json') });
   assert.not.ok(s.ok);
   assert.ok(s.problems.some((p) => p.startsWith('expected values:')));
   assert.ok(s.problems.some((p) => p.startsWith('firmware event log:')));

@@ -40,6 +40,10 @@ do_install() {
     # rootfs-overlay/: units, presets, sysusers.d, tmpfiles.d, nftables, sysctl, default config.
     # pks-image (expected-pcrs.json) is written by the image recipe, not here.
     cp -R --no-preserve=ownership ${S}/rootfs-overlay/. ${D}/
+    # plant IT's first-boot setup: its unit where systemd finds it, and the two helpers it
+    # shares with the dev machine (same as scripts/image/build.sh does for the dev image)
+    install -m 0755 ${S}/scripts/pki.sh ${S}/scripts/softhsm-token.sh ${D}${nonarch_libdir}/pks-setup/
+    install -m 0644 ${D}${nonarch_libdir}/pks-setup/pks-setup.service ${D}${systemd_system_unitdir}/pks-setup.service
     chmod -R go-w ${D}
 
     install -d ${D}${bindir}
@@ -47,11 +51,11 @@ do_install() {
     chmod 0755 ${D}${bindir}/pksctl
 }
 
-SYSTEMD_SERVICE:${PN} = "pks.target pks-measure.service pks-vault.service pks-keystore.service \
+SYSTEMD_SERVICE:${PN} = "pks.target pks-setup.service pks-measure.service pks-vault.service pks-keystore.service \
     pks-tester-api.service pks-uplink.service pks-sentinel.service"
 SYSTEMD_AUTO_ENABLE = "enable"
 
-FILES:${PN} += "${nonarch_libdir}/pks ${nonarch_libdir}/pks-image ${systemd_system_unitdir} \
+FILES:${PN} += "${nonarch_libdir}/pks ${nonarch_libdir}/pks-image ${nonarch_libdir}/pks-setup ${systemd_system_unitdir} \
     ${nonarch_libdir}/systemd ${nonarch_libdir}/sysusers.d ${nonarch_libdir}/tmpfiles.d \
     ${nonarch_libdir}/sysctl.d ${sysconfdir}"
 # prebuilt .node files of other architectures that npm packages ship are not ours to fix

@@ -3,7 +3,7 @@
 // against the service's own schema first: a box is never set up with a config its service
 // would refuse at start.
 // Usage: node write-configs.mjs DIR   (DIR: /etc/pks)
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 const app = process.env.PKS_APP_DIR ?? '/usr/lib/pks';
@@ -78,7 +78,9 @@ const configs = {
   'tester-api': validateConfig(
     testerApiSchema,
     {
-      listen: { host: '0.0.0.0', port: 8443 },
+      // '::' (dual stack) rather than 0.0.0.0: on 0.0.0.0 fastify lists the interfaces for its
+      // log line, which needs AF_NETLINK, which the unit does not allow (uv_interface_addresses fails)
+      listen: { host: '::', port: 8443 },
       tls: { cert: '/etc/pks/tls/server.crt', ca: '/etc/pks/tls/tester-ca.crt' },
       limits: { newReservationsPerHour: Number(site('RESERVATIONS_PER_HOUR', '100000')) },
     },
@@ -122,6 +124,8 @@ const configs = {
 
 for (const [name, cfg] of Object.entries(configs)) {
   const file = path.join(dir, `${name}.json`);
-  writeFileSync(`${file}.tmp`, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o644 });
+  writeFileSync(`${file}.tmp`, JSON.stringify(cfg, null, 2) + '\n');
+  // readable by the service users (no secrets here); explicit, whatever the caller's umask
+  chmodSync(`${file}.tmp`, 0o644);
   renameSync(`${file}.tmp`, file);
 }

@@ -18,7 +18,9 @@ if [ "$tpmrm" = true ]; then
 fi
 measure=$(systemctl is-active pks-measure.service 2>/dev/null)
 running=$(systemctl is-system-running 2>/dev/null)
-printf 'PKS-VM-REPORT {"system":%s,"pks_measure":%s,"boot_id":%s,"kernel":%s,"multi_user":%s,"failed":%s,"tpm0":%s,"tpmrm0":%s,"tpm_manufacturer":%s,"pcrs":%s}\n' \
+# /dev/ttyS0 opened afresh: the descriptor systemd gave us at start may have been hung up since
+report() { printf "$@" >/dev/ttyS0 2>/dev/null || printf "$@"; }
+report 'PKS-VM-REPORT {"system":%s,"pks_measure":%s,"boot_id":%s,"kernel":%s,"multi_user":%s,"failed":%s,"tpm0":%s,"tpmrm0":%s,"tpm_manufacturer":%s,"pcrs":%s}\n' \
   "$(str "$running")" "$(str "$measure")" "$(str "$(cat /proc/sys/kernel/random/boot_id)")" "$(str "$(uname -r)")" \
   "$(str "$(systemctl is-active multi-user.target)")" "$(str "$failed")" \
   "$tpm" "$tpmrm" "$(str "$manuf")" "$(str "$pcrs")"

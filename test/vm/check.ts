@@ -1,0 +1,63 @@
+// After a reboot: what the box has on disk against what the testers were told.
+//   duplicates: a package that went to two ECUs (two uids for one package id, on the testers'
+//               side or between a tester's confirmation and the box's record)
+//   lost:       a package the box confirmed as INJECTED that it no longer records as INJECTED
+//               or REPORTED for that ECU
+//   audit_ok:   `pksctl audit verify` in the guest
+// Usage: node --import tsx test/vm/check.ts --state DIR; prints one JSON line.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { parseArgs } from 'node:util';
+import { guest } from './guest.js';
+
+const { values } = parseArgs({ options: { state: { type: 'string' } }, strict: true });
+if (!values.state) throw new Error('usage: check.ts --state DIR');
+const state = values.state;
+const g = guest(state);
+const lines = (f: string): string[] => (existsSync(path.join(state, f)) ? readFileSync(path.join(state, f), 'utf8').split('\n').filter(Boolean) : []);
+
+const dump = gunzipSync(Buffer.from((await g.sh('node /usr/lib/pks-dev/keys.mjs | gzip -c | base64 -w0', 300)).trim(), 'base64')).toString();
+const box = new Map<string, { state: string; uid: string }>();
+let counters: unknown = {};
+for (const l of dump.split('\n')) {
+  if (l.startsWith('#counters ')) counters = JSON.parse(l.slice(10));
+  else if (l) {
+    const [id, st, uid] = l.split(' ');
+    box.set(id!, { state: st!, uid: uid! });
+  }
+}
+let duplicates = 0;
+const issuedTo = new Map<string, Set<string>>();
+for (const l of lines('issued.log')) {
+  const [id, uid] = l.split(' ');
+  const s = issuedTo.get(id!) ?? new Set<string>();
+  s.add(uid!);
+  issuedTo.set(id!, s);
+}
+for (const s of issuedTo.values()) if (s.size > 1) duplicates++;
+let lost = 0;
+const confirmed = lines('confirmed.log');
+for (const l of confirmed) {
+  const [uid, , id] = l.split(' ');
+  const rec = box.get(id!);
+  if (!rec || !['INJECTED', 'REPORTED'].includes(rec.state)) lost++;
+  else if (rec.uid !== uid) duplicates++;
+}
+// every package the box records for an ECU must be one the testers could have had for it
+for (const [id, uids] of issuedTo) {
+  const rec = box.get(id);
+  if (rec && rec.uid !== '-' && !uids.has(rec.uid)) duplicates++;
+}
+let auditOk = false;
+let audit: unknown;
+try {
+  audit = JSON.parse(await g.sh('pksctl audit verify --json', 300));
+  auditOk = (audit as { ok?: boolean }).ok === true;
+} catch (e) {
+  audit = { error: (e as Error).message.slice(0, 300) };
+}
+const injectedOnBox = [...box.values()].filter((r) => r.state === 'INJECTED' || r.state === 'REPORTED').length;
+process.stdout.write(
+  JSON.stringify({ issued: injectedOnBox, confirmed: confirmed.length, duplicates, lost, reissued: lines('reissued.log').length, audit_ok: auditOk, counters, audit }) + '\n',
+);

@@ -1,0 +1,94 @@
+// A production line against the VM: each tester (own mTLS connection, certificates from the dev
+// site) asks the tester API at 127.0.0.1:PORT for an ECU's SHE package, loads it into a
+// simulated ECU and confirms with the ECU's proof, until it is killed (the power cut) or
+// --ecus are done. Everything the box answered goes to the state directory, appended and
+// flushed line by line so that a kill loses nothing the box said:
+//   issued.log     "<packageId> <uid>"          every package the box handed out
+//   confirmed.log  "<uid> <pool> <packageId>"   every package the box confirmed as INJECTED
+// A request that fails (box rebooting, service restarting) is retried for the same ECU, which
+// must get the same package back (idempotent reservation); a different one counts in
+// reissued.log.
+// Usage: node --import tsx test/vm/inject.ts --state DIR --port P [--ecus N]
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client } from 'undici';
+import { SheEcu } from '../../scripts/plant/ecu-sim.js';
+import { POOL, TESTERS, masterKey, testerCred } from './site.js';
+
+const { values } = parseArgs({ options: { state: { type: 'string' }, port: { type: 'string' }, ecus: { type: 'string' } }, strict: true });
+if (!values.state || !values.port) throw new Error('usage: inject.ts --state DIR --port P [--ecus N]');
+const state = values.state;
+const url = `https://127.0.0.1:${Number(values.port)}`;
+const ca = readFileSync(path.join(state, 'box-ca.crt'), 'utf8');
+const master = masterKey(state);
+const limit = values.ecus ? Number(values.ecus) : Infinity;
+const log = (file: string, line: string): void => appendFileSync(path.join(state, file), line + '\n');
+
+interface Pkg {
+  packageId: string;
+  m1: string;
+  m2: string;
+  m3: string;
+  code?: string;
+}
+
+let started = 0;
+let injected = 0;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function station(cn: string): Promise<void> {
+  const cred = testerCred(cn);
+  const newClient = () => new Client(url, { connect: { ca, key: cred.key, cert: cred.cert, servername: 'localhost', timeout: 10_000 }, keepAliveTimeout: 30_000, headersTimeout: 30_000, bodyTimeout: 30_000 });
+  let c = newClient();
+  const call = async <T>(p: string, body: unknown): Promise<{ status: number; body: T }> => {
+    try {
+      const r = await c.request({ method: 'POST', path: p, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const text = await r.body.text();
+      return { status: r.statusCode, body: (text ? JSON.parse(text) : {}) as T };
+    } catch (e) {
+      await c.destroy().catch(() => undefined);
+      c = newClient();
+      throw e;
+    }
+  };
+  while (started < limit) {
+    started++;
+    const uid = randomBytes(15);
+    uid[0] = 0x10;
+    const hex = uid.toString('hex');
+    const ecu = new SheEcu(uid, master);
+    let first: string | undefined;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await call<Pkg>('/v1/she/packages', { pool: POOL, uid: hex });
+        if (r.status !== 200) {
+          if (attempt > 0 && attempt % 20 === 0) process.stderr.write(`inject: ${cn}: reserve ${r.status} ${r.body.code ?? ''}\n`);
+          await sleep(r.body.code === 'PKS_POOL_EMPTY' ? 1000 : 300);
+          continue;
+        }
+        log('issued.log', `${r.body.packageId} ${hex}`);
+        if (first && first !== r.body.packageId) log('reissued.log', `${hex} ${first} ${r.body.packageId}`);
+        first ??= r.body.packageId;
+        const proof = ecu.loadKey(Buffer.from(r.body.m1, 'hex'), Buffer.from(r.body.m2, 'hex'), Buffer.from(r.body.m3, 'hex'));
+        const k = await call<{ state?: string; verified?: boolean; code?: string }>(`/v1/she/packages/${r.body.packageId}/confirm`, { m4: proof.m4.toString('hex'), m5: proof.m5.toString('hex') });
+        if (k.status === 200 && k.body.state === 'INJECTED') {
+          log('confirmed.log', `${hex} ${POOL} ${r.body.packageId}`);
+          injected++;
+          break;
+        }
+        process.stderr.write(`inject: ${cn}: confirm ${k.status} ${k.body.code ?? k.body.state ?? ''}\n`);
+        await sleep(300);
+      } catch {
+        await sleep(500); // the box is away (power cut, restart): same ECU again
+      }
+    }
+  }
+  await c.close().catch(() => undefined);
+}
+
+const timer = setInterval(() => process.stderr.write(`inject: ${injected} injected\n`), 10_000);
+timer.unref();
+await Promise.all(TESTERS.map((cn) => station(cn)));
+process.stderr.write(`inject: done, ${injected} injected\n`);
