@@ -33,7 +33,8 @@ root=$(cd "$here/.." && pwd)
 
 build=1
 cuts=${PKS_VM_CUTS:-20}
-port=${PKS_VM_PORT:-18443}
+# a free loopback port unless one is given: another VM (a developer's, a second run) may hold any fixed one
+port=${PKS_VM_PORT:-$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")}
 state=$root/.cache/image/vm-test
 while [ $# -gt 0 ]; do
   case "$1" in
