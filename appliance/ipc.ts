@@ -8,7 +8,7 @@ import http from 'node:http';
 import { chmod, chown, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Pool, errors as undiciErrors } from 'undici';
+import { createRequire } from 'node:module';
 import { PksError, asPksError, isErrorCode, pksError, problem } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -163,6 +163,7 @@ export function ipcClient(socketPath: string, opts: IpcClientOptions = {}): IpcC
   const timeout = opts.timeoutMs ?? 5_000;
   // a Pool, not a Client: a Client is one connection serving one request at a time, which
   // would serialise every caller behind the slowest (durable) request
+  const { Pool } = undici();
   const client = new Pool('http://localhost', {
     socketPath,
     connections: opts.connections ?? 16,
@@ -208,10 +209,16 @@ export function ipcClient(socketPath: string, opts: IpcClientOptions = {}): IpcC
   };
 }
 
+// undici is loaded on first use only: it needs WebAssembly, which the vault (a server only,
+// run with node --jitless under MemoryDenyWriteExecute=yes) does not have
+type Undici = typeof import('undici');
+let undiciModule: Undici | undefined;
+const undici = (): Undici => (undiciModule ??= createRequire(import.meta.url)('undici') as Undici);
+
 function transportError(err: unknown, socketPath: string): PksError {
   const e = err as { code?: string; name?: string };
   const where = path.basename(path.dirname(socketPath));
-  if (e.name === 'TimeoutError' || e.name === 'AbortError' || e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError)
+  if (e.name === 'TimeoutError' || e.name === 'AbortError' || e instanceof undici().errors.HeadersTimeoutError || e instanceof undici().errors.BodyTimeoutError)
     return pksError('PKS_IPC_TIMEOUT', where);
   return pksError('PKS_IPC_UNAVAILABLE', `${where}: ${e.code ?? 'connection failed'}`);
 }
