@@ -106,3 +106,14 @@ export async function checkP256Csr(pem: unknown): Promise<{ csr: x509.Pkcs10Cert
   if (cn.length !== 1) throw pksError('PKS_CSR_INVALID', 'csr subject must have exactly one CN');
   return { csr, spki, cn: cn[0]! };
 }
+
+/** Extensions of an end-entity certificate for TLS client authentication (ECUs, boxes). */
+export function clientLeafExtensions(spki: Buffer, authorityKeyId: string): x509.Extension[] {
+  return [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+    new x509.SubjectKeyIdentifierExtension(keyIdentifier(spki)),
+    new x509.AuthorityKeyIdentifierExtension(authorityKeyId),
+  ];
+}

@@ -1,17 +1,5 @@
 #!/usr/bin/env node
-// pks-fleet entry (central ops CLI): the sources in a checkout, the compiled CLI elsewhere.
-import { existsSync } from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import path from 'node:path';
+// pks-fleet: the central ops CLI (scripts/fleet/main.ts).
+import { launch } from './launch.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const built = path.join(root, 'dist', 'scripts', 'fleet', 'main.js');
-const source = path.join(root, 'scripts', 'fleet', 'main.ts');
-// a checkout runs its sources (dist/ may be stale); the appliance ships only dist/
-if (existsSync(source) && !process.env.PKS_FROM_DIST) {
-  const { register } = await import('tsx/esm/api');
-  register();
-  await import(pathToFileURL(source).href);
-} else {
-  await import(pathToFileURL(built).href);
-}
+await launch('scripts/fleet/main');

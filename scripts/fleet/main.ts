@@ -137,7 +137,9 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname)) {
+// run as a command (directly, or through bin/pks-fleet.mjs), not when a test imports it
+const entry = process.argv[1] ? path.resolve(process.argv[1]) : '';
+if (entry === path.resolve(new URL(import.meta.url).pathname) || /pks-fleet(\.mjs)?$/.test(entry)) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err) => {

@@ -8,7 +8,7 @@ import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
-import { checkP256Csr, keyIdentifier, newSerial, signCertificate } from '../../appliance/x509.js';
+import { checkP256Csr, keyIdentifier, newSerial, signCertificate, clientLeafExtensions } from '../../appliance/x509.js';
 import { p256PointFromSpki } from '../../services/vault/ec-der.js';
 import { rawKeySigner } from './signer.js';
 
@@ -77,13 +77,7 @@ export class ClientCa {
         spki,
         notBefore,
         notAfter,
-        extensions: [
-          new x509.BasicConstraintsExtension(false, undefined, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
-          new x509.SubjectKeyIdentifierExtension(keyIdentifier(spki)),
-          new x509.AuthorityKeyIdentifierExtension(this.aki),
-        ],
+        extensions: clientLeafExtensions(spki, this.aki),
       },
       rawKeySigner(this.key),
     );

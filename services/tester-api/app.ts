@@ -285,7 +285,8 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     return pksError(code, detail);
   };
 
-  const checkTester = async (req: FastifyRequest): Promise<void> => {
+  /** mTLS identity and the per-tester rate limit: every route that needs a client certificate */
+  const checkMtls = async (req: FastifyRequest): Promise<void> => {
     const id = identityOf(req.raw.socket as TLSSocket);
     req.cn = id.cn;
     const wait = rate.take(id.cn);
@@ -293,6 +294,11 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
       metrics.rateLimited++;
       throw withRetryAfter(pksError('PKS_RATE_LIMITED', 'request rate over the limit for this tester'), wait);
     }
+  };
+
+  const checkTester = async (req: FastifyRequest): Promise<void> => {
+    await checkMtls(req);
+    const id = identityOf(req.raw.socket as TLSSocket);
     let rec: TesterRecord;
     try {
       rec = await lookupTester(id.cn);
@@ -308,15 +314,6 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     req.tester = rec;
   };
 
-  const checkMtls = async (req: FastifyRequest): Promise<void> => {
-    const id = identityOf(req.raw.socket as TLSSocket);
-    req.cn = id.cn;
-    const wait = rate.take(id.cn);
-    if (wait > 0) {
-      metrics.rateLimited++;
-      throw withRetryAfter(pksError('PKS_RATE_LIMITED', 'request rate over the limit for this tester'), wait);
-    }
-  };
 
   // --- handlers
   let caChecked = false;

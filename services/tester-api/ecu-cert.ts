@@ -6,7 +6,7 @@
 import { X509Certificate as NodeX509, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
-import { checkP256Csr, keyIdentifier, newSerial, signCertificate, type RawSigner } from '../../appliance/x509.js';
+import { checkP256Csr, keyIdentifier, newSerial, signCertificate, type RawSigner, clientLeafExtensions } from '../../appliance/x509.js';
 import { p256PointFromSpki } from '../vault/ec-der.js';
 
 export { keyIdentifier, newSerial, signCertificate, type CertificateSpec, type RawSigner } from '../../appliance/x509.js';
@@ -102,13 +102,7 @@ export class EcuIssuer {
         spki,
         notBefore,
         notAfter,
-        extensions: [
-          new x509.BasicConstraintsExtension(false, undefined, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
-          new x509.SubjectKeyIdentifierExtension(keyIdentifier(spki)),
-          new x509.AuthorityKeyIdentifierExtension(this.#aki),
-        ],
+        extensions: clientLeafExtensions(spki, this.#aki),
       },
       this.sign,
     );
