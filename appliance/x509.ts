@@ -4,7 +4,7 @@
 import { createHash, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { pksError } from './errors.js';
-import { p256PointFromSpki } from '../services/vault/ec-der.js';
+import { p256PointFromSpki } from './ec-der.js';
 
 /** Signs `tbs` with the CA key: raw r||s (64 bytes), ECDSA P-256 over SHA-256(tbs). */
 export type RawSigner = (tbs: Buffer) => Promise<Buffer>;

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { verifyAudit } from '../services/keystore/audit.js';
-import type { StatsResponse } from '../services/keystore/contract.js';
+import type { StatsResponse } from '../appliance/contracts/keystore.js';
 import { openDbs } from '../services/keystore/db.js';
 import { runPlant, type Plant } from './plant/plant.js';
 

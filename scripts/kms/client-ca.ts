@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
 import { checkP256Csr, keyIdentifier, newSerial, signCertificate, clientLeafExtensions } from '../../appliance/x509.js';
-import { p256PointFromSpki } from '../../services/vault/ec-der.js';
+import { p256PointFromSpki } from '../../appliance/ec-der.js';
 import { rawKeySigner } from './signer.js';
 
 

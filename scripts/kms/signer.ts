@@ -13,7 +13,7 @@ import type { BatchPayload, SignedChunk } from '../../appliance/batch-format.js'
 import { readCredential } from '../../appliance/config.js';
 import { isPksError, pksError } from '../../appliance/errors.js';
 import type { Logger } from '../../appliance/log.js';
-import { keyIdentifier, newSerial, signCertificate, type RawSigner } from '../../services/tester-api/ecu-cert.js';
+import { keyIdentifier, newSerial, signCertificate, type RawSigner } from '../../appliance/x509.js';
 import { Hsm, rawToDer } from '../../services/vault/hsm.js';
 import { writeFileDurably } from '../../appliance/durable-file.js';
 

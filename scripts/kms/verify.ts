@@ -13,8 +13,8 @@
 import { createPublicKey } from 'node:crypto';
 import { asPksError, pksError } from '../../appliance/errors.js';
 import { sheVerify } from '../../appliance/she.js';
-import type { OutboxItem } from '../../services/keystore/contract.js';
-import { verifyFile } from '../../services/uplink/verification.js';
+import type { OutboxItem } from '../../appliance/contracts/keystore.js';
+import { verifyFile } from '../../appliance/verification-file.js';
 import { parseRecordId } from './batches.js';
 import { pushCapped, type BoxRecord, type FileRecord, type InjectionRecord, type KmsStore } from './store.js';
 

@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { SignedChunk } from '../../appliance/batch-format.js';
-import type { ImportChunkResponse } from '../../services/keystore/contract.js';
+import type { ImportChunkResponse } from '../../appliance/contracts/keystore.js';
 import { buildBatch, type SheKeySet } from './batch.js';
 import { makeKmsPki, startKeystore, type KeystoreHandle, type KmsPki, type PoolConfig } from './keystore.js';
 import { startVault, type VaultHandle } from './vault.js';

@@ -8,7 +8,7 @@
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { StatsResponse } from '../../services/keystore/contract.js';
+import type { StatsResponse } from '../../appliance/contracts/keystore.js';
 import { writePlantSentinelConfig } from '../../services/sentinel/plant-config.js';
 import { startBox, type Box } from './box.js';
 import { startBroker, type TestBroker } from './broker.js';

@@ -61,8 +61,13 @@ export function startProcess(name: string, cmd: string, args: string[], opts: { 
 
 /** Starts one of our services from its TypeScript source ($PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof). */
 export function startService(service: string, env: NodeJS.ProcessEnv, logDir: string, name = service): Proc {
+  return startEntry(path.join(ROOT, 'services', service, 'main.ts'), env, logDir, name);
+}
+
+/** Starts a TypeScript entry point that is not a product service (e.g. a benchmark baseline). */
+export function startEntry(entry: string, env: NodeJS.ProcessEnv, logDir: string, name: string): Proc {
   const extra = (env.PKS_NODE_ARGS ?? process.env.PKS_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  return startProcess(name, process.execPath, [...extra, '--import', 'tsx', path.join(ROOT, 'services', service, 'main.ts')], { env, logDir });
+  return startProcess(name, process.execPath, [...extra, '--import', 'tsx', entry], { env, logDir });
 }
 
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 100): Promise<T> {

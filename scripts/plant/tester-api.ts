@@ -6,7 +6,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Client } from 'undici';
 import type { IpcClient } from '../../appliance/ipc.js';
-import { keyIdentifier, newSerial, signCertificate } from '../../services/tester-api/ecu-cert.js';
+import { keyIdentifier, newSerial, signCertificate } from '../../appliance/x509.js';
 import { issue, makeCa } from './pki.js';
 import { freePort, startService, waitFor, type Proc } from './process.js';
 

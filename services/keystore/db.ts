@@ -3,7 +3,7 @@
 // 64 testers asking at once cost one fsync; a key leaves the box only after `flushed`.
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
-import type { KeyState } from './contract.js';
+import type { KeyState } from '../../appliance/contracts/keystore.js';
 
 export interface KeyRecord {
   id: string;
@@ -70,7 +70,7 @@ export interface Dbs {
   checkpoints: Database<Checkpoint, number>;
   /** id → outbound item waiting for the KMS's acknowledgement */
   outbox: Database<{ kind: string; at: string; body: Record<string, unknown> }, string>;
-  testers: Database<import('./contract.js').TesterRecord, string>;
+  testers: Database<import('../../appliance/contracts/keystore.js').TesterRecord, string>;
   meta: Database<unknown, string>;
 }
 

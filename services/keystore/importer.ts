@@ -7,7 +7,7 @@ import { verifyChunk } from '../../appliance/batch-format.js';
 import { pksError } from '../../appliance/errors.js';
 import { appendAudit } from './audit.js';
 import { storageError } from './storage-error.js';
-import type { ImportChunkResponse } from './contract.js';
+import type { ImportChunkResponse } from '../../appliance/contracts/keystore.js';
 import type { BatchRecord, Dbs } from './db.js';
 import { addAvailable, putOutbox } from './stock.js';
 

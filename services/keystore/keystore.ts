@@ -13,7 +13,7 @@ import type {
   PoolStats,
   ReserveResponse,
   TesterRecord,
-} from './contract.js';
+} from '../../appliance/contracts/keystore.js';
 import type { BatchRecord, Checkpoint, Dbs, KeyRecord, PoolRecord } from './db.js';
 import { Importer, type BatchOpener } from './importer.js';
 import { ackTx, burnTx, confirmTx, counters, isRefusal, putOutbox, refuse, reserveTx, type Refusal, type ReserveInput } from './stock.js';

@@ -4,7 +4,7 @@
 // so a refused request in a batched commit cannot roll back its neighbours.
 import type { ErrorCode } from '../../appliance/errors.js';
 import { appendAudit } from './audit.js';
-import type { KeyState } from './contract.js';
+import type { KeyState } from '../../appliance/contracts/keystore.js';
 import { ZERO, type Counters, type Dbs, type KeyRecord } from './db.js';
 
 export type Refusal = { refused: ErrorCode; detail: string };

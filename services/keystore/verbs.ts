@@ -4,7 +4,7 @@ import type { VerbTable } from '../../appliance/ipc.js';
 import { ID, NAME, POOL, hex } from '../../appliance/schema.js';
 import { MAX_CHUNK_BYTES } from '../../appliance/batch-format.js';
 import type { Keystore } from './keystore.js';
-import type { TesterRecord } from './contract.js';
+import type { TesterRecord } from '../../appliance/contracts/keystore.js';
 
 const obj = (required: string[], properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required, properties });
 const REASON = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[\\x20-\\x7e]+$' } as const;

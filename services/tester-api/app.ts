@@ -20,7 +20,7 @@ import type {
   HistoryResponse,
   ReserveResponse,
   TesterRecord,
-} from '../keystore/contract.js';
+} from '../../appliance/contracts/keystore.js';
 import type { TesterApiConfig, TlsMaterial } from './config.js';
 import { EcuIssuer } from './ecu-cert.js';
 import { KeyedBuckets, RecentReservations, SlidingWindow } from './limits.js';

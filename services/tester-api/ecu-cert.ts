@@ -7,7 +7,7 @@ import { X509Certificate as NodeX509, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
 import { checkP256Csr, keyIdentifier, newSerial, signCertificate, type RawSigner, clientLeafExtensions } from '../../appliance/x509.js';
-import { p256PointFromSpki } from '../vault/ec-der.js';
+import { p256PointFromSpki } from '../../appliance/ec-der.js';
 
 export { keyIdentifier, newSerial, signCertificate, type CertificateSpec, type RawSigner } from '../../appliance/x509.js';
 

@@ -17,14 +17,14 @@ import type { MqttClient } from 'mqtt';
 import { asPksError, isErrorCode, pksError } from '../../appliance/errors.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
-import type { ImportChunkResponse, OutboxPeekResponse, StatsResponse } from '../keystore/contract.js';
+import type { ImportChunkResponse, OutboxPeekResponse, StatsResponse } from '../../appliance/contracts/keystore.js';
 import { commandRef, peekSeq, verifyCommand, type CommandPayload } from './commands.js';
 import type { Schedule, UplinkConfig } from './config.js';
 import { checkIssuedCert, loadStoredIdentity, makeCsr, removeIdentity, serialOf, storeIdentity } from './identity.js';
-import { connectLink, publish } from './mqtt.js';
+import { connectLink, publish } from '../../appliance/mqtt-link.js';
 import { StateFile } from './state.js';
-import { BOX_INBOUND, boxTopic, parseTopic } from './topics.js';
-import { fileDigest, packFile } from './verification.js';
+import { BOX_INBOUND, boxTopic, parseTopic } from '../../appliance/contracts/topics.js';
+import { fileDigest, packFile } from '../../appliance/verification-file.js';
 
 export interface UplinkDeps {
   cfg: UplinkConfig;

@@ -3,7 +3,7 @@
 // apart. Every usage attribute is set explicitly: a module's defaults are not our policy.
 import pkcs11js from 'pkcs11js';
 import type { Template } from 'pkcs11js';
-import { P256_EC_PARAMS } from './ec-der.js';
+import { P256_EC_PARAMS } from '../../appliance/ec-der.js';
 
 export const KEY_NAMES = ['identity', 'transport', 'storage', 'audit', 'ecu-ca'] as const;
 export type KeyName = (typeof KEY_NAMES)[number];

@@ -8,7 +8,7 @@ import { isAbsolute } from 'node:path';
 import pkcs11js from 'pkcs11js';
 import type { ECDH1, Handle, Template } from 'pkcs11js';
 import { isPksError, pksError } from '../../appliance/errors.js';
-import { p256PointFromSpki, pointFromEcPoint, spkiFromPoint, P256_EC_PARAMS } from './ec-der.js';
+import { p256PointFromSpki, pointFromEcPoint, spkiFromPoint, P256_EC_PARAMS } from '../../appliance/ec-der.js';
 import {
   KEY_NAMES,
   KEY_SPECS,
@@ -28,7 +28,7 @@ import {
 import { ckrName, isKeyGone, isSessionLost, mapP11Error } from './p11-errors.js';
 import { acquireModule, moduleUsers, reinitialiseModule, releaseModule, type P11 } from './p11-module.js';
 
-export { rawToDer } from './ec-der.js';
+export { rawToDer } from '../../appliance/ec-der.js';
 export type { KeyName } from './hsm-keys.js';
 
 export interface HsmConfig {

@@ -4,7 +4,7 @@
 // of the batch is AVAILABLE (the keystore answers a chunk only after its records are flushed).
 import { randomBytes } from 'node:crypto';
 import type { Box } from '../../scripts/plant/box.js';
-import type { ImportChunkResponse, StatsResponse } from '../../services/keystore/contract.js';
+import type { ImportChunkResponse, StatsResponse } from '../../appliance/contracts/keystore.js';
 
 export interface ImportResult {
   keys: number;

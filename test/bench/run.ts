@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { startBox, type Box } from '../../scripts/plant/box.js';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
-import type { ImportChunkResponse } from '../../services/keystore/contract.js';
+import type { ImportChunkResponse } from '../../appliance/contracts/keystore.js';
 import { ipcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
 import { startFloor } from './floor.js';

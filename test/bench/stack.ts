@@ -4,9 +4,10 @@
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
 import { issue, makeCa } from '../../scripts/plant/pki.js';
-import { startService, waitFor, type Proc } from '../../scripts/plant/process.js';
+import { startEntry, startService, waitFor, type Proc } from '../../scripts/plant/process.js';
 import { ipcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
 import type { Cred } from './flow.js';
@@ -95,7 +96,7 @@ export async function startKeystorePg(o: { dir: string; runDir: string; logDir: 
   await mkdir(o.dir, { recursive: true });
   const configFile = path.join(o.dir, 'keystore-pg.json');
   await writeFile(configFile, JSON.stringify({ boxId: o.boxId, kmsCa: o.kmsCa, pools: o.pools, pg: { host: o.pg.host, port: o.pg.port, poolSize: o.pg.poolSize ?? 32 } }));
-  const proc = startService('keystore-pg', { PKS_CONFIG: configFile, PKS_RUN_DIR: o.runDir }, o.logDir);
+  const proc = startEntry(path.join(path.dirname(fileURLToPath(import.meta.url)), 'keystore-pg', 'main.ts'), { PKS_CONFIG: configFile, PKS_RUN_DIR: o.runDir }, o.logDir, 'keystore-pg');
   const probe = ipcClient(socketPath('keystore', 'pksctl', o.runDir), { timeoutMs: 5000 });
   try {
     await waitFor(

@@ -17,7 +17,7 @@ import type {
   ReserveRequest,
   ReserveResponse,
   TesterRecord,
-} from '../../services/keystore/contract.js';
+} from '../../appliance/contracts/keystore.js';
 
 export interface StubPackage extends ReserveResponse {
   tester: string;

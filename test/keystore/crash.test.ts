@@ -9,7 +9,7 @@ import { randomSheKeys } from '../../scripts/plant/batch.js';
 import { SheEcu } from '../../scripts/plant/ecu-sim.js';
 import { openDbs } from '../../services/keystore/db.js';
 import { verifyAudit } from '../../services/keystore/audit.js';
-import type { ReserveResponse } from '../../services/keystore/contract.js';
+import type { ReserveResponse } from '../../appliance/contracts/keystore.js';
 
 const POOL = 'oem1.ecuA.4';
 const TOTAL = Number(process.env.PKS_CRASH_ISSUANCES ?? 2000);

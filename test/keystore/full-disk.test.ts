@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
 import { startBox } from '../../scripts/plant/box.js';
-import type { StatsResponse } from '../../services/keystore/contract.js';
+import type { StatsResponse } from '../../appliance/contracts/keystore.js';
 
 const POOL = 'oem1.full.4';
 

@@ -9,7 +9,7 @@ import { startBox, type Box } from '../../scripts/plant/box.js';
 import { randomSheKeys, type SheKeySet } from '../../scripts/plant/batch.js';
 import { SheEcu } from '../../scripts/plant/ecu-sim.js';
 import { sheMessages } from '../../appliance/she.js';
-import type { ReserveResponse, StatsResponse } from '../../services/keystore/contract.js';
+import type { ReserveResponse, StatsResponse } from '../../appliance/contracts/keystore.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 
 const POOL = 'oem1.ecuA.4';

@@ -13,7 +13,7 @@ import { randomSheKeys, type SheKeySet } from '../../scripts/plant/batch.js';
 import { startBox, type Box } from '../../scripts/plant/box.js';
 import { issue, makeCa } from '../../scripts/plant/pki.js';
 import { ROOT, startService, waitFor, type Proc } from '../../scripts/plant/process.js';
-import type { OutboxItem } from '../../services/keystore/contract.js';
+import type { OutboxItem } from '../../appliance/contracts/keystore.js';
 import { writePlantSentinelConfig } from '../../services/sentinel/plant-config.js';
 import { startSmtp, type ReceivedMail, type TestSmtp } from '../helpers/smtp.js';
 

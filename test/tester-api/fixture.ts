@@ -14,7 +14,7 @@ import { ipcClient, type IpcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
 import { createTesterApi, type Caller, type TesterApi } from '../../services/tester-api/app.js';
 import { testerApiSchema, type TesterApiConfig } from '../../services/tester-api/config.js';
-import { signCertificate, newSerial } from '../../services/tester-api/ecu-cert.js';
+import { signCertificate, newSerial } from '../../appliance/x509.js';
 import { issue, makeCa } from '../helpers/pki.js';
 import { startKeystoreStub, type KeystoreStub } from '../helpers/keystore-stub.js';
 

@@ -9,7 +9,7 @@ import { pksError } from '../../appliance/errors.js';
 import { startIpcServer, type IpcClient, type IpcServer, type VerbTable } from '../../appliance/ipc.js';
 import { silentLogger } from '../../appliance/log.js';
 import { KEY_UPDATE_ENC_C, sheKdf, sheMessages } from '../../appliance/she.js';
-import type { ImportChunkResponse, OutboxItem, PoolStats } from '../../services/keystore/contract.js';
+import type { ImportChunkResponse, OutboxItem, PoolStats } from '../../appliance/contracts/keystore.js';
 
 interface Rec {
   recordId: string;

@@ -17,7 +17,7 @@ import { ipcClient, type IpcClient } from '../../appliance/ipc.js';
 import { createLogger } from '../../appliance/log.js';
 import { signCommand, type CommandPayload } from '../../services/uplink/commands.js';
 import type { UplinkConfig } from '../../services/uplink/config.js';
-import { boxTopic } from '../../services/uplink/topics.js';
+import { boxTopic } from '../../appliance/contracts/topics.js';
 import { Uplink } from '../../services/uplink/uplink.js';
 import { allocate, buildChunks } from '../../scripts/kms/batches.js';
 import { main as fleet } from '../../scripts/fleet/main.js';

@@ -12,7 +12,7 @@ import { ipcClient, type IpcClient } from '../../appliance/ipc.js';
 import { createLogger } from '../../appliance/log.js';
 import { signCommand, type CommandName } from '../../services/uplink/commands.js';
 import type { UplinkConfig } from '../../services/uplink/config.js';
-import { boxTopic } from '../../services/uplink/topics.js';
+import { boxTopic } from '../../appliance/contracts/topics.js';
 import { Uplink } from '../../services/uplink/uplink.js';
 import { startVault, type VaultHandle } from '../../scripts/plant/vault.js';
 import { startBroker, type TestBroker } from '../helpers/broker.js';

@@ -18,7 +18,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isPksError } from '../../appliance/errors.js';
 import { checkIssuedCert, makeCsr } from '../../services/uplink/identity.js';
-import { boxTopic } from '../../services/uplink/topics.js';
+import { boxTopic } from '../../appliance/contracts/topics.js';
 import { ClientCa } from '../../scripts/kms/client-ca.js';
 import { main as fleet } from '../../scripts/fleet/main.js';
 import { waitFor } from '../../scripts/plant/process.js';

@@ -4,11 +4,11 @@
 // row is on disk). Only the buffer differs from the real keystore, so a benchmark of the two
 // behind the same tester API compares LMDB with PostgreSQL and nothing else.
 import pg from 'pg';
-import { verifyChunk, type TrustAnchor } from '../../appliance/batch-format.js';
-import { PksError, pksError } from '../../appliance/errors.js';
-import type { IpcClient } from '../../appliance/ipc.js';
-import type { SheCall } from '../keystore/keystore.js';
-import type { ConfirmResponse, ImportChunkResponse, KeyState, ReserveRequest, ReserveResponse, TesterRecord } from '../keystore/contract.js';
+import { verifyChunk, type TrustAnchor } from '../../../appliance/batch-format.js';
+import { PksError, pksError } from '../../../appliance/errors.js';
+import type { IpcClient } from '../../../appliance/ipc.js';
+import type { SheCall } from '../../../services/keystore/keystore.js';
+import type { ConfirmResponse, ImportChunkResponse, KeyState, ReserveRequest, ReserveResponse, TesterRecord } from '../../../appliance/contracts/keystore.js';
 import { DDL } from './schema.js';
 
 interface Batch {

@@ -13,10 +13,10 @@
 //   alert/event/cert: kept as they are in the box's fleet record.
 // The KMS answers on `ack` with the ids it has stored durably; the box deletes only those.
 import { createHash, createVerify, type KeyObject } from 'node:crypto';
-import { compileChecker } from '../../appliance/config.js';
-import { pksError } from '../../appliance/errors.js';
-import { ID, NAME } from '../../appliance/schema.js';
-import type { OutboxItem } from '../keystore/contract.js';
+import { compileChecker } from './config.js';
+import { pksError } from './errors.js';
+import { ID, NAME } from './schema.js';
+import type { OutboxItem } from './contracts/keystore.js';
 
 /** Largest file the box publishes (the broker takes 256 KiB per packet). */
 export const MAX_FILE_BYTES = 200 * 1024;

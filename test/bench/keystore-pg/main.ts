@@ -4,12 +4,12 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { loadTrustAnchor } from '../../appliance/batch-format.js';
-import { loadConfig } from '../../appliance/config.js';
-import { pksError } from '../../appliance/errors.js';
-import { ipcClient, startIpcServer } from '../../appliance/ipc.js';
-import { runDir, socketPath } from '../../appliance/paths.js';
-import { runService } from '../../appliance/service.js';
+import { loadTrustAnchor } from '../../../appliance/batch-format.js';
+import { loadConfig } from '../../../appliance/config.js';
+import { pksError } from '../../../appliance/errors.js';
+import { ipcClient, startIpcServer } from '../../../appliance/ipc.js';
+import { runDir, socketPath } from '../../../appliance/paths.js';
+import { runService } from '../../../appliance/service.js';
 import { keystorePgSchema, type KeystorePgConfig } from './config.js';
 import { PgKeystore } from './store.js';
 import { KEYSTORE_PG_CALLERS, keystorePgVerbs } from './verbs.js';

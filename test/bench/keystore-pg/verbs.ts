@@ -1,9 +1,9 @@
 // The baseline's verbs: the subset of the keystore's IPC contract (services/keystore/verbs.ts)
 // that the tester API and the bench use, with the same request schemas, so the real tester
 // API runs against it unchanged.
-import type { VerbTable } from '../../appliance/ipc.js';
-import { keystoreVerbs } from '../keystore/verbs.js';
-import type { TesterRecord } from '../keystore/contract.js';
+import type { VerbTable } from '../../../appliance/ipc.js';
+import { keystoreVerbs } from '../../../services/keystore/verbs.js';
+import type { TesterRecord } from '../../../appliance/contracts/keystore.js';
 import type { PgKeystore } from './store.js';
 
 const USED = ['reserve', 'confirm', 'tester-get', 'tester-put', 'stats', 'import-chunk'] as const;

@@ -1,6 +1,6 @@
 // Config of the PostgreSQL baseline keystore (benchmarks only): where PostgreSQL listens, the
 // pinned KMS CA for batch import, and the pools it serves.
-import { NAME, POOL } from '../../appliance/schema.js';
+import { NAME, POOL } from '../../../appliance/schema.js';
 
 export interface KeystorePgConfig {
   boxId: string;

@@ -2,7 +2,7 @@
 // PKCS#11 wants for ECDH, and DER ECDSA signatures for X.509. Kept free of PKCS#11 so callers
 // (CSR/certificate code, tests) can use them without an HSM.
 import { createPublicKey } from 'node:crypto';
-import { pksError } from '../../appliance/errors.js';
+import { pksError } from './errors.js';
 
 // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (0 unused bits) ... }
 const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');

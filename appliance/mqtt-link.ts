@@ -4,7 +4,7 @@
 // a time with the PUBACK sent only once the handler is done: if we die half-way, the broker
 // delivers the message again.
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
-import type { Logger } from '../../appliance/log.js';
+import type { Logger } from './log.js';
 
 export interface LinkOptions {
   host: string;
