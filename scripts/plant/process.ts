@@ -59,10 +59,14 @@ export function startProcess(name: string, cmd: string, args: string[], opts: { 
   };
 }
 
-/** Starts one of our services from its TypeScript source ($PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof). */
+/**
+ * Starts one of our services from its TypeScript source, or with $PKS_FROM_DIST from the
+ * compiled dist/ as the box runs it ($PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof).
+ */
 export function startService(service: string, env: NodeJS.ProcessEnv, logDir: string, name = service): Proc {
   const extra = (env.PKS_NODE_ARGS ?? process.env.PKS_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  return startProcess(name, process.execPath, [...extra, '--import', 'tsx', path.join(ROOT, 'services', service, 'main.ts')], { env, logDir });
+  const entry = (env.PKS_FROM_DIST ?? process.env.PKS_FROM_DIST) ? [path.join(ROOT, 'dist', 'services', service, 'main.js')] : ['--import', 'tsx', path.join(ROOT, 'services', service, 'main.ts')];
+  return startProcess(name, process.execPath, [...extra, ...entry], { env, logDir });
 }
 
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
