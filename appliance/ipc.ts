@@ -1,15 +1,16 @@
-// Local IPC between the services: HTTP/JSON on unix sockets (fastify in, undici out), so that
-// `curl --unix-socket` can inspect any service. A service listens on one socket PER CALLER
-// (`<runDir>/<service>/<caller>.sock`); the socket's file mode and group decide who can
-// connect, so the kernel authenticates the caller and the verb table decides what it may do.
-// Like openssh's monitor: a fixed table of verbs, each with a schema and a size limit, and
-// anything else refused.
-import http from 'node:http';
+// Local IPC between the services: length-prefixed msgpack frames on unix sockets
+// (appliance/ipc-frame.ts); `pksctl ipc SERVICE VERB JSON` inspects any service. A service
+// listens on one socket PER CALLER (`<runDir>/<service>/<caller>.sock`); the socket's file mode
+// and group decide who can connect, so the kernel authenticates the caller and the verb table
+// decides what it may do. Like openssh's monitor: a fixed table of verbs, each with a schema
+// (compiled once) and a size limit, and anything else refused.
+import net from 'node:net';
 import { chmod, chown, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import Fastify, { type FastifyInstance } from 'fastify';
 import { createRequire } from 'node:module';
+import type { Ajv as AjvType, Options as AjvOptions, ValidateFunction } from 'ajv';
 import { PksError, asPksError, isErrorCode, pksError, problem } from './errors.js';
+import { FrameReader, OK, PROBLEM, decode, encodeAnswer, encodeRequest, isJsonPlain, splitAnswer, splitRequest } from './ipc-frame.js';
 import type { Logger } from './log.js';
 
 export interface VerbContext {
@@ -20,7 +21,7 @@ export interface VerbContext {
 export interface Verb<Req = any, Res = any> {
   /** JSON schema of the request body; objects should say additionalProperties: false. */
   request: Record<string, unknown>;
-  /** Optional JSON schema of the response (fast serialization, and nothing extra leaks). */
+  /** Optional JSON schema of the response: properties it does not name are dropped (nothing extra leaks). */
   response?: Record<string, unknown>;
   /** Largest accepted body in bytes. */
   maxBytes?: number;
@@ -41,7 +42,7 @@ export interface IpcServerOptions {
   /** Socket file mode (default 0o660). */
   mode?: number;
   log: Logger;
-  /** Max ms one request may take inside the server. */
+  /** Max ms a request may take to arrive whole (a caller stuck half-way through a frame is cut off). */
   requestTimeoutMs?: number;
 }
 
@@ -52,11 +53,42 @@ export interface IpcServer {
 
 const NAME = /^[a-z][a-z0-9-]{0,31}$/;
 const DEFAULT_MAX = 64 * 1024;
+/** requests one connection may have in flight; a caller past it is cut off */
+const MAX_IN_FLIGHT = 4096;
 
-declare module 'node:http' {
-  interface IncomingMessage {
-    pksCaller?: string;
+const require = createRequire(import.meta.url);
+
+const corked = new WeakSet<net.Socket>();
+/** Frames written in one event-loop turn leave in one write(2). */
+function writeInTurn(sock: net.Socket, frame: Buffer): void {
+  if (!corked.has(sock)) {
+    corked.add(sock);
+    sock.cork();
+    process.nextTick(() => {
+      corked.delete(sock);
+      sock.uncork();
+    });
   }
+  sock.write(frame);
+}
+
+interface CompiledVerb {
+  verb: Verb;
+  maxBytes: number;
+  validate: ValidateFunction;
+  shape?: ValidateFunction;
+}
+
+function compileVerbs(verbs: VerbTable): Map<string, CompiledVerb> {
+  const Ajv = require('ajv').default as new (o: AjvOptions) => AjvType;
+  const addFormats = require('ajv-formats').default as (a: AjvType) => AjvType;
+  // the options fastify's compiler had here: exact types, defaults filled in, nothing removed
+  const ajv = addFormats(new Ajv({ removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false, strict: false }));
+  const out = addFormats(new Ajv({ removeAdditional: 'all', coerceTypes: false, useDefaults: false, allErrors: false, strict: false }));
+  const m = new Map<string, CompiledVerb>();
+  for (const [name, verb] of Object.entries(verbs))
+    m.set(name, { verb, maxBytes: verb.maxBytes ?? DEFAULT_MAX, validate: ajv.compile(verb.request), ...(verb.response ? { shape: out.compile(verb.response) } : {}) });
+  return m;
 }
 
 export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer> {
@@ -64,61 +96,101 @@ export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer>
     if (!NAME.test(caller)) throw pksError('PKS_CONFIG_INVALID', `bad IPC caller name '${caller}'`);
     for (const v of verbs) if (!opts.verbs[v]) throw pksError('PKS_CONFIG_INVALID', `caller '${caller}' allowed unknown verb '${v}'`);
   }
-  let handler: http.RequestListener | undefined;
-  const app: FastifyInstance = Fastify({
-    logger: false,
-    bodyLimit: Math.max(DEFAULT_MAX, ...Object.values(opts.verbs).map((v) => v.maxBytes ?? DEFAULT_MAX)),
-    requestTimeout: opts.requestTimeoutMs ?? 30_000,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
-    serverFactory: (h) => {
-      handler = h;
-      return http.createServer(h);
-    },
-  });
+  const verbs = compileVerbs(opts.verbs);
+  const frameMax = Math.max(DEFAULT_MAX, ...[...verbs.values()].map((v) => v.maxBytes)) + 5 + 255;
+  const partialMs = opts.requestTimeoutMs ?? 30_000;
   const allowed = new Map(Object.entries(opts.callers).map(([c, v]) => [c, new Set(v)]));
 
-  app.setErrorHandler((err, req, reply) => {
-    let e: PksError;
-    const fe = err as { validation?: unknown; code?: string; statusCode?: number; message: string };
-    if (err instanceof PksError) e = err;
-    else if (fe.validation) e = pksError('PKS_BAD_REQUEST', fe.message.slice(0, 200));
-    else if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = pksError('PKS_TOO_LARGE');
-    else if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) e = pksError('PKS_BAD_REQUEST', fe.message.slice(0, 200));
-    else e = asPksError(err);
-    if (e.code === 'PKS_INTERNAL') opts.log.error('ipc verb failed', { url: req.url, caller: req.raw.pksCaller, err });
-    void reply.code(e.status).type('application/problem+json').send(problem(e, req.url));
-  });
-  app.setNotFoundHandler((req, reply) => {
-    const e = pksError('PKS_IPC_UNKNOWN_VERB', req.url.slice(0, 64));
-    void reply.code(e.status).type('application/problem+json').send(problem(e));
-  });
+  const run = async (caller: string, verbName: string, body: Buffer): Promise<unknown> => {
+    // caller check before the body is even decoded: a caller that may not use a verb learns nothing
+    const cv = verbs.get(verbName);
+    if (!cv) throw pksError('PKS_IPC_UNKNOWN_VERB', verbName.slice(0, 64));
+    if (!allowed.get(caller)?.has(verbName)) throw pksError('PKS_IPC_FORBIDDEN', `'${caller}' may not call '${verbName}'`);
+    if (body.length > cv.maxBytes) throw pksError('PKS_TOO_LARGE');
+    let req: unknown;
+    try {
+      req = decode(body);
+    } catch {
+      throw pksError('PKS_BAD_REQUEST', 'body is not msgpack');
+    }
+    if (!isJsonPlain(req)) throw pksError('PKS_BAD_REQUEST', 'body holds values JSON cannot carry');
+    if (!cv.validate(req)) {
+      const e = cv.validate.errors?.[0];
+      throw pksError('PKS_BAD_REQUEST', `body${e?.instancePath ?? ''} ${e?.message ?? 'is invalid'}`.slice(0, 200));
+    }
+    const res: unknown = await cv.verb.handler(req, { caller, log: opts.log });
+    if (!cv.shape || !res || typeof res !== 'object') return res;
+    // a copy is trimmed: the handler's object may be shared (a cache)
+    const copy: unknown = JSON.parse(JSON.stringify(res));
+    cv.shape(copy);
+    return copy;
+  };
 
-  for (const [name, verb] of Object.entries(opts.verbs)) {
-    app.post(`/v1/${name}`, {
-      bodyLimit: verb.maxBytes ?? DEFAULT_MAX,
-      schema: { body: verb.request, ...(verb.response ? { response: { 200: verb.response } } : {}) },
-      // caller check before the body is even parsed: a caller that may not use a verb learns nothing
-      onRequest: async (req) => {
-        const caller = req.raw.pksCaller;
-        if (!caller || !allowed.get(caller)?.has(name)) throw pksError('PKS_IPC_FORBIDDEN', `'${caller ?? '?'}' may not call '${name}'`);
+  const serve = (caller: string, sock: net.Socket): void => {
+    let inFlight = 0;
+    let partial: NodeJS.Timeout | null = null;
+    // answers that become ready in the same turn (one LMDB flush resolves many) go out in one write
+    const send = (frame: Buffer): void => {
+      if (!sock.destroyed) writeInTurn(sock, frame);
+    };
+    const fail = (id: number, err: unknown, verb: string): void => {
+      let e: PksError;
+      if (err instanceof PksError) e = err;
+      else e = asPksError(err);
+      if (e.code === 'PKS_INTERNAL') opts.log.error('ipc verb failed', { verb: verb.slice(0, 64), caller, err });
+      send(encodeAnswer(id, PROBLEM, problem(e, `/v1/${verb.slice(0, 64)}`)));
+    };
+    const reader = new FrameReader(
+      frameMax,
+      (frame) => {
+        const r = splitRequest(frame);
+        if (!r) return void sock.destroy();
+        if (++inFlight > MAX_IN_FLIGHT) return void sock.destroy();
+        run(caller, r.verb, r.body).then(
+          (res) => {
+            inFlight--;
+            let out: Buffer;
+            try {
+              out = encodeAnswer(r.id, OK, res);
+            } catch (err) {
+              return fail(r.id, err, r.verb);
+            }
+            send(out);
+          },
+          (err: unknown) => {
+            inFlight--;
+            fail(r.id, err, r.verb);
+          },
+        );
       },
-      handler: async (req) => verb.handler(req.body, { caller: req.raw.pksCaller!, log: opts.log }),
+      (id) => fail(id, pksError('PKS_TOO_LARGE'), '?'),
+    );
+    sock.on('data', (d: Buffer) => {
+      reader.push(d);
+      if (reader.pending && !partial) {
+        partial = setTimeout(() => sock.destroy(), partialMs);
+        partial.unref();
+      } else if (!reader.pending && partial) {
+        clearTimeout(partial);
+        partial = null;
+      }
     });
-  }
-  await app.ready();
+    sock.on('error', () => {});
+    sock.on('close', () => partial && clearTimeout(partial));
+  };
 
   await mkdir(opts.dir, { recursive: true, mode: 0o750 });
-  const servers: http.Server[] = [];
+  const servers: net.Server[] = [];
+  const conns = new Set<net.Socket>();
   const sockets: Record<string, string> = {};
   for (const caller of Object.keys(opts.callers)) {
     const sock = path.join(opts.dir, `${caller}.sock`);
     await rm(sock, { force: true });
-    const srv = http.createServer((req, res) => {
-      req.pksCaller = caller;
-      handler!(req, res);
+    const srv = net.createServer((c) => {
+      conns.add(c);
+      c.once('close', () => conns.delete(c));
+      serve(caller, c);
     });
-    srv.keepAliveTimeout = 60_000;
-    srv.requestTimeout = opts.requestTimeoutMs ?? 30_000;
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
       srv.listen(sock, () => resolve());
@@ -132,16 +204,9 @@ export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer>
   return {
     sockets,
     async close() {
-      await Promise.all(
-        servers.map(
-          (s) =>
-            new Promise<void>((r) => {
-              s.close(() => r());
-              s.closeAllConnections();
-            }),
-        ),
-      );
-      await app.close();
+      const closed = Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+      for (const c of conns) c.destroy();
+      await closed;
       await Promise.all(Object.values(sockets).map((s) => rm(s, { force: true })));
     },
   };
@@ -149,7 +214,7 @@ export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer>
 
 export interface IpcClientOptions {
   timeoutMs?: number;
-  /** Concurrent connections to keep (pipelining is off: one request per connection at a time). */
+  /** Kept for callers that set it: requests share one multiplexed connection, so it is not needed. */
   connections?: number;
 }
 
@@ -158,67 +223,104 @@ export interface IpcClient {
   close(): Promise<void>;
 }
 
-/** A keep-alive client to one service socket; errors come back as the PksError the server sent. */
-export function ipcClient(socketPath: string, opts: IpcClientOptions = {}): IpcClient {
-  const timeout = opts.timeoutMs ?? 5_000;
-  // a Pool, not a Client: a Client is one connection serving one request at a time, which
-  // would serialise every caller behind the slowest (durable) request
-  const { Pool } = undici();
-  const client = new Pool('http://localhost', {
-    socketPath,
-    connections: opts.connections ?? 16,
-    keepAliveTimeout: 30_000,
-    headersTimeout: timeout,
-    bodyTimeout: timeout,
-  });
-  return {
-    async call<T>(verb: string, body: unknown = {}, t = timeout): Promise<T> {
-      let res;
-      try {
-        res = await client.request({
-          method: 'POST',
-          path: `/v1/${verb}`,
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-          signal: AbortSignal.timeout(t),
-          headersTimeout: t,
-          bodyTimeout: t,
-        });
-      } catch (err) {
-        throw transportError(err, socketPath);
-      }
-      let text: string;
-      try {
-        text = await res.body.text();
-      } catch (err) {
-        throw transportError(err, socketPath);
-      }
-      let json: unknown;
-      try {
-        json = text ? JSON.parse(text) : {};
-      } catch {
-        throw pksError('PKS_IPC_PROTOCOL', `${path.basename(socketPath)} answered non-JSON`);
-      }
-      if (res.statusCode === 200) return json as T;
-      const code = (json as { code?: unknown }).code;
-      const detail = (json as { detail?: unknown }).detail;
-      if (isErrorCode(code)) throw new PksError(code, typeof detail === 'string' ? detail : undefined);
-      throw pksError('PKS_IPC_PROTOCOL', `status ${res.statusCode}`);
-    },
-    close: () => client.close(),
-  };
+interface Pending {
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+  timer: NodeJS.Timeout;
 }
 
-// undici is loaded on first use only: it needs WebAssembly, which the vault (a server only,
-// run with node --jitless under MemoryDenyWriteExecute=yes) does not have
-type Undici = typeof import('undici');
-let undiciModule: Undici | undefined;
-const undici = (): Undici => (undiciModule ??= createRequire(import.meta.url)('undici') as Undici);
+/** answers a client takes: a whole outbox page and more, not unbounded */
+const ANSWER_MAX = 64 * 1024 * 1024;
 
-function transportError(err: unknown, socketPath: string): PksError {
-  const e = err as { code?: string; name?: string };
+/** A client to one service socket; errors come back as the PksError the server sent. */
+export function ipcClient(socketPath: string, opts: IpcClientOptions = {}): IpcClient {
+  const timeout = opts.timeoutMs ?? 5_000;
   const where = path.basename(path.dirname(socketPath));
-  if (e.name === 'TimeoutError' || e.name === 'AbortError' || e instanceof undici().errors.HeadersTimeoutError || e instanceof undici().errors.BodyTimeoutError)
-    return pksError('PKS_IPC_TIMEOUT', where);
-  return pksError('PKS_IPC_UNAVAILABLE', `${where}: ${e.code ?? 'connection failed'}`);
+  const pending = new Map<number, Pending>();
+  let nextId = 1;
+  let sock: net.Socket | null = null;
+  let closed = false;
+  let drained: (() => void) | null = null;
+
+  const settle = (id: number): Pending | undefined => {
+    const p = pending.get(id);
+    if (!p) return undefined;
+    pending.delete(id);
+    clearTimeout(p.timer);
+    // an idle client does not keep its process alive
+    if (!pending.size) {
+      sock?.unref();
+      drained?.();
+    }
+    return p;
+  };
+
+  const connect = (): net.Socket => {
+    const s = net.createConnection(socketPath);
+    const reader = new FrameReader(
+      ANSWER_MAX,
+      (frame) => {
+        const a = splitAnswer(frame);
+        const p = a && settle(a.id);
+        if (!a || !p) return;
+        let body: unknown;
+        try {
+          body = decode(a.body);
+        } catch {
+          return p.reject(pksError('PKS_IPC_PROTOCOL', `${where} answered non-msgpack`));
+        }
+        if (a.status === OK) return p.resolve(body);
+        const code = (body as { code?: unknown })?.code;
+        const detail = (body as { detail?: unknown })?.detail;
+        p.reject(isErrorCode(code) ? new PksError(code, typeof detail === 'string' ? detail : undefined) : pksError('PKS_IPC_PROTOCOL', `${where} answered status ${a.status}`));
+      },
+      (id) => settle(id)?.reject(pksError('PKS_IPC_PROTOCOL', `${where} answered more than ${ANSWER_MAX} bytes`)),
+    );
+    s.on('data', (d: Buffer) => reader.push(d));
+    s.on('error', (err: NodeJS.ErrnoException) => drop(s, pksError('PKS_IPC_UNAVAILABLE', `${where}: ${err.code ?? 'connection failed'}`)));
+    s.on('close', () => drop(s, pksError('PKS_IPC_UNAVAILABLE', `${where}: connection closed`)));
+    return s;
+  };
+
+  // a lost connection fails what was in flight on it; the next call connects again
+  const drop = (s: net.Socket, e: PksError): void => {
+    if (sock !== s) return;
+    sock = null;
+    s.destroy();
+    for (const id of [...pending.keys()]) settle(id)?.reject(e);
+  };
+
+  return {
+    call<T>(verb: string, body: unknown = {}, t = timeout): Promise<T> {
+      if (closed) return Promise.reject(pksError('PKS_IPC_UNAVAILABLE', `${where}: client closed`));
+      let frame: Buffer;
+      const id = nextId;
+      nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
+      try {
+        frame = encodeRequest(id, verb, body);
+      } catch {
+        return Promise.reject(pksError('PKS_BAD_REQUEST', 'body cannot be encoded'));
+      }
+      return new Promise<T>((resolve, reject) => {
+        const timer = setTimeout(() => settle(id)?.reject(pksError('PKS_IPC_TIMEOUT', where)), t);
+        pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+        const s = (sock ??= connect());
+        s.ref();
+        // requests made in the same turn (64 testers at once) go out in one write
+        writeInTurn(s, frame);
+      });
+    },
+    async close() {
+      closed = true;
+      if (pending.size) await new Promise<void>((r) => (drained = r));
+      const s = sock;
+      sock = null;
+      if (s && !s.destroyed) {
+        const gone = new Promise<void>((r) => s.once('close', () => r()));
+        s.ref();
+        s.end();
+        await gone;
+      }
+    },
+  };
 }

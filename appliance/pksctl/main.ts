@@ -14,6 +14,7 @@ const commands: Record<string, { help: string; load: () => Promise<Command> }> =
   alerts: { help: 'alerts [--all] [--json] | alerts check', load: async () => (await import('./alerts.js')).alertsCommand },
   status: { help: 'measured boot: PCRs and measurements vs the expected values', load: async () => (await import('./status.js')).statusCommand },
   vault: { help: 'vault status | vault public-key NAME', load: async () => (await import('./vault.js')).vaultCommand },
+  ipc: { help: 'ipc SERVICE VERB [JSON] [--as CALLER]: one verb on a service socket (debugging)', load: async () => (await import('./ipc.js')).ipcCommand },
 };
 
 function usage(): string {

@@ -59,9 +59,14 @@ export function startProcess(name: string, cmd: string, args: string[], opts: { 
   };
 }
 
-/** Starts one of our services from its TypeScript source ($PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof). */
+/**
+ * Starts one of our services from its TypeScript source, or with $PKS_FROM_DIST from the
+ * compiled dist/ as the box runs it ($PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof).
+ */
 export function startService(service: string, env: NodeJS.ProcessEnv, logDir: string, name = service): Proc {
-  return startEntry(path.join(ROOT, 'services', service, 'main.ts'), env, logDir, name);
+  const extra = (env.PKS_NODE_ARGS ?? process.env.PKS_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const entry = (env.PKS_FROM_DIST ?? process.env.PKS_FROM_DIST) ? [path.join(ROOT, 'dist', 'services', service, 'main.js')] : ['--import', 'tsx', path.join(ROOT, 'services', service, 'main.ts')];
+  return startProcess(name, process.execPath, [...extra, ...entry], { env, logDir });
 }
 
 /** Starts a TypeScript entry point that is not a product service (e.g. a benchmark baseline). */

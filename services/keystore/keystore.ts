@@ -16,6 +16,7 @@ import type {
 } from '../../appliance/contracts/keystore.js';
 import type { BatchRecord, Checkpoint, Dbs, KeyRecord, PoolRecord } from './db.js';
 import { Importer, type BatchOpener } from './importer.js';
+import { GroupCommit } from './group-commit.js';
 import { ackTx, burnTx, confirmTx, counters, isRefusal, putOutbox, refuse, reserveTx, type Refusal, type ReserveInput } from './stock.js';
 
 /** What the keystore needs from the vault (over IPC in production, in-process in benches). */
@@ -53,9 +54,12 @@ const unwrap = <T>(r: T | Refusal): T => {
 
 export class Keystore {
   readonly importer: Importer;
+  /** durable writes of concurrent requests share one commit and one flush (group-commit.ts) */
+  readonly group: GroupCommit;
   private readonly dataDir: string;
   private readonly now: () => number;
   private cpRunning: Promise<void> | null = null;
+  private cpNext: Promise<void> | null = null;
   private timers: NodeJS.Timeout[] = [];
 
   constructor(
@@ -69,6 +73,7 @@ export class Keystore {
     this.now = opts.now ?? Date.now;
     this.dataDir = (dbs.root as unknown as { path: string }).path;
     this.importer = new Importer(dbs, trust, boxId, vault, this.now);
+    this.group = new GroupCommit(dbs.root);
   }
 
   start(): void {
@@ -108,9 +113,8 @@ export class Keystore {
   private async commit<T>(fn: () => T): Promise<T> {
     let out: T;
     try {
-      out = await this.dbs.root.transaction(fn);
-      // lmdb-js resolves the commit before it is on disk (overlappingSync): wait for the flush
-      await this.dbs.root.flushed;
+      // resolves only once flushed: lmdb-js resolves a commit before it is on disk (overlappingSync)
+      out = await this.group.durable(fn);
     } catch (e) {
       throw storageError(e, this.dataDir);
     }
@@ -122,7 +126,7 @@ export class Keystore {
     const uid = r.uid.toLowerCase();
     let result;
     try {
-      result = unwrap(await this.dbs.root.transaction(() => reserveTx(this.dbs, this.now(), { ...r, uid })));
+      result = unwrap(await this.group.committed(() => reserveTx(this.dbs, this.now(), { ...r, uid })));
     } catch (e) {
       throw storageError(e, this.dataDir);
     }
@@ -254,8 +258,12 @@ export class Keystore {
 
   /** Signs the current audit head with the vault's audit key; one at a time. */
   checkpoint(): Promise<void> {
-    if (this.cpRunning) return this.cpRunning;
+    // asked while one runs: the next one signs the head as it is by then (once, for all who ask)
+    if (this.cpRunning) return (this.cpNext ??= this.cpRunning.catch(() => {}).then(() => ((this.cpNext = null), this.checkpoint())));
     this.cpRunning = (async () => {
+      // yield first: without it an early return would run the finally below before
+      // cpRunning is assigned, and leave it set for good (no checkpoint ever again)
+      await null;
       try {
         const head = auditHead(this.dbs);
         const last = lastCheckpoint(this.dbs);

@@ -10,15 +10,9 @@ import { CATALOGUE, PksError, problem } from '../../appliance/errors.js';
 import { ipcClient, startIpcServer, type IpcServer } from '../../appliance/ipc.js';
 import { createLogger, redact, silentLogger } from '../../appliance/log.js';
 import { vaultSchema } from '../../services/vault/config.js';
+import { errorCode } from '../helpers/errors.js';
 
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-  } catch (e) {
-    return (e as PksError).code ?? String(e);
-  }
-  return 'no error';
-};
+const code = errorCode;
 const thrown = (fn: () => unknown): PksError => {
   try {
     fn();

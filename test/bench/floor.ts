@@ -1,14 +1,14 @@
 // The raw floor: the same issuance with no HTTP and no processes in between. The keystore
 // (durable LMDB reserve and confirm, audit and outbox included) runs in this process with a
-// VaultPort that calls an in-process Vault on its own SoftHSM token; the simulated ECU does
-// CMD_LOAD_KEY between reserve and confirm as on the HTTP path.
+// VaultPort that calls an in-process Vault on its own SoftHSM token; between reserve and
+// confirm the ECU's answer comes precomputed (ecu-answers.ts), as on the HTTP path.
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { loadTrustAnchor } from '../../appliance/batch-format.js';
 import { silentLogger } from '../../appliance/log.js';
 import { readFile } from 'node:fs/promises';
 import { buildBatch, type SheKeySet } from '../../scripts/plant/batch.js';
-import { SheEcu } from '../../scripts/plant/ecu-sim.js';
+import { EcuAnswers } from './ecu-answers.js';
 import { makeKmsPki } from '../../scripts/plant/keystore.js';
 import { makeToken } from '../../scripts/plant/vault.js';
 import { openDbs } from '../../services/keystore/db.js';
@@ -66,11 +66,12 @@ export async function startFloor(o: { dir: string; boxId: string; pool: string; 
     set: { pool: o.pool, keyId: 4, authKeyId: 1, counter: 1, flags: 0, authKey: o.master, keys: o.keys },
   });
   for (const c of chunks) await ks.importer.importChunk(c);
+  const answers = new EcuAnswers({ keyId: 4, authKeyId: 1, counter: 1 }).add(o.keys);
   return {
     async inject(tester, uid) {
       const p = await ks.reserve({ pool: o.pool, uid, tester, station: `st-${tester}` });
-      const proof = new SheEcu(Buffer.from(uid, 'hex'), o.master).loadKey(Buffer.from(p.m1, 'hex'), Buffer.from(p.m2, 'hex'), Buffer.from(p.m3, 'hex'));
-      const c = await ks.confirm(p.packageId, tester, proof.m4.toString('hex'), proof.m5.toString('hex'));
+      const proof = answers.proof(p.packageId, uid);
+      const c = await ks.confirm(p.packageId, tester, proof.m4, proof.m5);
       if (!c.verified) throw new Error('proof did not verify');
     },
     async stop() {

@@ -2,6 +2,7 @@
 // package, run CMD_LOAD_KEY on the (simulated) ECU, send its proof back.
 import { Pool } from 'undici';
 import { SheEcu } from '../../scripts/plant/ecu-sim.js';
+import { EcuAnswers } from './ecu-answers.js';
 
 export interface Cred {
   ca: string;
@@ -34,13 +35,18 @@ async function post<T>(pool: Pool, path: string, body: unknown): Promise<T> {
   return JSON.parse(text) as T;
 }
 
-export function httpInjection(pool: Pool, poolId: string, master: Buffer, nextUid: () => string): () => Promise<void> {
+/** `ecu`: the master key (each ECU simulated in full) or precomputed answers (ecu-answers.ts). */
+export function httpInjection(pool: Pool, poolId: string, ecu: Buffer | EcuAnswers, nextUid: () => string): () => Promise<void> {
   return async () => {
     const uid = nextUid();
     const p = await post<{ packageId: string; m1: string; m2: string; m3: string }>(pool, '/v1/she/packages', { pool: poolId, uid });
-    const ecu = new SheEcu(Buffer.from(uid, 'hex'), master);
-    const proof = ecu.loadKey(Buffer.from(p.m1, 'hex'), Buffer.from(p.m2, 'hex'), Buffer.from(p.m3, 'hex'));
-    const c = await post<{ verified: boolean }>(pool, `/v1/she/packages/${encodeURIComponent(p.packageId)}/confirm`, { m4: proof.m4.toString('hex'), m5: proof.m5.toString('hex') });
+    let proof: { m4: string; m5: string };
+    if (ecu instanceof EcuAnswers) proof = ecu.proof(p.packageId, uid);
+    else {
+      const m = new SheEcu(Buffer.from(uid, 'hex'), ecu).loadKey(Buffer.from(p.m1, 'hex'), Buffer.from(p.m2, 'hex'), Buffer.from(p.m3, 'hex'));
+      proof = { m4: m.m4.toString('hex'), m5: m.m5.toString('hex') };
+    }
+    const c = await post<{ verified: boolean }>(pool, `/v1/she/packages/${encodeURIComponent(p.packageId)}/confirm`, proof);
     if (!c.verified) throw new Error('proof did not verify');
   };
 }

@@ -64,3 +64,66 @@ export function uidMaker(phase: number): () => string {
   let n = 0;
   return () => (phase.toString(16).padStart(2, '0') + (++n).toString(16).padStart(28, '0'));
 }
+
+export interface OpenLoopResult extends LoadResult {
+  /** arrivals per second asked for */
+  offeredPerS: number;
+  /** arrivals that found more than `maxInFlight` in flight and were not sent */
+  dropped: number;
+}
+
+/**
+ * Open loop: arrivals at a fixed rate, whatever the box does, as stations on a line would
+ * come (a closed loop slows its own arrivals down when the box is slow and so hides its
+ * queue). Latency counts from the arrival's scheduled time, so a late start is included.
+ */
+export async function runOpenLoop(o: { ratePerS: number; warmupMs: number; measureMs: number; testers: number; maxInFlight?: number; inject(w: number): Promise<void> }): Promise<OpenLoopResult> {
+  const lat: number[] = [];
+  const gap = 1000 / o.ratePerS;
+  const t0 = performance.now();
+  const from = t0 + o.warmupMs;
+  const to = from + o.measureMs;
+  const cap = o.maxInFlight ?? 4096;
+  let k = 0;
+  let inFlight = 0;
+  let count = 0;
+  let errors = 0;
+  let dropped = 0;
+  let firstError: string | undefined;
+  const running = new Set<Promise<void>>();
+  const fire = (due: number, w: number): void => {
+    if (inFlight >= cap) {
+      if (due >= from && due <= to) dropped++;
+      return;
+    }
+    inFlight++;
+    const p = o.inject(w).then(
+      () => {
+        const e = performance.now();
+        if (due >= from && due <= to) {
+          count++;
+          lat.push(e - due);
+        }
+      },
+      (e: unknown) => {
+        errors++;
+        firstError ??= `${(e as { code?: string }).code ?? ''} ${(e as Error).message}`.trim();
+      },
+    );
+    const tracked = p.finally(() => {
+      inFlight--;
+      running.delete(tracked);
+    });
+    running.add(tracked);
+  };
+  while (performance.now() < to) {
+    const now = performance.now();
+    for (; t0 + k * gap <= now; k++) fire(t0 + k * gap, k % o.testers);
+    await new Promise((r) => setTimeout(r, Math.max(0, Math.min(5, t0 + k * gap - performance.now()))));
+  }
+  await Promise.all(running);
+  lat.sort((a, b) => a - b);
+  const pct = (q: number): number => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(q * lat.length))]! : NaN);
+  const seconds = o.measureMs / 1000;
+  return { count, seconds, perS: count / seconds, p50: pct(0.5), p99: pct(0.99), errors, offeredPerS: o.ratePerS, dropped, ...(firstError ? { firstError } : {}) };
+}

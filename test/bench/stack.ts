@@ -116,3 +116,52 @@ export async function startKeystorePg(o: { dir: string; runDir: string; logDir: 
   }
   return proc;
 }
+
+/**
+ * The two services that are not on the issuance path, running as on the box while the bench
+ * loads the others, so that the memory figure covers all five: the uplink connected to a real
+ * broker (no KMS answers it: it idles as on a quiet link) and the sentinel running its checks
+ * (its SMTP port is closed: mails would queue).
+ */
+export async function startQuietServices(o: { base: string; runDir: string; logDir: string; boxId: string; keystoreDataDir: string }): Promise<{ procs: Proc[]; stop(): Promise<void> }> {
+  const { startBroker } = await import('../../scripts/plant/broker.js');
+  const { writePlantSentinelConfig } = await import('../../services/sentinel/plant-config.js');
+  const { generateKeyPairSync } = await import('node:crypto');
+  const broker = await startBroker();
+  const procs: Proc[] = [];
+  try {
+    const upDir = path.join(o.base, 'uplink');
+    await mkdir(upDir, { recursive: true });
+    const id = await broker.clientCert(o.boxId);
+    const opsPub = path.join(upDir, 'ops.pub');
+    await writeFile(opsPub, generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }));
+    const upCfg = path.join(upDir, 'uplink.json');
+    await writeFile(
+      upCfg,
+      JSON.stringify({
+        boxId: o.boxId,
+        stateDir: path.join(upDir, 'state'),
+        mqtt: { host: '127.0.0.1', port: broker.port, caFile: broker.caCert, certFile: id.cert, keyFile: id.key, sessionExpirySeconds: 86_400, keepaliveSeconds: 30, reconnectSeconds: 2 },
+        opsPublicKeyFile: opsPub,
+        schedule: { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
+        timing: { tickSeconds: 5, chunkTimeoutSeconds: 30, reorderRetrySeconds: 600, ackTimeoutSeconds: 30, statusSeconds: 30 },
+      }),
+    );
+    procs.push(startService('uplink', { PKS_CONFIG: upCfg, PKS_RUN_DIR: o.runDir }, o.logDir));
+    const sentinelCfg = await writePlantSentinelConfig({ dir: path.join(o.base, 'sentinel'), boxId: o.boxId, smtpPort: await freePort(), keystoreDataDir: o.keystoreDataDir, keystoreMapSizeMb: 4096, everySeconds: 5, services: ['vault', 'keystore'] });
+    procs.push(startService('sentinel', { PKS_CONFIG: sentinelCfg, PKS_RUN_DIR: o.runDir }, o.logDir));
+    await waitFor('uplink and sentinel running', async () => procs.every((p) => p.child.exitCode === null) && (await new Promise((r) => setTimeout(r, 3000, true))), 10_000);
+    for (const p of procs) if (p.child.exitCode !== null) throw new Error(`${p.name} exited: ${(await readFile(p.logFile, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ').slice(0, 600)}`);
+  } catch (e) {
+    for (const p of procs) await p.stop();
+    await broker.stop();
+    throw e;
+  }
+  return {
+    procs,
+    async stop() {
+      for (const p of procs) await p.stop();
+      await broker.stop();
+    },
+  };
+}

@@ -1,5 +1,5 @@
 // A keystore stand-in for tests of the keystore's callers: the real IPC server (startIpcServer)
-// with the contract's verbs (services/keystore/contract.ts), backed by a tiny in-memory map. It
+// with the contract's verbs (appliance/contracts/keystore.ts), backed by a tiny in-memory map. It
 // records every call so a test can prove that bad input never reached the keystore.
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';

@@ -1,4 +1,4 @@
-// A small in-process keystore speaking the uplink's verbs of services/keystore/contract.ts,
+// A small in-process keystore speaking the uplink's verbs of appliance/contracts/keystore.ts,
 // for the uplink tests until the real keystore is wired in. It verifies chunks for real
 // (appliance/batch-format.ts verifyChunk against the pinned KMS CA) and, given a vault, makes
 // real SHE injections: she-prepare in the vault, an ECU simulator with the OEM auth key
