@@ -11,7 +11,8 @@ import { aeadOpen, authAad, deriveBatchKey, recordAad } from '../../appliance/ba
 import { loadTrustAnchor, verifyChunk } from '../../appliance/batch-format.js';
 import { sheMessages } from '../../appliance/she.js';
 import type { OutboxItem } from '../../services/keystore/contract.js';
-import { fileDigest, packFile } from '../../services/uplink/verification.js';
+import { packFile } from '../../services/uplink/verification.js';
+import { verificationFileMessage } from '../../appliance/signed-messages.js';
 import { allocate, buildChunks, type BatchSigner } from '../../scripts/kms/batches.js';
 import { keySigner } from '../../scripts/kms/signer.js';
 import { importOem } from '../../scripts/kms/oem.js';
@@ -87,7 +88,7 @@ function injection(id: string, rid: string, batchId: string, key: Buffer, uid = 
 
 function signedFile(b: Box, fileId: string, items: OutboxItem[], key = b.audit.privateKey): string {
   const { text } = packFile(fileId, b.id, items);
-  const sig = createSign('sha256').update(fileDigest(text)).sign({ key, dsaEncoding: 'ieee-p1363' }).toString('base64');
+  const sig = createSign('sha256').update(verificationFileMessage(text)).sign({ key, dsaEncoding: 'ieee-p1363' }).toString('base64');
   return JSON.stringify({ v: 1, payload: text, sig });
 }
 
