@@ -109,6 +109,13 @@ export function signChunk(payload: BatchPayload, signerKey: KeyObject | string, 
   return { v: 1, payload: text, sig, cert: signerCertPem };
 }
 
+/**
+ * Extended key usage of a KMS batch signer (an OID under 2.25, RFC 9562 UUID arc): only a
+ * certificate carrying it, issued by the pinned KMS CA, may sign batches (issue 9). The KMS's
+ * other keys (client CA, TLS) are issued by the same CA but cannot sign stock into a box.
+ */
+export const BATCH_SIGNER_EKU = '2.25.6459951301980883885668975603564161222';
+
 export interface TrustAnchor {
   /** the pinned KMS CA */
   ca: X509Certificate;
@@ -120,6 +127,21 @@ export function loadTrustAnchor(pem: string): TrustAnchor {
   } catch {
     throw pksError('PKS_CONFIG_INVALID', 'KMS CA certificate is not a PEM certificate');
   }
+}
+
+/**
+ * A KMS signer certificate the box accepts: issued by the pinned KMS CA, which is itself a CA
+ * and valid now; valid now itself, an end entity, and carrying the batch-signer EKU.
+ */
+export function checkSigner(cert: X509Certificate, trust: TrustAnchor, now: Date): void {
+  const within = (c: X509Certificate): boolean => now >= new Date(c.validFrom) && now <= new Date(c.validTo);
+  if (!trust.ca.ca) throw pksError('PKS_BATCH_SIGNATURE', 'the pinned KMS CA certificate is not a CA');
+  if (!within(trust.ca)) throw pksError('PKS_BATCH_SIGNATURE', 'the pinned KMS CA certificate is not valid now');
+  if (!cert.checkIssued(trust.ca) || !cert.verify(trust.ca.publicKey)) throw pksError('PKS_BATCH_SIGNATURE', 'signer is not issued by the pinned KMS CA');
+  if (!within(cert)) throw pksError('PKS_BATCH_SIGNATURE', 'signer certificate is not valid now');
+  if (cert.ca) throw pksError('PKS_BATCH_SIGNATURE', 'signer certificate is a CA certificate');
+  // node lists extended key usages as keyUsage; absent (any purpose) is not enough here
+  if (!cert.keyUsage?.includes(BATCH_SIGNER_EKU)) throw pksError('PKS_BATCH_SIGNATURE', 'signer certificate is not a KMS batch signer (EKU missing)');
 }
 
 /**
@@ -135,8 +157,7 @@ export function verifyChunk(raw: unknown, trust: TrustAnchor, boxId: string, now
   } catch {
     throw pksError('PKS_BATCH_SIGNATURE', 'signer certificate is not a certificate');
   }
-  if (!cert.checkIssued(trust.ca) || !cert.verify(trust.ca.publicKey)) throw pksError('PKS_BATCH_SIGNATURE', 'signer is not issued by the pinned KMS CA');
-  if (now < new Date(cert.validFrom) || now > new Date(cert.validTo)) throw pksError('PKS_BATCH_SIGNATURE', 'signer certificate is not valid now');
+  checkSigner(cert, trust, now);
   const ok = createVerify('sha256').update(chunk.payload).verify(createPublicKey(cert.publicKey.export({ type: 'spki', format: 'pem' })), Buffer.from(chunk.sig, 'base64'));
   if (!ok) throw pksError('PKS_BATCH_SIGNATURE', 'signature does not verify');
   let data: unknown;

@@ -5,6 +5,8 @@
 export const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,95}$' } as const;
 /** Pool ids: `<oem>.<ecu type>.<slot>`. */
 export const POOL = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,31}\\.[A-Za-z0-9][A-Za-z0-9_-]{0,31}\\.[A-Za-z0-9][A-Za-z0-9_-]{0,31}$' } as const;
+/** ECU certificate profiles: `<oem>.<ecu type>` (issue 9: granted per tester like pools). */
+export const CERT_PROFILE = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,31}\\.[A-Za-z0-9][A-Za-z0-9_-]{0,31}$' } as const;
 /** A name for a box, tester or station. */
 export const NAME = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } as const;
 

@@ -1,9 +1,9 @@
 // The verification file (v1): what the box owes the OEM, carried to the KMS on
 // pks/v1/box/<boxCN>/verify. It is the keystore's outbox, oldest first, signed by the box's
 // audit key (in the vault), so the KMS can check it came from this box unaltered:
-//   { "v": 1, "payload": "<JSON text>", "sig": "<base64 raw r||s ECDSA-P256 over SHA-256(SHA-256(payload))>" }
-// (the vault signs SHA-256 of what it is given and takes at most 16 KiB, so the box hands it
-// the payload's SHA-256). Payload:
+//   { "v": 1, "payload": "<JSON text>", "sig": "<base64 raw r||s ECDSA-P256-SHA256 over
+//     verificationFileMessage(payload) = 'pks-verification-file-v1|' + hex SHA-256(payload)>" }
+// (appliance/signed-messages.ts; the keystore packs the file, the vault checks it and signs). Payload:
 //   { "type": "pks-verification", "v": 1, "fileId", "boxId", "createdAt",
 //     "items": [ { "id", "kind", "at", "body" }, ... ] }   (keystore OutboxItem, unchanged)
 // Item bodies the KMS reads (the keystore writes them):
@@ -12,10 +12,11 @@
 //   checkpoint:{ seq (integer), prev (hex), head (hex), ... }  each extends the one before
 //   alert/event/cert: kept as they are in the box's fleet record.
 // The KMS answers on `ack` with the ids it has stored durably; the box deletes only those.
-import { createHash, createVerify, type KeyObject } from 'node:crypto';
+import { createVerify, type KeyObject } from 'node:crypto';
 import { compileChecker } from './config.js';
 import { pksError } from './errors.js';
 import { ID, NAME } from './schema.js';
+import { verificationFileMessage } from './signed-messages.js';
 import type { OutboxItem } from './contracts/keystore.js';
 
 /** Largest file the box publishes (the broker takes 256 KiB per packet). */
@@ -78,8 +79,6 @@ const payloadSchema = {
 const checkEnvelope = compileChecker<SignedFile>(envelopeSchema, 'verification file', 'PKS_BAD_REQUEST');
 const checkPayload = compileChecker<VerificationPayload>(payloadSchema, 'verification payload', 'PKS_BAD_REQUEST');
 
-export const fileDigest = (payloadText: string): Buffer => createHash('sha256').update(payloadText, 'utf8').digest();
-
 /**
  * Box side: packs outbox items (oldest first) into one payload under the size limit; returns
  * the payload text and the ids it holds (a prefix of `items`).
@@ -107,7 +106,7 @@ export function verifyFile(raw: Buffer | string, auditKey: KeyObject): Verificat
   const env = checkEnvelope(data);
   let ok = false;
   try {
-    ok = createVerify('sha256').update(fileDigest(env.payload)).verify({ key: auditKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(env.sig, 'base64'));
+    ok = createVerify('sha256').update(verificationFileMessage(env.payload)).verify({ key: auditKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(env.sig, 'base64'));
   } catch {
     ok = false;
   }

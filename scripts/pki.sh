@@ -6,11 +6,12 @@
 # Usage:
 #   pki.sh ca DIR NAME [--cn CN] [--days N]
 #       self-signed CA: DIR/NAME.key (0600) + DIR/NAME.crt, 10 years unless --days.
-#   pki.sh issue DIR CA NAME --cn CN [--server] [--client] [--san DNS:x,IP:127.0.0.1]
+#   pki.sh issue DIR CA NAME --cn CN [--server] [--client] [--batch-signer] [--san DNS:x,IP:127.0.0.1]
 #                [--days N] [--ou OU] [--serial-from FILE] [--force]
 #       DIR/NAME.key (0600) + DIR/NAME.crt signed by DIR/CA.key + DIR/CA.crt, 1 year unless
 #       --days. --server/--client set the extended key usage (both allowed; neither means no
-#       EKU, i.e. any purpose). --serial-from FILE takes the serial from a hex counter file
+#       EKU, i.e. any purpose); --batch-signer adds the KMS batch-signer EKU the boxes require.
+#       --serial-from FILE takes the serial from a hex counter file
 #       (openssl's CAserial format: created with a random start, bumped on each issue);
 #       without it the serial is 128 random bits, so parallel issuing never collides.
 #
@@ -23,7 +24,7 @@ umask 077
 
 prog=pki.sh
 usage() {
-  sed -n '5,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '5,16p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 die() { echo "$prog: $*" >&2; exit 1; }
 bad() { echo "$prog: $*" >&2; exit 2; }
@@ -119,7 +120,7 @@ describe_cert() {
 cmd_issue() {
   [ $# -ge 3 ] || { usage; bad "issue needs DIR CA NAME --cn CN"; }
   local dir=$1 ca=$2 name=$3; shift 3
-  local cn="" ou="" san="" days=365 server=0 client=0 serial_file="" force=0
+  local cn="" ou="" san="" days=365 server=0 client=0 batch=0 serial_file="" force=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --cn) [ $# -ge 2 ] || bad "--cn needs a value"; cn=$2; shift 2 ;;
@@ -129,6 +130,7 @@ cmd_issue() {
       --serial-from) [ $# -ge 2 ] || bad "--serial-from needs a file"; serial_file=$2; shift 2 ;;
       --server) server=1; shift ;;
       --client) client=1; shift ;;
+      --batch-signer) batch=1; shift ;;
       --force) force=1; shift ;;
       *) bad "issue: unknown argument '$1'" ;;
     esac
@@ -152,6 +154,8 @@ cmd_issue() {
   local eku=""
   [ $server -eq 0 ] || eku="serverAuth"
   [ $client -eq 0 ] || eku="${eku:+$eku,}clientAuth"
+  # the KMS batch-signer EKU (appliance/batch-format.ts BATCH_SIGNER_EKU)
+  [ $batch -eq 0 ] || eku="${eku:+$eku,}2.25.6459951301980883885668975603564161222"
 
   work=$(mktemp -d "$dir/.issue.XXXXXX")
   trap 'rm -rf -- "$work"' EXIT

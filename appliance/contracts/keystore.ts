@@ -82,11 +82,19 @@ export interface StatsResponse {
   pools: Record<string, PoolStats>;
 }
 
-/** tester-api → keystore: an ECU certificate was issued; logged like a key. */
-export interface CertLogRequest {
-  tester: string;
-  station: string;
-  uid: string;
+/**
+ * tester-api → keystore: an ECU certificate, issued like a key (issue 9). The keystore checks
+ * the tester's grant for the profile and the CSR, records the request on disk, then has the
+ * vault build and sign the certificate from (UID, public key, profile).
+ */
+export interface EcuCertRequest {
+  tester: string; // tester CN
+  uid: string; // hex, 15 bytes
+  profile: string; // "<oem>.<ecuType>"
+  csr: string; // PEM PKCS#10, P-256, subject CN = uid
+}
+export interface EcuCertResponse {
+  certificate: string; // PEM
   serial: string; // hex
   subject: string;
   notAfter: string;
@@ -99,6 +107,8 @@ export interface TesterRecord {
   pools: string[];
   expiresAt: string; // ISO time the tester's grant ends
   revoked: boolean;
+  /** ECU certificate profiles ("<oem>.<ecuType>") the tester may have certificates issued for */
+  certProfiles?: string[];
 }
 
 // ---- uplink (and pksctl import) → keystore
@@ -135,6 +145,20 @@ export interface OutboxPeekRequest {
 }
 export interface OutboxPeekResponse {
   items: OutboxItem[];
+}
+/** uplink → keystore: the next verification file, packed from flushed items, signed by the vault. */
+export interface OutboxFileRequest {
+  limit?: number; // default 5000
+}
+export interface OutboxFileResponse {
+  fileId: string; // '' when the outbox is empty
+  payload: string; // the file's payload text (services/uplink/verification.ts)
+  sig: string; // base64 raw r||s by the audit key over verificationFileMessage(payload)
+  ids: string[]; // the outbox ids in this file
+}
+/** uplink → keystore: items the KMS rejected (its ack's `rejected`); kept, never deleted. */
+export interface OutboxRejectRequest {
+  items: { id: string; code: string; detail: string }[];
 }
 /** Application-level acknowledgement from the KMS: deletes the items; injections become REPORTED. */
 export interface OutboxAckRequest {

@@ -23,7 +23,7 @@ mkdir -p "$dir/host" "$dir/site"
 box_id=box-vm-1
 h=$dir/host
 "$pki" ca "$h" kms-ca --cn "Dev KMS CA" >/dev/null
-"$pki" issue "$h" kms-ca kms-batch-signer --cn kms-batch-signer --days 3650 >/dev/null
+"$pki" issue "$h" kms-ca kms-batch-signer --cn kms-batch-signer --batch-signer --days 3650 >/dev/null
 "$pki" issue "$h" kms-ca mqtt-client --cn "$box_id" --client --days 3650 >/dev/null
 "$pki" ca "$h" tester-ca --cn "Dev plant tester CA" >/dev/null
 for t in tester-vm-1 tester-vm-2; do

@@ -9,7 +9,7 @@
 import { X509Certificate, createPrivateKey, createSign, createVerify, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
-import type { BatchPayload, SignedChunk } from '../../appliance/batch-format.js';
+import { BATCH_SIGNER_EKU, type BatchPayload, type SignedChunk } from '../../appliance/batch-format.js';
 import { readCredential } from '../../appliance/config.js';
 import { isPksError, pksError } from '../../appliance/errors.js';
 import type { Logger } from '../../appliance/log.js';
@@ -79,6 +79,7 @@ function fits(pem: string | null, spki: Buffer, ca: X509Certificate | null): boo
     const c = new X509Certificate(pem);
     if (!c.publicKey.export({ type: 'spki', format: 'der' }).equals(spki)) return false;
     if (ca && (!c.checkIssued(ca) || !c.verify(ca.publicKey))) return false;
+    if (!c.keyUsage?.includes(BATCH_SIGNER_EKU)) return false;
     const now = Date.now();
     return Date.parse(c.validFrom) <= now && Date.parse(c.validTo) > now + 86_400_000;
   } catch {
@@ -104,6 +105,8 @@ export async function issueSignerCert(spki: Buffer, ca: { certPem: string; key: 
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        // the boxes take batches only from a certificate with this EKU (issue 9)
+        new x509.ExtendedKeyUsageExtension([BATCH_SIGNER_EKU], false),
         new x509.SubjectKeyIdentifierExtension(keyIdentifier(spki)),
         new x509.AuthorityKeyIdentifierExtension(caCert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId ?? keyIdentifier(caSpki)),
       ],

@@ -17,7 +17,7 @@ export interface KmsPki {
 export async function makeKmsPki(dir: string): Promise<KmsPki> {
   await mkdir(dir, { recursive: true });
   const ca = await makeCa(dir, 'kms-ca');
-  const s = await issue(dir, 'kms-ca', 'kms-batch-signer', { cn: 'kms-batch-signer' });
+  const s = await issue(dir, 'kms-ca', 'kms-batch-signer', { cn: 'kms-batch-signer', batchSigner: true });
   return { caCert: ca.cert, signer: loadSigner(await readFile(s.key, 'utf8'), await readFile(s.cert, 'utf8')) };
 }
 

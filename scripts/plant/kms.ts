@@ -44,7 +44,7 @@ export async function startKms(broker: TestBroker, dir: string, o: KmsOptions = 
   const pkiDir = path.join(dir, 'pki');
   await mkdir(pkiDir, { recursive: true, mode: 0o700 });
   const ca = await makeCa(pkiDir, 'kms-ca');
-  const signer = await issue(pkiDir, 'kms-ca', 'batch-signer', { cn: 'kms-batch-signer' });
+  const signer = await issue(pkiDir, 'kms-ca', 'batch-signer', { cn: 'kms-batch-signer', batchSigner: true });
   const mqttId = await broker.clientCert('kms');
   const runDir = path.join(dir, 'run');
   const signerKind = o.signer ?? 'hsm';

@@ -19,6 +19,8 @@ export interface IssueOptions {
   cn: string;
   server?: boolean;
   client?: boolean;
+  /** the KMS batch-signer EKU, which the boxes require of a batch signer */
+  batchSigner?: boolean;
   /** subjectAltName entries such as 'DNS:localhost' or 'IP:127.0.0.1' */
   san?: string[];
   days?: number;
@@ -45,6 +47,7 @@ export async function issue(dir: string, ca: string, name: string, opts: IssueOp
   const args = ['issue', dir, ca, name, '--cn', opts.cn];
   if (opts.server) args.push('--server');
   if (opts.client) args.push('--client');
+  if (opts.batchSigner) args.push('--batch-signer');
   if (opts.san && opts.san.length > 0) args.push('--san', opts.san.join(','));
   if (opts.days !== undefined) args.push('--days', String(opts.days));
   if (opts.ou !== undefined) args.push('--ou', opts.ou);

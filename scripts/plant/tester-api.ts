@@ -1,12 +1,10 @@
 // The tester API as the plant-in-a-box and the e2e tests run it: its TLS PKI (box CA for the
-// server certificate, tester CA for the testers), the ECU issuing CA certificate over the
-// vault's HSM key, the testers registered in the keystore, and mTLS clients for them.
-import * as x509 from '@peculiar/x509';
+// server certificate, tester CA for the testers), the testers registered in the keystore, and
+// mTLS clients for them.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Client } from 'undici';
 import type { IpcClient } from '../../appliance/ipc.js';
-import { keyIdentifier, newSerial, signCertificate } from '../../appliance/x509.js';
 import { issue, makeCa } from './pki.js';
 import { freePort, startService, waitFor, type Proc } from './process.js';
 
@@ -28,29 +26,6 @@ export interface TesterApiHandle {
   stop(): Promise<void>;
 }
 
-export async function makeEcuCa(vault: IpcClient, dir: string): Promise<string> {
-  const caSpki = Buffer.from((await vault.call<{ spki: string }>('public-key', { name: 'ecu-ca' })).spki, 'base64');
-  const ca = await signCertificate(
-    {
-      serial: newSerial(),
-      subject: 'CN=Plant ECU issuing CA,O=OEM1',
-      issuer: 'CN=Plant ECU issuing CA,O=OEM1',
-      spki: caSpki,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 5 * 365 * 86_400_000),
-      extensions: [
-        new x509.BasicConstraintsExtension(true, 0, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        new x509.SubjectKeyIdentifierExtension(keyIdentifier(caSpki)),
-      ],
-    },
-    async (tbs) => Buffer.from((await vault.call<{ sig: string }>('sign-ecu-ca', { data: tbs.toString('base64') })).sig, 'base64'),
-  );
-  const file = path.join(dir, 'ecu-ca.crt');
-  await writeFile(file, ca.toString('pem') + '\n');
-  return file;
-}
-
 export async function startTesterApi(o: {
   dir: string;
   runDir: string;
@@ -58,8 +33,8 @@ export async function startTesterApi(o: {
   testers: { cn: string; station: string; pools: string[] }[];
   /** keystore client as pksctl, to register the testers */
   keystoreAdmin: IpcClient;
-  /** vault client as tester-api, to make the ECU issuing CA certificate */
-  vault: IpcClient;
+  /** vault client as tester-api (the tester API signs nothing: ECU certificates go through the keystore) */
+  vault?: IpcClient;
   limits?: Record<string, number>;
 }): Promise<TesterApiHandle> {
   await mkdir(o.dir, { recursive: true });
@@ -73,7 +48,6 @@ export async function startTesterApi(o: {
     testers.push({ cn: t.cn, key: await readFile(c.key, 'utf8'), cert: await readFile(c.cert, 'utf8') });
     await o.keystoreAdmin.call('tester-put', { cn: t.cn, station: t.station, pools: t.pools, expiresAt: new Date(Date.now() + 30 * 86_400_000).toISOString(), revoked: false });
   }
-  const ecuCa = await makeEcuCa(o.vault, o.dir);
   const port = await freePort();
   const configFile = path.join(o.dir, 'tester-api.json');
   await writeFile(
@@ -82,7 +56,6 @@ export async function startTesterApi(o: {
       {
         listen: { host: '127.0.0.1', port },
         tls: { cert: server.cert, keyFile: server.key, ca: testerCa.cert },
-        ecuCa: { cert: ecuCa },
         ...(o.limits ? { limits: o.limits } : {}),
       },
       null,

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { ipcClient, type IpcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
+import type { EcuProfile } from '../../services/vault/signed-structures.js';
 import { ROOT, startService, waitFor, type Proc } from './process.js';
 
 const run = promisify(execFile);
@@ -26,20 +27,39 @@ export interface VaultHandle {
   proc: Proc;
   token: Token;
   configFile: string;
+  /** with `ecuCa`: the ECU issuing CA certificate the vault issues under (self-signed, dev) */
+  ecuCaFile?: string;
   /** a client on the given caller's socket */
   client(caller: string): IpcClient;
   stop(): Promise<void>;
 }
 
-export async function startVault(opts: { dir: string; runDir: string; logDir: string; boxId: string; token?: Token }): Promise<VaultHandle> {
+export async function startVault(opts: {
+  dir: string;
+  runDir: string;
+  logDir: string;
+  boxId: string;
+  token?: Token;
+  /** ECU certificate profiles by name (`<oem>.<ecu type>`); the CA certificate is made here */
+  ecuCa?: { profiles: Record<string, EcuProfile>; subject?: string };
+}): Promise<VaultHandle> {
   await mkdir(opts.dir, { recursive: true });
   const token = opts.token ?? (await makeToken(path.join(opts.dir, 'hsm'), `pks-${opts.boxId}`.slice(0, 32)));
   const pinFile = path.join(opts.dir, 'hsm-pin');
   await writeFile(pinFile, token.pin + '\n', { mode: 0o600 });
   const configFile = path.join(opts.dir, 'vault.json');
+  const ecuCaFile = path.join(opts.dir, 'ecu-ca.crt');
   await writeFile(
     configFile,
-    JSON.stringify({ boxId: opts.boxId, hsm: { module: token.module, tokenLabel: token.label, pinFile, softhsm2Conf: token.conf } }, null, 2),
+    JSON.stringify(
+      {
+        boxId: opts.boxId,
+        hsm: { module: token.module, tokenLabel: token.label, pinFile, softhsm2Conf: token.conf },
+        ...(opts.ecuCa ? { ecuCa: { cert: ecuCaFile, subject: opts.ecuCa.subject ?? 'CN=Plant ECU issuing CA,O=OEM1', profiles: opts.ecuCa.profiles } } : {}),
+      },
+      null,
+      2,
+    ),
   );
   const proc = startService('vault', { PKS_CONFIG: configFile, PKS_RUN_DIR: opts.runDir, SOFTHSM2_CONF: token.conf }, opts.logDir);
   const clients: IpcClient[] = [];
@@ -50,10 +70,13 @@ export async function startVault(opts: { dir: string; runDir: string; logDir: st
   };
   const probe = client('pksctl');
   await waitFor('vault ready', async () => (await probe.call<{ ready: boolean }>('status')).ready, 30_000);
+  // plant IT's step: the ECU CA certificate over the HSM key (production: one the OEM issued)
+  if (opts.ecuCa) await writeFile(ecuCaFile, (await probe.call<{ certificate: string }>('ecu-ca-certificate', { days: 5 * 365 })).certificate);
   return {
     proc,
     token,
     configFile,
+    ...(opts.ecuCa ? { ecuCaFile } : {}),
     client,
     async stop() {
       await Promise.all(clients.map((c) => c.close().catch(() => {})));

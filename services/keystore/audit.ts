@@ -3,6 +3,7 @@
 // by the vault's audit key. An edit, deletion, reordering or truncation up to the last
 // signed checkpoint no longer verifies.
 import { createHash, createPublicKey, verify as verifySig, type KeyObject } from 'node:crypto';
+import { checkpointMessage } from '../../appliance/signed-messages.js';
 import type { Checkpoint, Dbs } from './db.js';
 
 const HEAD = 'audit-head';
@@ -31,9 +32,7 @@ export function appendAudit(dbs: Dbs, at: number, event: Record<string, unknown>
 }
 
 /** What the audit key signs for a checkpoint: fixed fields, fixed order, no JSON ambiguity. */
-export function checkpointMessage(c: Omit<Checkpoint, 'sig'>): Buffer {
-  return Buffer.from(`pks-audit-checkpoint-v1|${c.seq}|${c.hash}|${c.prevSeq}|${c.prevHash}|${c.at}`, 'utf8');
-}
+export { checkpointMessage };
 
 export function lastCheckpoint(dbs: Dbs): Checkpoint | undefined {
   for (const { value } of dbs.checkpoints.getRange({ reverse: true, limit: 1 })) return value;

@@ -70,6 +70,8 @@ export interface Dbs {
   checkpoints: Database<Checkpoint, number>;
   /** id → outbound item waiting for the KMS's acknowledgement */
   outbox: Database<{ kind: string; at: string; body: Record<string, unknown> }, string>;
+  /** id → outbox item the KMS rejected, with its reason: kept, never silently deleted */
+  rejected: Database<import('./outbox.js').RejectedItem, string>;
   testers: Database<import('../../appliance/contracts/keystore.js').TesterRecord, string>;
   meta: Database<unknown, string>;
 }
@@ -110,6 +112,7 @@ export function openDbs(dir: string, opts: { readOnly?: boolean; mapSizeMb?: num
     audit: db('audit'),
     checkpoints: db('checkpoints'),
     outbox: db('outbox'),
+    rejected: db('rejected'),
     testers: db('testers'),
     meta: db('meta'),
   };

@@ -5,10 +5,16 @@
 import { pksError } from '../../appliance/errors.js';
 import { storageError } from './storage-error.js';
 import type { Logger } from '../../appliance/log.js';
-import { appendAudit, auditHead, checkpointMessage, lastCheckpoint } from './audit.js';
+import { appendAudit, auditHead, lastCheckpoint } from './audit.js';
+import { issueEcuCert, type EcuCertSigner } from './ecu-cert-issue.js';
+import { listRejected, newFileId, peekFlushed, rejectTx, type RejectedItem, type Rejection } from './outbox.js';
+import { packFile } from '../../appliance/verification-file.js';
 import type {
   ConfirmResponse,
+  EcuCertRequest,
+  EcuCertResponse,
   HistoryItem,
+  OutboxFileResponse,
   OutboxItem,
   PoolStats,
   ReserveResponse,
@@ -23,7 +29,10 @@ import { ackTx, burnTx, confirmTx, counters, isRefusal, putOutbox, refuse, reser
 export interface VaultPort extends BatchOpener {
   shePrepare(req: SheCall): Promise<{ m1: string; m2: string; m3: string }>;
   sheVerify(req: SheCall & { m4: string; m5: string }): Promise<boolean>;
-  signAudit(data: Buffer): Promise<Buffer>;
+  /** typed signing verbs (issue 9): the vault builds what it signs */
+  signCheckpoint(c: Omit<Checkpoint, 'sig'>): Promise<Buffer>;
+  signVerificationFile(payloadText: string): Promise<Buffer>;
+  issueEcuCert: EcuCertSigner['issueEcuCert'];
 }
 
 export interface SheCall {
@@ -66,7 +75,7 @@ export class Keystore {
     readonly dbs: Dbs,
     private readonly vault: VaultPort,
     trust: import('../../appliance/batch-format.js').TrustAnchor,
-    boxId: string,
+    private readonly boxId: string,
     private readonly opts: KeystoreOptions,
     private readonly log: Logger,
   ) {
@@ -204,11 +213,9 @@ export class Keystore {
     return out;
   }
 
-  async certLog(e: { tester: string; station: string; uid: string; serial: string; subject: string; notAfter: string }): Promise<void> {
-    await this.commit(() => {
-      const seq = appendAudit(this.dbs, this.now(), { ev: 'ecu-cert', ...e });
-      putOutbox(this.dbs, this.now(), 'cert', { ...e, auditSeq: seq });
-    });
+  /** An ECU certificate: grant and CSR checked, request on disk, then signed (ecu-cert-issue.ts). */
+  ecuCert(r: EcuCertRequest): Promise<EcuCertResponse> {
+    return issueEcuCert({ dbs: this.dbs, vault: this.vault, now: this.now, commit: (fn) => this.commit(fn) }, r);
   }
 
   tester(cn: string): TesterRecord {
@@ -220,7 +227,7 @@ export class Keystore {
   async putTester(t: TesterRecord): Promise<void> {
     await this.commit(() => {
       this.dbs.testers.putSync(t.cn, t);
-      appendAudit(this.dbs, this.now(), { ev: 'tester-put', cn: t.cn, station: t.station, pools: t.pools, expiresAt: t.expiresAt, revoked: t.revoked });
+      appendAudit(this.dbs, this.now(), { ev: 'tester-put', cn: t.cn, station: t.station, pools: t.pools, expiresAt: t.expiresAt, revoked: t.revoked, ...(t.certProfiles ? { certProfiles: t.certProfiles } : {}) });
     });
   }
 
@@ -235,11 +242,28 @@ export class Keystore {
     unwrap(r);
   }
 
-  outboxPeek(limit: number, after?: string): OutboxItem[] {
-    const items: OutboxItem[] = [];
-    const start = after ? after + '\0' : '';
-    for (const { key, value } of this.dbs.outbox.getRange({ start, limit })) items.push({ id: key, kind: value.kind as OutboxItem['kind'], at: value.at, body: value.body });
-    return items;
+  /** Only what is on disk leaves the box (outbox.ts). */
+  outboxPeek(limit: number, after?: string): Promise<OutboxItem[]> {
+    return peekFlushed(this.dbs, limit, after);
+  }
+
+  /** A verification file of flushed outbox items, signed by the vault's audit key. */
+  async outboxFile(limit: number): Promise<OutboxFileResponse> {
+    const items = await this.outboxPeek(limit);
+    if (items.length === 0) return { fileId: '', payload: '', sig: '', ids: [] };
+    const fileId = newFileId();
+    const { text, ids } = packFile(fileId, this.boxId, items, new Date(this.now()));
+    const sig = (await this.vault.signVerificationFile(text)).toString('base64');
+    return { fileId, payload: text, sig, ids };
+  }
+
+  /** The KMS rejected these items: kept in `rejected`, a critical alert each (outbox.ts). */
+  async outboxReject(list: readonly Rejection[]): Promise<{ rejected: number }> {
+    return this.commit(() => rejectTx(this.dbs, this.now(), list, (body) => putOutbox(this.dbs, this.now(), 'alert', body)));
+  }
+
+  outboxRejected(limit: number): RejectedItem[] {
+    return listRejected(this.dbs, limit);
   }
 
   async outboxAck(ids: readonly string[]): Promise<{ acked: number; reported: number }> {
@@ -261,15 +285,14 @@ export class Keystore {
     // asked while one runs: the next one signs the head as it is by then (once, for all who ask)
     if (this.cpRunning) return (this.cpNext ??= this.cpRunning.catch(() => {}).then(() => ((this.cpNext = null), this.checkpoint())));
     this.cpRunning = (async () => {
-      // yield first: without it an early return would run the finally below before
-      // cpRunning is assigned, and leave it set for good (no checkpoint ever again)
-      await null;
+      // one tick first: a run that ends without awaiting must not clear cpRunning before it is set
+      await Promise.resolve();
       try {
         const head = auditHead(this.dbs);
         const last = lastCheckpoint(this.dbs);
         if (head.seq === 0 || head.seq === last?.seq) return;
         const body: Omit<Checkpoint, 'sig'> = { seq: head.seq, hash: head.hash, prevSeq: last?.seq ?? 0, prevHash: last?.hash ?? '0'.repeat(64), at: new Date(this.now()).toISOString() };
-        const sig = (await this.vault.signAudit(checkpointMessage(body))).toString('base64');
+        const sig = (await this.vault.signCheckpoint(body)).toString('base64');
         const cp: Checkpoint = { ...body, sig };
         await this.dbs.root.transaction(() => {
           this.dbs.checkpoints.putSync(cp.seq, cp);

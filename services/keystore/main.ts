@@ -10,6 +10,7 @@ import { runService } from '../../appliance/service.js';
 import { keystoreSchema, type KeystoreConfig } from './config.js';
 import { openDbs } from './db.js';
 import { Keystore } from './keystore.js';
+import { beginOutboxEpoch } from './outbox.js';
 import { ipcVaultPort } from './vault-port.js';
 import { KEYSTORE_CALLERS, keystoreVerbs } from './verbs.js';
 
@@ -35,6 +36,8 @@ await runService('keystore', async (log) => {
   }
   const trust = loadTrustAnchor(caPem);
   const dbs = openDbs(cfg.dataDir, { mapSizeMb: cfg.mapSizeMb });
+  // a new outbox epoch on disk before any outbox id of this run exists (outbox.ts)
+  await beginOutboxEpoch(dbs);
   const vault = ipcClient(socketPath('vault', 'keystore'), { timeoutMs: 10_000, connections: 32 });
   const ks = new Keystore(
     dbs,

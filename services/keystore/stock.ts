@@ -6,6 +6,7 @@ import type { ErrorCode } from '../../appliance/errors.js';
 import { appendAudit } from './audit.js';
 import type { KeyState } from '../../appliance/contracts/keystore.js';
 import { ZERO, type Counters, type Dbs, type KeyRecord } from './db.js';
+import { nextOutboxId } from './outbox.js';
 
 export type Refusal = { refused: ErrorCode; detail: string };
 export const refuse = (refused: ErrorCode, detail: string): Refusal => ({ refused, detail });
@@ -30,11 +31,7 @@ function move(dbs: Dbs, pool: string, from: KeyState | null, to: KeyState, n = 1
   dbs.counters.putSync(pool, c);
 }
 
-export function nextOutboxId(dbs: Dbs): string {
-  const seq = ((dbs.meta.get('outbox-seq') as number | undefined) ?? 0) + 1;
-  dbs.meta.putSync('outbox-seq', seq);
-  return String(seq).padStart(16, '0');
-}
+export { nextOutboxId } from './outbox.js';
 
 export function putOutbox(dbs: Dbs, now: number, kind: string, body: Record<string, unknown>): string {
   const id = nextOutboxId(dbs);

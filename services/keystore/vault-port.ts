@@ -12,9 +12,14 @@ export function ipcVaultPort(vault: IpcClient): VaultPort {
     async sheVerify(req) {
       return (await vault.call<{ ok: boolean }>('she-verify', req)).ok;
     },
-    async signAudit(data) {
-      const r = await vault.call<{ sig: string }>('sign-audit', { data: data.toString('base64') });
+    async signCheckpoint(c) {
+      const r = await vault.call<{ sig: string }>('audit-checkpoint', c);
       return Buffer.from(r.sig, 'base64');
     },
+    async signVerificationFile(payload) {
+      const r = await vault.call<{ sig: string }>('verification-file', { payload });
+      return Buffer.from(r.sig, 'base64');
+    },
+    issueEcuCert: (r) => vault.call('ecu-cert-issue', r),
   };
 }

@@ -1,15 +1,16 @@
 // The keystore's verb table and who may call what. Schemas carry every limit: a tester id,
 // an ECU UID, a proof, a batch chunk. Anything else is refused before it reaches LMDB.
 import type { VerbTable } from '../../appliance/ipc.js';
-import { ID, NAME, POOL, hex } from '../../appliance/schema.js';
+import { CERT_PROFILE, ID, NAME, POOL, hex } from '../../appliance/schema.js';
 import { MAX_CHUNK_BYTES } from '../../appliance/batch-format.js';
 import type { Keystore } from './keystore.js';
-import type { TesterRecord } from '../../appliance/contracts/keystore.js';
+import type { EcuCertRequest, TesterRecord } from '../../appliance/contracts/keystore.js';
 
 const obj = (required: string[], properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required, properties });
 const REASON = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[\\x20-\\x7e]+$' } as const;
 const TIME = { type: 'string', format: 'date-time', maxLength: 40 } as const;
 const count = { type: 'integer', minimum: 0, maximum: 100_000_000 } as const;
+const OUTBOX_ID = { type: 'string', pattern: '^[0-9]{16}$' } as const;
 
 export function keystoreVerbs(ks: Keystore): VerbTable {
   return {
@@ -33,19 +34,10 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
       request: obj([], {}),
       handler: () => ({ pools: ks.stats() }),
     },
-    'cert-log': {
-      request: obj(['tester', 'station', 'uid', 'serial', 'subject', 'notAfter'], {
-        tester: NAME,
-        station: NAME,
-        uid: hex(15),
-        serial: { type: 'string', pattern: '^[0-9a-fA-F]{2,64}$' },
-        subject: { type: 'string', maxLength: 256 },
-        notAfter: TIME,
-      }),
-      handler: async (b: { tester: string; station: string; uid: string; serial: string; subject: string; notAfter: string }) => {
-        await ks.certLog(b);
-        return { ok: true };
-      },
+    'ecu-cert': {
+      request: obj(['tester', 'uid', 'profile', 'csr'], { tester: NAME, uid: hex(15), profile: CERT_PROFILE, csr: { type: 'string', minLength: 64, maxLength: 12 * 1024 } }),
+      maxBytes: 16 * 1024,
+      handler: (b: EcuCertRequest) => ks.ecuCert(b),
     },
     'tester-get': {
       request: obj(['cn'], { cn: NAME }),
@@ -58,6 +50,7 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
         pools: { type: 'array', items: POOL, maxItems: 64 },
         expiresAt: TIME,
         revoked: { type: 'boolean' },
+        certProfiles: { type: 'array', items: CERT_PROFILE, maxItems: 64 },
       }),
       handler: async (b: TesterRecord) => {
         await ks.putTester(b);
@@ -89,7 +82,26 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
     },
     'outbox-peek': {
       request: obj([], { limit: { type: 'integer', minimum: 1, maximum: 5000, default: 500 }, after: { type: 'string', pattern: '^[0-9]{16}$' } }),
-      handler: (b: { limit: number; after?: string }) => ({ items: ks.outboxPeek(b.limit, b.after) }),
+      handler: async (b: { limit: number; after?: string }) => ({ items: await ks.outboxPeek(b.limit, b.after) }),
+    },
+    'outbox-file': {
+      request: obj([], { limit: { type: 'integer', minimum: 1, maximum: 5000, default: 5000 } }),
+      handler: (b: { limit: number }) => ks.outboxFile(b.limit),
+    },
+    'outbox-reject': {
+      request: obj(['items'], {
+        items: {
+          type: 'array',
+          maxItems: 5000,
+          items: obj(['id', 'code', 'detail'], { id: OUTBOX_ID, code: { type: 'string', pattern: '^[A-Z][A-Z0-9_]{0,63}$' }, detail: { type: 'string', maxLength: 1000 } }),
+        },
+      }),
+      maxBytes: 5000 * 1200,
+      handler: (b: { items: { id: string; code: string; detail: string }[] }) => ks.outboxReject(b.items),
+    },
+    'outbox-rejected': {
+      request: obj([], { limit: { type: 'integer', minimum: 1, maximum: 5000, default: 500 } }),
+      handler: (b: { limit: number }) => ({ items: ks.outboxRejected(b.limit) }),
     },
     'outbox-ack': {
       request: obj(['ids'], { ids: { type: 'array', maxItems: 5000, items: { type: 'string', pattern: '^[0-9]{16}$' } } }),
@@ -112,10 +124,10 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
 }
 
 export const KEYSTORE_CALLERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
-  'tester-api': ['reserve', 'confirm', 'fail', 'history', 'stats', 'cert-log', 'tester-get'],
-  uplink: ['import-chunk', 'outbox-peek', 'outbox-ack', 'outbox-put', 'stats', 'pool-set', 'tester-revoke', 'checkpoint'],
-  sentinel: ['stats', 'outbox-put', 'tester-list'],
-  pksctl: ['stats', 'import-chunk', 'tester-put', 'tester-get', 'tester-list', 'tester-revoke', 'pool-set', 'checkpoint', 'history'],
+  'tester-api': ['reserve', 'confirm', 'fail', 'history', 'stats', 'ecu-cert', 'tester-get'],
+  uplink: ['import-chunk', 'outbox-peek', 'outbox-file', 'outbox-ack', 'outbox-reject', 'outbox-put', 'stats', 'pool-set', 'tester-revoke', 'checkpoint'],
+  sentinel: ['stats', 'outbox-put', 'tester-list', 'outbox-rejected'],
+  pksctl: ['stats', 'outbox-rejected', 'import-chunk', 'tester-put', 'tester-get', 'tester-list', 'tester-revoke', 'pool-set', 'checkpoint', 'history'],
 });
 
 

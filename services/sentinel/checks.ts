@@ -222,6 +222,21 @@ export function checkHsm(h: HsmInput, subject = 'vault'): Observation {
   return obs('hsm', subject, 'ok', 'the HSM is reachable and logged in', '');
 }
 
+// ---------------------------------------------------------------- KMS rejections
+
+/**
+ * Items the KMS rejected stay in the keystore (issue 9): one critical alert while any is kept.
+ * A rejection is a record the OEM does not accept (a key reported for two ECUs, a proof that
+ * does not match, a broken audit chain): a person must look, whatever the box does next.
+ */
+export function checkRejections(items: readonly { id: string; kind: string; code: string; detail: string }[]): Observation {
+  const action = 'The KMS refused records of this box; see pksctl outbox rejected and the KMS fleet record, and clear the cause with the OEM. The records are kept.';
+  if (items.length === 0) return obs('kms-rejected', 'outbox', 'ok', 'the KMS has rejected no record', '');
+  const codes = [...new Set(items.map((i) => i.code))].slice(0, 5).join(', ');
+  const last = items[items.length - 1]!;
+  return obs('kms-rejected', 'outbox', 'critical', `the KMS rejected ${items.length}${items.length >= 100 ? '+' : ''} record(s) (${codes}); latest ${last.kind} ${last.id}: ${last.detail.slice(0, 120).replace(/[^\x20-\x7e]/g, '?')}`, action);
+}
+
 // ---------------------------------------------------------------- uplink
 
 export interface UplinkInput {

@@ -12,7 +12,7 @@ import type { IpcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
 import type { Level, Observation } from './alerts.js';
 import {
-  checkAuthFailures, checkCertificates, checkGrants, checkHsm, checkServices, checkStock, checkStorage, checkUplink,
+  checkAuthFailures, checkCertificates, checkGrants, checkHsm, checkRejections, checkServices, checkStock, checkStorage, checkUplink,
   type AuthFailure, type CertInput, type DiskInput, type GrantInput, type MapUsageInput, type ServiceInput, type StockInput,
 } from './checks.js';
 import type { Config, Group } from './config.js';
@@ -351,6 +351,7 @@ export class Collector {
   // ------------------------------------------------------------ uplink
 
   private async uplink(now: Date, r: CollectResult): Promise<void> {
+    await this.rejections(r);
     const u = this.cfg.uplink;
     if (!u) {
       r.skipped.push('uplink: not configured');
@@ -366,6 +367,23 @@ export class Collector {
     r.observations.push(
       checkUplink({ lastSyncAt: last, maxAgeMinutes: u.maxSyncAgeMinutes, ...(u.criticalSyncAgeMinutes !== undefined ? { criticalAgeMinutes: u.criticalSyncAgeMinutes } : {}) }, now),
     );
+  }
+
+  /** Outbox items the KMS rejected (e.g. PKS_CONFLICT: one key reported for two ECUs), kept by the keystore. */
+  private async rejections(r: CollectResult): Promise<void> {
+    let items: { id: string; kind: string; code: string; detail: string }[];
+    try {
+      ({ items } = await this.deps.keystore.call<{ items: typeof items }>('outbox-rejected', { limit: 100 }, this.timeout));
+    } catch (e) {
+      // an older keystore without the verb: not a finding, the check is just not there
+      if (isPksError(e) && (e.code === 'PKS_IPC_UNKNOWN_VERB' || e.code === 'PKS_IPC_FORBIDDEN')) {
+        r.skipped.push('kms-rejected: keystore has no outbox-rejected');
+        return;
+      }
+      throw e;
+    }
+    r.observations.push(checkRejections(items));
+    r.complete.push('kms-rejected');
   }
 
   // ------------------------------------------------------------ failed tester logins

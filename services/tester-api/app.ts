@@ -14,15 +14,14 @@ import type { DeepReadonly } from '../../appliance/config.js';
 import { PksError, asPksError, pksError, problem, type ErrorCode } from '../../appliance/errors.js';
 import type { Logger } from '../../appliance/log.js';
 import type {
-  CertLogRequest,
   ConfirmResponse,
+  EcuCertResponse,
   FailResponse,
   HistoryResponse,
   ReserveResponse,
   TesterRecord,
 } from '../../appliance/contracts/keystore.js';
 import type { TesterApiConfig, TlsMaterial } from './config.js';
-import { EcuIssuer } from './ecu-cert.js';
 import { KeyedBuckets, RecentReservations, SlidingWindow } from './limits.js';
 import { OPENAPI_FILE } from './openapi.js';
 import { BODY_LIMIT, ROUTES, type RouteId } from './routes.js';
@@ -57,9 +56,8 @@ export interface TesterApiOptions {
   config: DeepReadonly<TesterApiConfig>;
   tls: TlsMaterial;
   keystore: Caller;
+  /** the tester API signs nothing (issue 9): status and public keys only */
   vault: Caller;
-  /** PEM of the ECU issuing CA; without it the ECU certificate route answers PKS_NOT_FOUND */
-  ecuCaPem?: string;
   log: Logger;
   now?: () => number;
 }
@@ -94,6 +92,7 @@ const UPSTREAM_DETAIL = new Set<ErrorCode>([
   'PKS_POOL_UNKNOWN',
   'PKS_POOL_EMPTY',
   'PKS_POOL_FORBIDDEN',
+  'PKS_CSR_INVALID',
   'PKS_STATE_INVALID',
   'PKS_SHE_INVALID',
   'PKS_TESTER_UNKNOWN',
@@ -137,7 +136,6 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
   const quota = new KeyedBuckets(L.newReservationsPerHour, L.newReservationsPerHour / 3600, now);
   const recent = new RecentReservations();
   const handshakes = new SlidingWindow(L.handshakesPerWindow, L.handshakeWindowSeconds * 1000, now);
-  const issuer = opts.ecuCaPem && cfg.ecuCa ? new EcuIssuer(opts.ecuCaPem, cfg.ecuCa, vaultSigner(opts.vault), now) : undefined;
   const openapiText = readFileSync(OPENAPI_FILE, 'utf8');
   let keystoreReachable = true;
   let closing = false;
@@ -316,7 +314,6 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
 
 
   // --- handlers
-  let caChecked = false;
   const handlers: Record<RouteId, (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>> = {
     'she-reserve': async (req) => {
       const tester = req.tester!;
@@ -366,22 +363,23 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
       return await upstream<HistoryResponse>('keystore', 'history', { tester: req.tester!.cn, limit });
     },
     'ecu-certificate': async (req) => {
-      if (!issuer) throw pksError('PKS_NOT_FOUND', 'this box issues no ECU certificates');
       const tester = req.tester!;
-      const { uid, csr } = req.body as { uid: string; csr: string };
-      if (!caChecked) {
-        // the configured CA certificate must be the HSM key's: otherwise every certificate is junk
-        const { spki } = await upstream<{ spki: string }>('vault', 'public-key', { name: 'ecu-ca' });
-        if (!Buffer.from(spki, 'base64').equals(issuer.caSpki)) {
-          log.error('ecuCa.cert does not match the HSM ecu-ca key');
-          throw pksError('PKS_CONFIG_INVALID', 'issuing CA certificate does not match the HSM key');
-        }
-        caChecked = true;
+      const { uid, csr, profile } = req.body as { uid: string; csr: string; profile: string };
+      if (!(tester.certProfiles ?? []).includes(profile)) throw authFail('PKS_POOL_FORBIDDEN', `tester may not use certificate profile '${profile}'`);
+      // a certificate counts like a new key against the tester's limits
+      const wait = quota.take(tester.cn);
+      if (wait > 0) {
+        metrics.quotaExceeded++;
+        throw withRetryAfter(pksError('PKS_QUOTA_EXCEEDED', 'new issuances per hour over the quota for this tester'), wait);
       }
-      const cert = await issuer.issue(uid, csr);
-      const entry: CertLogRequest = { tester: tester.cn, station: tester.station, uid: uid.toLowerCase(), serial: cert.serial, subject: cert.subject, notAfter: cert.notAfter };
-      // logged like a key: the certificate leaves the box only once the keystore has it on record
-      await upstream('keystore', 'cert-log', entry);
+      // the keystore checks the grant and the CSR again, records the request, has the vault sign
+      let cert: EcuCertResponse;
+      try {
+        cert = await upstream<EcuCertResponse>('keystore', 'ecu-cert', { tester: tester.cn, uid: uid.toLowerCase(), profile, csr });
+      } catch (e) {
+        quota.refund(tester.cn);
+        throw e;
+      }
       return { certificate: cert.certificate, serial: cert.serial };
     },
     openapi: async (_req, reply) => reply.type('application/json').send(openapiText),
@@ -430,16 +428,3 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
   };
 }
 
-function vaultSigner(vault: Caller): (tbs: Buffer) => Promise<Buffer> {
-  return async (tbs) => {
-    let res: { sig: string };
-    try {
-      res = await vault.call<{ sig: string }>('sign-ecu-ca', { data: tbs.toString('base64') });
-    } catch (err) {
-      const e = asPksError(err);
-      if (UNREACHABLE.has(e.code)) throw pksError('PKS_SERVICE_UNAVAILABLE', 'vault is not reachable');
-      throw e.code === 'PKS_INTERNAL' ? pksError('PKS_INTERNAL') : pksError(e.code);
-    }
-    return Buffer.from(res.sig, 'base64');
-  };
-}

@@ -1,6 +1,6 @@
 // The tester API's config: where it listens, its TLS material (the server key is the systemd
-// credential `tls-key`, never in the config), the ECU issuing CA's certificate and profile, and
-// the limits that keep one tester (or one source address) from starving the others.
+// credential `tls-key`, never in the config) and the limits that keep one tester (or one source
+// address) from starving the others.
 import { readFileSync } from 'node:fs';
 import { readCredential, type DeepReadonly } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
@@ -23,13 +23,6 @@ export interface TesterApiConfig {
     ticketRotateSeconds: number;
     sessionTimeoutSeconds: number;
     keepAliveSeconds: number;
-  };
-  ecuCa?: {
-    /** PEM of the issuing CA certificate whose key is the vault's `ecu-ca` */
-    cert: string;
-    validityDays: number;
-    /** RFC 4514 subject of issued certificates; `{uid}` is the ECU UID in uppercase hex */
-    subjectTemplate: string;
   };
   limits: {
     /** per tester: sustained requests per second and burst */
@@ -84,16 +77,6 @@ export const testerApiSchema = {
         keepAliveSeconds: int(5, 3600, 65),
       },
     },
-    ecuCa: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['cert'],
-      properties: {
-        cert: FILE,
-        validityDays: int(1, 36500, 7300),
-        subjectTemplate: { type: 'string', minLength: 6, maxLength: 512, pattern: '\\{uid\\}', default: 'CN={uid}' },
-      },
-    },
     limits: {
       type: 'object',
       additionalProperties: false,
@@ -140,9 +123,4 @@ export function loadTlsMaterial(cfg: DeepReadonly<TesterApiConfig>): TlsMaterial
     key: readCredential('tls-key', cfg.tls.keyFile) + '\n',
     ca: readPem(cfg.tls.ca, 'tls.ca'),
   };
-}
-
-/** The issuing CA certificate for ECU certificates, or undefined when the box issues none. */
-export function loadEcuCaPem(cfg: DeepReadonly<TesterApiConfig>): string | undefined {
-  return cfg.ecuCa ? readPem(cfg.ecuCa.cert, 'ecuCa.cert') : undefined;
 }

@@ -1,21 +1,20 @@
 // pks-tester-api: the HTTPS/mTLS front for the EOL testers. It holds no key material: SHE
-// packages come from the keystore, ECU certificate signatures from the vault.
+// packages and ECU certificates come from the keystore (which has the vault sign them).
 import { loadConfig } from '../../appliance/config.js';
 import path from 'node:path';
 import { ipcClient, startIpcServer } from '../../appliance/ipc.js';
 import { runDir, socketPath } from '../../appliance/paths.js';
 import { runService } from '../../appliance/service.js';
 import { createTesterApi } from './app.js';
-import { loadEcuCaPem, loadTlsMaterial, testerApiSchema, type TesterApiConfig } from './config.js';
+import { loadTlsMaterial, testerApiSchema, type TesterApiConfig } from './config.js';
 
 await runService('tester-api', async (log) => {
   const cfg = loadConfig<TesterApiConfig>(testerApiSchema);
   const tls = loadTlsMaterial(cfg);
-  const ecuCaPem = loadEcuCaPem(cfg);
   // enough connections for the testers working at once; each request holds one while it waits
   const keystore = ipcClient(socketPath('keystore', 'tester-api'), { timeoutMs: cfg.ipc.timeoutMs, connections: 64 });
   const vault = ipcClient(socketPath('vault', 'tester-api'), { timeoutMs: cfg.ipc.timeoutMs, connections: 8 });
-  const api = await createTesterApi({ config: cfg, tls, keystore, vault, log, ...(ecuCaPem ? { ecuCaPem } : {}) });
+  const api = await createTesterApi({ config: cfg, tls, keystore, vault, log });
   const addr = await api.listen();
   log.info('listening', { host: addr.address, port: addr.port });
   // the sentinel and pksctl read the counters (failed logins, limits) on a local socket

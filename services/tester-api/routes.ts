@@ -1,7 +1,7 @@
 // The tester API's routes as one table of schemas: app.ts registers them with fastify (which
 // validates every input against them) and openapi.ts turns the same table into the OpenAPI
 // document, so the documented contract and the enforced one cannot drift apart.
-import { ID, POOL, hex } from '../../appliance/schema.js';
+import { CERT_PROFILE, ID, POOL, hex } from '../../appliance/schema.js';
 
 export type RouteId = 'she-reserve' | 'she-confirm' | 'she-fail' | 'history' | 'ecu-certificate' | 'openapi' | 'health';
 
@@ -121,11 +121,16 @@ export const ROUTES: readonly RouteSpec[] = [
     id: 'ecu-certificate',
     method: 'POST',
     url: '/v1/ecu/certificates',
-    summary: "An ECU certificate from the ECU's CSR (P-256, subject CN = the UID in hex), signed by the issuing CA key in the HSM",
+    summary:
+      "An ECU certificate from the ECU's CSR (P-256, subject CN = the UID in hex) under a certificate profile the tester is granted; recorded by the key store, built and signed by the vault from the profile; counts against the tester's new-issuance quota",
     auth: 'tester',
     bodyLimit: CSR_BODY_LIMIT,
     schema: {
-      body: obj({ uid: UID, csr: { type: 'string', minLength: 64, maxLength: 12 * 1024, description: 'PEM CERTIFICATE REQUEST' } }),
+      body: obj({
+        uid: UID,
+        profile: { ...CERT_PROFILE, description: 'certificate profile, <oem>.<ecu type>' },
+        csr: { type: 'string', minLength: 64, maxLength: 12 * 1024, description: 'PEM CERTIFICATE REQUEST' },
+      }),
       response: {
         200: obj({
           certificate: { type: 'string', description: 'PEM' },
@@ -133,7 +138,7 @@ export const ROUTES: readonly RouteSpec[] = [
         }),
       },
     },
-    errors: ['PKS_CSR_INVALID'],
+    errors: ['PKS_CSR_INVALID', 'PKS_POOL_FORBIDDEN', 'PKS_QUOTA_EXCEEDED', 'PKS_NOT_FOUND'],
   },
   {
     id: 'openapi',

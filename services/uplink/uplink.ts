@@ -17,14 +17,13 @@ import type { MqttClient } from 'mqtt';
 import { asPksError, isErrorCode, pksError } from '../../appliance/errors.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
-import type { ImportChunkResponse, OutboxPeekResponse, StatsResponse } from '../../appliance/contracts/keystore.js';
+import type { ImportChunkResponse, OutboxFileResponse, StatsResponse } from '../../appliance/contracts/keystore.js';
 import { commandRef, peekSeq, verifyCommand, type CommandPayload } from './commands.js';
 import type { Schedule, UplinkConfig } from './config.js';
 import { checkIssuedCert, loadStoredIdentity, makeCsr, removeIdentity, serialOf, storeIdentity } from './identity.js';
 import { connectLink, publish } from '../../appliance/mqtt-link.js';
 import { StateFile } from './state.js';
 import { BOX_INBOUND, boxTopic, parseTopic } from '../../appliance/contracts/topics.js';
-import { fileDigest, packFile } from '../../appliance/verification-file.js';
 
 export interface UplinkDeps {
   cfg: UplinkConfig;
@@ -268,10 +267,14 @@ export class Uplink {
       return;
     }
     if (ack.ids.length === 0) return;
-    await this.d.keystore.call('outbox-ack', { ids: ack.ids.slice(0, 5000) });
+    // a rejected item is never deleted: the keystore keeps it and raises a critical alert
+    const rejected = (ack.rejected ?? []).slice(0, 5000);
+    if (rejected.length) await this.d.keystore.call('outbox-reject', { items: rejected });
+    const gone = new Set(rejected.map((r) => r.id));
+    await this.d.keystore.call('outbox-ack', { ids: ack.ids.filter((id) => !gone.has(id)).slice(0, 5000) });
     this.counters.filesAcked++;
     this.counters.itemsAcked += ack.ids.length;
-    for (const r of ack.rejected ?? []) await this.raise(r.code, `KMS rejected ${r.id}: ${r.detail}`, false);
+    for (const r of rejected) await this.raise(r.code, `KMS rejected ${r.id}: ${r.detail}`, false);
   }
 
   // ---- commands
@@ -575,11 +578,9 @@ export class Uplink {
   private async flushOutbox(): Promise<boolean> {
     for (let round = 0; round < 100; round++) {
       if (!this.connected) return false;
-      const { items } = await this.d.keystore.call<OutboxPeekResponse>('outbox-peek', { limit: 5000 });
-      if (items.length === 0) return true;
-      const fileId = `vf-${randomUUID()}`;
-      const { text, ids } = packFile(fileId, this.d.cfg.boxId, items);
-      const { sig } = await this.d.vault.call<{ sig: string }>('sign-audit', { data: fileDigest(text).toString('base64') });
+      // packed by the keystore from flushed items only and signed by the vault (issue 9)
+      const { fileId, payload: text, sig, ids } = await this.d.keystore.call<OutboxFileResponse>('outbox-file', { limit: 5000 });
+      if (ids.length === 0) return true;
       const ack = new Promise<AckMessage | null>((resolve) => {
         const timer = setTimeout(() => {
           this.ackWaiters.delete(fileId);

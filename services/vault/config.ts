@@ -1,11 +1,14 @@
 // The vault's config: which PKCS#11 module and token, where the PIN comes from, and who may
 // call which verb. The PIN itself is never in the config: it is the systemd credential
 // `hsm-pin` (or, for development, the file named by hsm.pinFile).
-import { HSM_TOKEN, NAME } from '../../appliance/schema.js';
+import { CERT_PROFILE, HSM_TOKEN, NAME, PATH } from '../../appliance/schema.js';
+import type { EcuCaConfig } from './signed-structures.js';
 
 export interface VaultConfig {
   boxId: string;
   hsm: { module: string; tokenLabel: string; pinFile?: string; softhsm2Conf?: string };
+  /** ECU certificates: the issuing CA certificate over the HSM key and the profiles (issue 9) */
+  ecuCa?: EcuCaConfig;
   ipc: { callers?: Record<string, string[]>; groups?: Record<string, number> };
 }
 
@@ -16,6 +19,30 @@ export const vaultSchema = {
   properties: {
     boxId: NAME,
     hsm: HSM_TOKEN,
+    ecuCa: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['cert', 'profiles'],
+      properties: {
+        cert: PATH,
+        subject: { type: 'string', minLength: 4, maxLength: 256, default: 'CN=PKS ECU issuing CA' },
+        profiles: {
+          type: 'object',
+          maxProperties: 256,
+          propertyNames: CERT_PROFILE,
+          additionalProperties: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['subjectTemplate'],
+            properties: {
+              validityDays: { type: 'integer', minimum: 1, maximum: 36500, default: 7300 },
+              subjectTemplate: { type: 'string', minLength: 6, maxLength: 512, pattern: '\\{uid\\}' },
+              extendedKeyUsage: { type: 'array', minItems: 1, maxItems: 2, uniqueItems: true, items: { enum: ['clientAuth', 'serverAuth'] }, default: ['clientAuth'] },
+            },
+          },
+        },
+      },
+    },
     ipc: {
       type: 'object',
       additionalProperties: false,

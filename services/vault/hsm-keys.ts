@@ -79,7 +79,10 @@ function usage(spec: KeySpec, part: KeyPart): Expectation[] {
 /** What checkHierarchy() requires of an existing object. */
 export function expectations(spec: KeySpec, part: KeyPart): Expectation[] {
   const A = pkcs11js;
-  const base: Expectation[] = [[A.CKA_TOKEN, true, 'CKA_TOKEN']];
+  const base: Expectation[] = [
+    [A.CKA_TOKEN, true, 'CKA_TOKEN'],
+    [A.CKA_COPYABLE, false, 'CKA_COPYABLE'],
+  ];
   if (part === 'private') {
     base.push(
       [A.CKA_PRIVATE, true, 'CKA_PRIVATE'],
@@ -104,6 +107,8 @@ function common(spec: KeySpec, part: KeyPart): Template {
     { type: A.CKA_LABEL, value: keyLabel(spec.name) },
     { type: A.CKA_ID, value: keyId(spec.name) },
     { type: A.CKA_MODIFIABLE, value: false },
+    // no C_CopyObject: a copy could be made with weaker attributes (issue 9)
+    { type: A.CKA_COPYABLE, value: false },
   ];
 }
 

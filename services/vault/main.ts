@@ -5,6 +5,7 @@ import { startIpcServer } from '../../appliance/ipc.js';
 import { runDir } from '../../appliance/paths.js';
 import { runService } from '../../appliance/service.js';
 import { vaultSchema, type VaultConfig } from './config.js';
+import type { EcuCaConfig } from './signed-structures.js';
 import { Vault } from './vault.js';
 import { DEFAULT_CALLERS, vaultVerbs } from './verbs.js';
 
@@ -15,6 +16,7 @@ await runService('vault', async (log) => {
     { module: cfg.hsm.module, tokenLabel: cfg.hsm.tokenLabel, pin, ...(cfg.hsm.softhsm2Conf ? { softhsm2Conf: cfg.hsm.softhsm2Conf } : {}) },
     cfg.boxId,
     log,
+    cfg.ecuCa as EcuCaConfig | undefined,
   );
   vault.start();
   const ipc = await startIpcServer({

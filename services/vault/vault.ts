@@ -7,9 +7,12 @@ import { aeadOpen, authAad, batchKeyAad, deriveBatchKey, recordAad } from '../..
 import { PksError, asPksError, pksError } from '../../appliance/errors.js';
 import type { Logger } from '../../appliance/log.js';
 import { sheMessages, sheVerify, type SheUpdate } from '../../appliance/she.js';
+import type { CheckpointFields } from '../../appliance/signed-messages.js';
+import { newSerial } from '../../appliance/x509.js';
 import { Hsm, type HsmConfig, type KeyName } from './hsm.js';
+import { EcuCa, checkpointToSign, verificationFileToSign, type EcuCaConfig, type IssuedCertificate } from './signed-structures.js';
 
-export type SignKey = 'identity' | 'audit' | 'ecu-ca';
+type SignKey = 'identity' | 'audit' | 'ecu-ca';
 export type PublicKeyName = 'identity' | 'transport' | 'audit' | 'ecu-ca';
 
 export interface SheRequest {
@@ -38,12 +41,16 @@ export class Vault {
   private retryTimer: NodeJS.Timeout | null = null;
   /** unwrapped batch keys, keyed by a hash of their wrapped form; zeroized on eviction */
   private batchKeys = new Map<string, Buffer>();
+  private readonly ecuCa: EcuCa | null;
 
   constructor(
     private readonly cfg: HsmConfig,
     private readonly boxId: string,
     private readonly log: Logger,
-  ) {}
+    ecuCa?: EcuCaConfig,
+  ) {
+    this.ecuCa = ecuCa ? new EcuCa(ecuCa, () => this.publicKey('ecu-ca'), async (tbs) => this.sign('ecu-ca', tbs)) : null;
+  }
 
   /** Opens the HSM and ensures the key hierarchy; never throws: the failure is kept and reported. */
   start(): void {
@@ -125,8 +132,34 @@ export class Vault {
     return this.use((h) => h.publicKey(name));
   }
 
-  sign(name: SignKey, data: Buffer): Buffer {
+  // raw signing stays inside the vault: every caller asks for a typed structure below
+  private sign(name: SignKey, data: Buffer): Buffer {
     return this.use((h) => h.sign(name, data));
+  }
+
+  /** An audit checkpoint from its fields (the keystore's verb). */
+  signCheckpoint(c: CheckpointFields): Buffer {
+    return this.sign('audit', checkpointToSign(c));
+  }
+
+  /** A verification file of this box, as the keystore packed it. */
+  signVerificationFile(payloadText: string): Buffer {
+    return this.sign('audit', verificationFileToSign(payloadText, this.boxId));
+  }
+
+  private issuer(): EcuCa {
+    if (!this.ecuCa) throw pksError('PKS_NOT_FOUND', 'this box issues no ECU certificates');
+    return this.ecuCa;
+  }
+
+  /** An ECU certificate from (UID, public key, profile), built here from the profile. */
+  issueEcuCertificate(r: { uid: string; spki: Buffer; profile: string; serial: string }): Promise<IssuedCertificate> {
+    return this.issuer().issue(r);
+  }
+
+  /** The development ECU CA certificate, self-signed over the HSM key. */
+  ecuCaCertificate(days: number): Promise<string> {
+    return this.issuer().selfSigned(newSerial(), days);
   }
 
   /** ECDH with the transport key → batch key, returned only wrapped by the storage key. */
@@ -191,14 +224,6 @@ export class Vault {
 
   sheVerify(r: SheRequest, m4: Buffer, m5: Buffer): boolean {
     return this.withUpdate(r, (u) => sheVerify(u, m4, m5));
-  }
-
-  seal(id: string, data: Buffer): Buffer {
-    return this.use((h) => h.seal(data, Buffer.from(`pks-seal-v1|${id}`)));
-  }
-
-  open(id: string, blob: Buffer): Buffer {
-    return this.use((h) => h.open(blob, Buffer.from(`pks-seal-v1|${id}`)));
   }
 
   stop(): void {

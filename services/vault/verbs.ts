@@ -2,8 +2,11 @@
 // Each verb has a schema with exact sizes and a byte limit; named keys are used, never
 // returned. Which caller may use which verb is decided by DEFAULT_CALLERS (or the config).
 import type { VerbTable } from '../../appliance/ipc.js';
-import { ID, POOL, b64, hex } from '../../appliance/schema.js';
-import type { PublicKeyName, SheRequest, SignKey, Vault } from './vault.js';
+import { CERT_PROFILE as PROFILE, ID, POOL, b64, hex } from '../../appliance/schema.js';
+import type { PublicKeyName, SheRequest, Vault } from './vault.js';
+
+const HASH = hex(32);
+const TIME = { type: 'string', maxLength: 40 } as const;
 
 const she = {
   batchId: ID,
@@ -36,12 +39,6 @@ const toShe = (b: SheBody): SheRequest => ({
   flags: b.flags as number,
 });
 
-const signVerb = (vault: Vault, key: SignKey) => ({
-  request: { type: 'object', additionalProperties: false, required: ['data'], properties: { data: b64(16 * 1024) } },
-  maxBytes: 32 * 1024,
-  handler: (b: { data: string }) => ({ key, sig: vault.sign(key, Buffer.from(b.data, 'base64')).toString('base64') }),
-});
-
 export function vaultVerbs(vault: Vault): VerbTable {
   return {
     status: {
@@ -57,9 +54,35 @@ export function vaultVerbs(vault: Vault): VerbTable {
       },
       handler: (b: { name: PublicKeyName }) => ({ name: b.name, spki: vault.publicKey(b.name).toString('base64') }),
     },
-    'sign-identity': signVerb(vault, 'identity'),
-    'sign-audit': signVerb(vault, 'audit'),
-    'sign-ecu-ca': signVerb(vault, 'ecu-ca'),
+    // typed signing verbs (issue 9): the vault builds what it signs (signed-structures.ts)
+    'audit-checkpoint': {
+      request: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['seq', 'hash', 'prevSeq', 'prevHash', 'at'],
+        properties: { seq: { type: 'integer', minimum: 1 }, hash: HASH, prevSeq: { type: 'integer', minimum: 0 }, prevHash: HASH, at: TIME },
+      },
+      handler: (b: { seq: number; hash: string; prevSeq: number; prevHash: string; at: string }) => ({ sig: vault.signCheckpoint(b).toString('base64') }),
+    },
+    'verification-file': {
+      request: { type: 'object', additionalProperties: false, required: ['payload'], properties: { payload: { type: 'string', minLength: 2, maxLength: 200 * 1024 } } },
+      maxBytes: 256 * 1024,
+      handler: (b: { payload: string }) => ({ sig: vault.signVerificationFile(b.payload).toString('base64') }),
+    },
+    'ecu-cert-issue': {
+      request: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['uid', 'spki', 'profile', 'serial'],
+        properties: { uid: hex(15), spki: b64(200), profile: PROFILE, serial: hex(16) },
+      },
+      handler: (b: { uid: string; spki: string; profile: string; serial: string }) =>
+        vault.issueEcuCertificate({ uid: b.uid.toLowerCase(), spki: Buffer.from(b.spki, 'base64'), profile: b.profile, serial: b.serial.toLowerCase() }),
+    },
+    'ecu-ca-certificate': {
+      request: { type: 'object', additionalProperties: false, properties: { days: { type: 'integer', minimum: 1, maximum: 36500, default: 3650 } } },
+      handler: async (b: { days: number }) => ({ certificate: await vault.ecuCaCertificate(b.days) }),
+    },
     'batch-open': {
       request: {
         type: 'object',
@@ -91,29 +114,19 @@ export function vaultVerbs(vault: Vault): VerbTable {
         ok: vault.sheVerify(toShe(b), Buffer.from(b.m4, 'hex'), Buffer.from(b.m5, 'hex')),
       }),
     },
-    'record-seal': {
-      request: { type: 'object', additionalProperties: false, required: ['id', 'data'], properties: { id: ID, data: b64(4096) } },
-      maxBytes: 8192,
-      handler: (b: { id: string; data: string }) => ({ blob: vault.seal(b.id, Buffer.from(b.data, 'base64')).toString('base64') }),
-    },
-    'record-open': {
-      request: { type: 'object', additionalProperties: false, required: ['id', 'blob'], properties: { id: ID, blob: b64(4200) } },
-      maxBytes: 8192,
-      handler: (b: { id: string; blob: string }) => ({ data: vault.open(b.id, Buffer.from(b.blob, 'base64')).toString('base64') }),
-    },
   };
 }
 
 /**
- * Who may ask what. The keystore issues and verifies SHE packages and signs audit
- * checkpoints; the tester API signs ECU certificates; the uplink signs with the box identity;
- * the sentinel and pksctl only look. record-open is for nobody by default: what is sealed
- * for storage is opened inside the vault's own verbs.
+ * Who may ask what. The keystore owns issuance: it issues and verifies SHE packages, has ECU
+ * certificates signed once they are on record, signs audit checkpoints and the verification
+ * files it packs. The tester API and the uplink face the network and sign nothing; the
+ * sentinel only looks; pksctl makes the development ECU CA certificate.
  */
 export const DEFAULT_CALLERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
-  keystore: ['status', 'public-key', 'batch-open', 'she-prepare', 'she-verify', 'sign-audit', 'record-seal'],
-  'tester-api': ['status', 'public-key', 'sign-ecu-ca'],
-  uplink: ['status', 'public-key', 'sign-identity', 'sign-audit'],
+  keystore: ['status', 'public-key', 'batch-open', 'she-prepare', 'she-verify', 'audit-checkpoint', 'verification-file', 'ecu-cert-issue'],
+  'tester-api': ['status', 'public-key'],
+  uplink: ['status', 'public-key'],
   sentinel: ['status'],
-  pksctl: ['status', 'public-key'],
+  pksctl: ['status', 'public-key', 'ecu-ca-certificate'],
 });

@@ -37,7 +37,9 @@ export function inProcessVaultPort(vault: Vault): VaultPort {
       return { m1: m.m1.toString('hex'), m2: m.m2.toString('hex'), m3: m.m3.toString('hex') };
     },
     sheVerify: async (req) => vault.sheVerify(toShe(req), Buffer.from(req.m4, 'hex'), Buffer.from(req.m5, 'hex')),
-    signAudit: async (data) => vault.sign('audit', data),
+    signCheckpoint: async (c) => vault.signCheckpoint(c),
+    signVerificationFile: async (t) => vault.signVerificationFile(t),
+    issueEcuCert: (r) => vault.issueEcuCertificate({ ...r, spki: Buffer.from(r.spki, 'base64') }),
   };
 }
 

@@ -8,8 +8,8 @@ import { pksError } from '../../appliance/errors.js';
 import { silentLogger } from '../../appliance/log.js';
 import { ID, NAME, POOL, hex } from '../../appliance/schema.js';
 import type {
-  CertLogRequest,
   ConfirmRequest,
+  EcuCertRequest,
   ConfirmResponse,
   FailRequest,
   HistoryItem,
@@ -37,7 +37,8 @@ export interface KeystoreStub {
   calls: { verb: string; body: unknown }[];
   testers: Map<string, TesterRecord>;
   packages: Map<string, StubPackage>;
-  certs: CertLogRequest[];
+  /** ECU certificate requests that reached the keystore */
+  certs: EcuCertRequest[];
   /** per pool: how many keys are left (unlimited when absent) */
   stock: Map<string, number>;
   /** pools the stub knows; others answer PKS_POOL_UNKNOWN */
@@ -55,7 +56,7 @@ export async function startKeystoreStub(runDir: string, opts: { pools?: string[]
   const testers = new Map<string, TesterRecord>();
   const packages = new Map<string, StubPackage>();
   const byEcu = new Map<string, string>();
-  const certs: CertLogRequest[] = [];
+  const certs: EcuCertRequest[] = [];
   const stock = new Map<string, number>();
   const pools = new Set(opts.pools ?? []);
   const failing = new Map<string, string>();
@@ -76,7 +77,7 @@ export async function startKeystoreStub(runDir: string, opts: { pools?: string[]
     service: 'keystore',
     dir: path.join(runDir, 'keystore'),
     log: silentLogger,
-    callers: { 'tester-api': ['reserve', 'confirm', 'fail', 'history', 'stats', 'cert-log', 'tester-get'] },
+    callers: { 'tester-api': ['reserve', 'confirm', 'fail', 'history', 'stats', 'ecu-cert', 'tester-get'] },
     verbs: {
       reserve: {
         request: obj({ pool: POOL, uid: hex(15), tester: NAME, station: NAME }),
@@ -165,12 +166,14 @@ export async function startKeystoreStub(runDir: string, opts: { pools?: string[]
           return { pools: {} };
         },
       },
-      'cert-log': {
-        request: obj({ tester: NAME, station: NAME, uid: hex(15), serial: { type: 'string', pattern: '^[0-9a-f]{2,64}$' }, subject: { type: 'string', maxLength: 1024 }, notAfter: { type: 'string', format: 'date-time' } }),
-        handler: (b: CertLogRequest) => {
-          record('cert-log', b);
+      'ecu-cert': {
+        request: obj({ tester: NAME, uid: hex(15), profile: { type: 'string', maxLength: 65 }, csr: { type: 'string', maxLength: 12 * 1024 } }),
+        maxBytes: 16 * 1024,
+        handler: (b: EcuCertRequest) => {
+          record('ecu-cert', b);
           certs.push(b);
-          return { ok: true };
+          // the real keystore has the vault build the certificate; tests of that use it
+          return { certificate: '-----BEGIN CERTIFICATE-----\nstub\n-----END CERTIFICATE-----\n', serial: '40'.repeat(16), subject: `CN=${b.uid.toUpperCase()}`, notAfter: new Date(Date.now() + 86_400_000).toISOString() };
         },
       },
       'tester-get': {

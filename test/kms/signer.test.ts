@@ -106,8 +106,8 @@ test('HSM signer: a certificate that does not fit is re-issued, or refused witho
 });
 
 test('key-file signer: the fallback works; a key that is not its certificate\'s is refused', async () => {
-  const a = await issue(dir, 'kms-ca', 'file-signer', { cn: 'kms-batch-signer' });
-  const b = await issue(dir, 'kms-ca', 'file-signer-b', { cn: 'kms-batch-signer' });
+  const a = await issue(dir, 'kms-ca', 'file-signer', { cn: 'kms-batch-signer', batchSigner: true });
+  const b = await issue(dir, 'kms-ca', 'file-signer-b', { cn: 'kms-batch-signer', batchSigner: true });
   const s = await loadSigner({ certFile: a.cert, keyFile: a.key });
   verifyChunk(signChunkWith(payload(), s), loadTrustAnchor(readFileSync(ca.cert, 'utf8')), 'box-1');
   await refused(loadSigner({ certFile: a.cert, keyFile: b.key }), 'PKS_CONFIG_INVALID', /does not match its certificate/);

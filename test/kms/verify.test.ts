@@ -11,7 +11,8 @@ import { aeadOpen, authAad, deriveBatchKey, recordAad } from '../../appliance/ba
 import { loadTrustAnchor, verifyChunk } from '../../appliance/batch-format.js';
 import { sheMessages } from '../../appliance/she.js';
 import type { OutboxItem } from '../../appliance/contracts/keystore.js';
-import { fileDigest, packFile } from '../../appliance/verification-file.js';
+import { packFile } from '../../appliance/verification-file.js';
+import { verificationFileMessage } from '../../appliance/signed-messages.js';
 import { allocate, buildChunks, type BatchSigner } from '../../scripts/kms/batches.js';
 import { keySigner } from '../../scripts/kms/signer.js';
 import { importOem } from '../../scripts/kms/oem.js';
@@ -41,7 +42,7 @@ const box2: Box = { id: 'box-2', transport: ec(), audit: ec() };
 test.before(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'pks-kms-verify-'));
   const ca = await makeCa(dir, 'kms-ca');
-  const s = await issue(dir, 'kms-ca', 'signer', { cn: 'kms-batch-signer' });
+  const s = await issue(dir, 'kms-ca', 'signer', { cn: 'kms-batch-signer', batchSigner: true });
   signer = keySigner(createPrivateKey(readFileSync(s.key)), readFileSync(s.cert, 'utf8'));
   caPem = readFileSync(ca.cert, 'utf8');
   store = new KmsStore(path.join(dir, 'state'));
@@ -87,7 +88,7 @@ function injection(id: string, rid: string, batchId: string, key: Buffer, uid = 
 
 function signedFile(b: Box, fileId: string, items: OutboxItem[], key = b.audit.privateKey): string {
   const { text } = packFile(fileId, b.id, items);
-  const sig = createSign('sha256').update(fileDigest(text)).sign({ key, dsaEncoding: 'ieee-p1363' }).toString('base64');
+  const sig = createSign('sha256').update(verificationFileMessage(text)).sign({ key, dsaEncoding: 'ieee-p1363' }).toString('base64');
   return JSON.stringify({ v: 1, payload: text, sig });
 }
 

@@ -103,8 +103,6 @@ export interface Rig {
 
 export interface RigOptions {
   limits?: Partial<TesterApiConfig['limits']>;
-  ecuCa?: { cert: string; validityDays?: number; subjectTemplate?: string };
-  ecuCaPem?: string;
   vault?: Caller;
   runDir?: string;
 }
@@ -126,13 +124,13 @@ export async function startRig(opts: RigOptions = {}): Promise<Rig> {
   reg('busy', [POOL_A]);
   reg('greedy', [POOL_A]);
   reg('ecu-station', [POOL_A]);
+  stub.testers.set('ecu-station', { ...stub.testers.get('ecu-station')!, certProfiles: ['oem1.bcm'] });
   // 'stranger' has a valid certificate but is not in the registry
 
   const config = validateConfig<TesterApiConfig>(testerApiSchema, {
     listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: p.serverCertFile, keyFile: p.serverKeyFile, ca: p.testerCaFile },
     limits: { testerCacheMs: 0, handshakesPerWindow: 10_000, ...opts.limits },
-    ...(opts.ecuCa ? { ecuCa: opts.ecuCa } : {}),
   });
   const keystore = ipcClient(socketPath('keystore', 'tester-api', runDir), { timeoutMs: 2000 });
   const noVault: Caller = {
@@ -146,7 +144,6 @@ export async function startRig(opts: RigOptions = {}): Promise<Rig> {
     keystore,
     vault: opts.vault ?? noVault,
     log: silentLogger,
-    ...(opts.ecuCaPem ? { ecuCaPem: opts.ecuCaPem } : {}),
   });
   const { port } = await api.listen();
   const clients: Client[] = [];

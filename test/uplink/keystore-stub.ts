@@ -10,6 +10,8 @@ import { startIpcServer, type IpcClient, type IpcServer, type VerbTable } from '
 import { silentLogger } from '../../appliance/log.js';
 import { KEY_UPDATE_ENC_C, sheKdf, sheMessages } from '../../appliance/she.js';
 import type { ImportChunkResponse, OutboxItem, PoolStats } from '../../appliance/contracts/keystore.js';
+import { newFileId } from '../../services/keystore/outbox.js';
+import { packFile } from '../../appliance/verification-file.js';
 
 interface Rec {
   recordId: string;
@@ -33,11 +35,15 @@ export class KeystoreStub {
   records = new Map<string, Rec>();
   batches = new Map<string, Batch>();
   outbox: OutboxItem[] = [];
+  /** items the KMS rejected (outbox-reject): kept, as the keystore keeps them */
+  rejected: (OutboxItem & { code: string; detail: string })[] = [];
   revoked: string[] = [];
   calls: string[] = [];
   private seq = 0;
   private checkpoint = { seq: 0, head: '00'.repeat(32) };
   private server: IpcServer | null = null;
+  /** the vault on its keystore socket: signs the verification files this stub packs */
+  vault: IpcClient | null = null;
 
   constructor(
     private readonly trust: TrustAnchor,
@@ -126,6 +132,26 @@ export class KeystoreStub {
           const missing: number[] = [];
           for (let i = 0; i < batch.chunks && missing.length < 100; i++) if (!batch.got.has(i)) missing.push(i);
           return { batchId: p.batchId, pool: p.pool, chunk: p.chunk, chunks: p.chunks, imported, duplicate, complete: batch.got.size === batch.chunks, missing };
+        },
+      },
+      'outbox-file': {
+        request: obj,
+        handler: async (b: { limit?: number }) => {
+          const items = this.outbox.slice(0, b.limit ?? 5000);
+          if (items.length === 0 || !this.vault) return { fileId: '', payload: '', sig: '', ids: [] };
+          const fileId = newFileId();
+          const { text, ids } = packFile(fileId, this.boxId, items);
+          const { sig } = await this.vault.call<{ sig: string }>('verification-file', { payload: text });
+          return { fileId, payload: text, sig, ids };
+        },
+      },
+      'outbox-reject': {
+        request: obj,
+        handler: (b: { items: { id: string; code: string; detail: string }[] }) => {
+          const ids = new Set(b.items.map((r) => r.id));
+          for (const i of this.outbox) if (ids.has(i.id)) this.rejected.push({ ...i, ...b.items.find((r) => r.id === i.id)! });
+          this.outbox = this.outbox.filter((i) => !ids.has(i.id));
+          return { rejected: ids.size };
         },
       },
       'outbox-peek': {

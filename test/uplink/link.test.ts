@@ -58,6 +58,7 @@ test.before(async () => {
       startVault({ dir: path.join(dir, 'vault'), runDir: path.join(dir, 'run'), logDir: dir, boxId: BOX }),
     ]);
     stub = new KeystoreStub(loadTrustAnchor(readFileSync(kms.caCert, 'utf8')), BOX);
+    stub.vault = vault.client('keystore');
     const ksSock = await stub.start(path.join(dir, 'run', 'keystore'));
     ksClient = ipcClient(ksSock);
 

@@ -72,6 +72,7 @@ export async function startRig(o: { boxId?: string; schedule?: UplinkConfig['sch
       () => kms.stop(),
     );
     const stub = new KeystoreStub(loadTrustAnchor(readFileSync(kms.caCert, 'utf8')), boxId);
+    stub.vault = vault.client('keystore');
     const ksClient = ipcClient(await stub.start(path.join(dir, 'run', 'keystore')));
     stops.push(
       () => stub.stop(),

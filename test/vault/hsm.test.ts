@@ -175,6 +175,22 @@ H('no key can be read out or wrapped', ({ tok }) => {
   });
 });
 
+H('issue 9 item 7: every HSM key object is CKA_COPYABLE=false, read back from SoftHSM', ({ tok }) => {
+  raw(tok, (p11, session) => {
+    for (const name of ALL) {
+      const classes = name === 'storage' ? [pkcs11js.CKO_SECRET_KEY] : [pkcs11js.CKO_PRIVATE_KEY, pkcs11js.CKO_PUBLIC_KEY];
+      for (const cls of classes) {
+        const [h] = findByLabel(p11, session, cls, `pks-${name}`);
+        assert.ok(h, `${name} ${cls}`);
+        const v = p11.C_GetAttributeValue(session, h!, [{ type: pkcs11js.CKA_COPYABLE }])[0]!.value;
+        assert.is(v[0], 0, `pks-${name} (class ${cls}) is copyable`);
+        // C_CopyObject is refused too
+        assert.is.not(ckr(() => p11.C_CopyObject(session, h!, [{ type: pkcs11js.CKA_TOKEN, value: false }])), 'CKR_OK', `${name} copied`);
+      }
+    }
+  });
+});
+
 H('sign: ECDSA P-256 over SHA-256, verified by node (raw and DER)', ({ cfg }) => {
   withHsm(cfg, (hsm) => {
     const data = Buffer.from('verification file 0042');

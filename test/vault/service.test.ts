@@ -39,7 +39,7 @@ test('no token: the vault serves its status, refuses every key operation, and re
     const st = await waitFor('vault socket', () => admin.call<{ ready: boolean; error?: string }>('status'));
     assert.equal([st.ready, st.error], [false, 'PKS_HSM_TOKEN']);
     assert.is(await code(admin.call('public-key', { name: 'audit' })), 'PKS_HSM_TOKEN');
-    assert.is(await code(ks.call('sign-audit', { data: 'AAAA' })), 'PKS_HSM_TOKEN');
+    assert.is(await code(ks.call('audit-checkpoint', { seq: 1, hash: 'ab'.repeat(32), prevSeq: 0, prevHash: '0'.repeat(64), at: new Date().toISOString() })), 'PKS_HSM_TOKEN');
     // plant IT fixes it: the token is there now; the vault picks it up without a restart
     await makeToken(path.join(s.dir, 'hsm'), 'pks-late');
     await waitFor('vault recovered', async () => (await admin.call<{ ready: boolean }>('status')).ready, 20_000, 250);
