@@ -93,6 +93,7 @@ const configs = {
       stateDir: '/var/lib/pks/uplink',
       mqtt: { host: site('KMS_HOST'), port: port('KMS_PORT'), caFile: '/etc/pks/uplink/mqtt-ca.crt', certFile: '/etc/pks/uplink/mqtt-client.crt' },
       opsPublicKeyFile: '/etc/pks/uplink/ops-public.pem',
+      kmsCaFile: '/etc/pks/kms-ca.crt',
     },
     'uplink.json',
   ),
