@@ -164,6 +164,20 @@ for (const name of SERVICES) {
   });
 }
 
+// Issue 9, item 6: a service that fails at start (full disk, HSM or broker missing) must keep
+// being retried; StartLimitBurst within StartLimitIntervalSec would leave it failed for good.
+for (const name of SERVICES) {
+  test(`pks-${name}.service: no start limit, restarts forever at a bounded interval`, () => {
+    const u = unitOf(name);
+    assert.is(last(u, 'Unit', 'StartLimitIntervalSec'), '0', 'StartLimitIntervalSec=0 (no start rate limit)');
+    assert.is(last(u, 'Unit', 'StartLimitBurst'), undefined, 'no StartLimitBurst');
+    assert.is(last(u, 'Service', 'StartLimitAction'), undefined);
+    assert.ok(['on-failure', 'always'].includes(last(u, 'Service', 'Restart') ?? ''), 'Restart=on-failure|always');
+    const sec = /^(\d+)s$/.exec(last(u, 'Service', 'RestartSec') ?? '');
+    assert.ok(sec && Number(sec[1]) >= 1 && Number(sec[1]) <= 30, 'RestartSec between 1 s and 30 s');
+  });
+}
+
 test('pks-vault.service: no network at all, HSM PIN as a credential, no W+X memory', () => {
   const u = unitOf('vault');
   assert.is(last(u, 'Service', 'PrivateNetwork'), 'yes');
