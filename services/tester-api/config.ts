@@ -58,7 +58,8 @@ export interface TesterApiConfig {
     /** a TLS handshake must be done within this */
     handshakeTimeoutSeconds: number;
   };
-  ipc: { timeoutMs: number };
+  /** groups: numeric group per caller of its own status socket (the sentinel's pair group) */
+  ipc: { timeoutMs: number; groups?: Record<string, number> };
 }
 
 /** Modern AEAD suites with forward secrecy for TLS 1.2; TLS 1.3 suites are always on. */
@@ -138,7 +139,10 @@ export const testerApiSchema = {
       type: 'object',
       additionalProperties: false,
       default: {},
-      properties: { timeoutMs: int(100, 60_000, 5000) },
+      properties: {
+        timeoutMs: int(100, 60_000, 5000),
+        groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } },
+      },
     },
   },
 } as const;

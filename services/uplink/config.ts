@@ -36,6 +36,8 @@ export interface UplinkConfig {
   /** the pinned KMS CA (as the keystore's kmsCa): acks, cert and sync answers and batch chunks
    * must be signed by a signer it issued */
   kmsCaFile: string;
+  /** numeric group per caller of its status socket (the sentinel's pair group) */
+  ipc?: { groups?: Record<string, number> };
   schedule: Schedule;
   timing: {
     /** housekeeping while connected: re-order check, outbox flush, missing chunks */
@@ -74,6 +76,12 @@ export const uplinkSchema = {
     ),
     opsPublicKeyFile: file,
     kmsCaFile: file,
+    ipc: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } } },
+    },
     schedule: {
       type: 'object',
       additionalProperties: false,

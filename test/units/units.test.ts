@@ -22,6 +22,8 @@ const NETWORK_FACING = new Set<string>(['tester-api', 'uplink', 'sentinel']);
 const SOCKET_PAIRS: Record<string, readonly string[]> = {
   vault: ['keystore', 'tester-api', 'uplink', 'sentinel'],
   keystore: ['tester-api', 'uplink', 'sentinel'],
+  'tester-api': ['sentinel'],
+  uplink: ['sentinel'],
 };
 
 // ---- a minimal unit-file reader -------------------------------------------------------------
