@@ -36,12 +36,12 @@ export interface VaultHandle {
 export const VAULT_CALLERS = ['keystore', 'tester-api', 'uplink', 'sentinel'] as const;
 
 /**
- * `separate`: as root, the vault runs as pks-vault with its supplementary pair groups and
+ * `separate` (default on; PKS_SEPARATE_USERS=0 turns it off): as root, the vault runs as pks-vault with its supplementary pair groups and
  * chgrp's each caller's socket to pks-vault-<caller> (scripts/plant/users.ts), as on the box.
  */
 export async function startVault(opts: { dir: string; runDir: string; logDir: string; boxId: string; token?: Token; separate?: boolean }): Promise<VaultHandle> {
   await mkdir(opts.dir, { recursive: true });
-  const user: ServiceUser | null = opts.separate && ensureServiceUsers() ? serviceUser('vault') : null;
+  const user: ServiceUser | null = (opts.separate ?? true) && ensureServiceUsers() ? serviceUser('vault') : null;
   const token = opts.token ?? (await makeToken(path.join(opts.dir, 'hsm'), `pks-${opts.boxId}`.slice(0, 32)));
   const pinFile = path.join(opts.dir, 'hsm-pin');
   await writeFile(pinFile, token.pin + '\n', { mode: 0o600 });
@@ -58,7 +58,7 @@ export async function startVault(opts: { dir: string; runDir: string; logDir: st
     // its state (token, PIN, config) is its own, its runtime dir too, as the unit's dirs are
     const own = path.join(opts.runDir, 'vault');
     await mkdir(own, { recursive: true });
-    giveTo(user, opts.dir, own);
+    giveTo(user, opts.dir, own, ...(opts.token ? [path.dirname(opts.token.conf)] : []));
     openPath(opts.dir, '/');
     openPath(opts.runDir, '/');
   }

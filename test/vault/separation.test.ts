@@ -10,6 +10,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { socketPath } from '../../appliance/paths.js';
+import { makeKmsPki, startKeystore, type KeystoreHandle } from '../../scripts/plant/keystore.js';
 import { startVault, type VaultHandle } from '../../scripts/plant/vault.js';
 import { ensureServiceUsers, groupId, separateUsers, serviceUser } from '../../scripts/plant/users.js';
 
@@ -19,6 +20,7 @@ const maybe = enabled ? test : test.skip;
 
 let dir = '';
 let vault: VaultHandle | undefined;
+let keystore: KeystoreHandle | undefined;
 const runDir = () => path.join(dir, 'run');
 
 test.before(async () => {
@@ -26,8 +28,11 @@ test.before(async () => {
   ensureServiceUsers();
   dir = mkdtempSync(path.join(os.tmpdir(), 'pks-separation-'));
   vault = await startVault({ dir: path.join(dir, 'vault'), runDir: runDir(), logDir: dir, boxId: 'box-sep', separate: true });
+  const kms = await makeKmsPki(path.join(dir, 'kms'));
+  keystore = await startKeystore({ dir: path.join(dir, 'keystore'), runDir: runDir(), logDir: dir, boxId: 'box-sep', kmsCa: kms.caCert, pools: [{ pool: 'oem1.bcm.key4', minimum: 0, reorder: 1 }], separate: true });
 });
 test.after(async () => {
+  await keystore?.stop();
   await vault?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -58,6 +63,16 @@ maybe("the tester API's user cannot connect to the uplink's vault socket; each c
   assert.is(connectAs('uplink', sock('tester-api')), 'EACCES');
   assert.is(connectAs('sentinel', sock('uplink')), 'EACCES');
   for (const caller of ['keystore', 'tester-api', 'uplink', 'sentinel']) assert.is(connectAs(caller, sock(caller)), 'connected', caller);
+});
+
+maybe('the keystore as pks-keystore: its callers reach only their own sockets, and it reaches its vault socket', async () => {
+  const sock = (caller: string) => socketPath('keystore', caller, runDir());
+  assert.is(connectAs('tester-api', sock('uplink')), 'EACCES');
+  assert.is(connectAs('uplink', sock('tester-api')), 'EACCES');
+  for (const caller of ['tester-api', 'uplink', 'sentinel']) assert.is(connectAs(caller, sock(caller)), 'connected', caller);
+  // the keystore itself works through its own vault socket (pks-vault-keystore)
+  const stats = await keystore!.client('pksctl').call<{ pools: Record<string, unknown> }>('stats');
+  assert.ok(stats.pools['oem1.bcm.key4']);
 });
 
 test.run();
