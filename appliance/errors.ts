@@ -66,12 +66,23 @@ export const CATALOGUE = Object.freeze({
   PKS_QUOTA_EXCEEDED: spec(429, 'tester quota exceeded', true),
   PKS_CSR_INVALID: spec(400, 'certificate signing request is invalid'),
   PKS_SERVICE_UNAVAILABLE: spec(503, 'service is not ready', true),
+  // the tester API's HTTP/TLS layer (services/tester-api/http-errors.ts)
+  PKS_URI_TOO_LONG: spec(414, 'request target is too long'),
+  PKS_HEADERS_TOO_LARGE: spec(431, 'request header fields are too large'),
+  PKS_REQUEST_TIMEOUT: spec(408, 'request was not received in time', true),
+  PKS_HTTP_MALFORMED: spec(400, 'request is not valid HTTP/1.1'),
+  PKS_TOO_MANY_CONNECTIONS: spec(503, 'too many connections', true),
 
   // uplink / KMS / commands
   PKS_COMMAND_SIGNATURE: spec(403, 'command signature does not verify'),
   PKS_COMMAND_STALE: spec(403, 'command is expired or replayed'),
   PKS_COMMAND_INVALID: spec(400, 'command is malformed'),
   PKS_UPLINK_DOWN: spec(503, 'KMS link is down', true),
+  // what the KMS sends, signed by its batch signer (appliance/kms-message.ts)
+  PKS_KMS_SIGNATURE: spec(403, 'KMS message is not signed by the pinned KMS CA'),
+  PKS_KMS_MESSAGE_INVALID: spec(400, 'KMS message is malformed'),
+  // uplink state unreadable: commands refused until the KMS re-synchronises the box
+  PKS_SAFE_MODE: spec(503, 'uplink is in safe mode until the KMS re-synchronises it', true),
 
   // sentinel / mail
   PKS_MAIL_FAILED: spec(503, 'alert mail could not be sent', true),

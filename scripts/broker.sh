@@ -82,9 +82,24 @@ write_config() { # $1 = port
 # Topic tree: pks/v1/box/<box CN>/... . Box CNs are box-<id>; `kms` and `ops` are reserved
 # and never box ids, so the pattern below grants them nothing they would not have anyway.
 
-# Every box reads and writes its own subtree only: status, stock, alerts, outbox records up,
-# commands and key batches down.
-pattern readwrite pks/v1/box/%u/#
+# Every box writes only its outbound topics and reads only its inbound ones, in its own subtree
+# (services/uplink/topics.ts BOX_OUTBOUND / BOX_INBOUND): someone holding a box's MQTT key can
+# neither publish an `ack` or `cmd` to it nor read what it sends (and what the KMS sends is
+# signed anyway). The test test/uplink/broker-acl.test.ts checks these lists against topics.ts.
+pattern write pks/v1/box/%u/reorder
+pattern write pks/v1/box/%u/resend
+pattern write pks/v1/box/%u/verify
+pattern write pks/v1/box/%u/cmd-result
+pattern write pks/v1/box/%u/status
+pattern write pks/v1/box/%u/alert
+pattern write pks/v1/box/%u/event
+pattern write pks/v1/box/%u/csr
+pattern write pks/v1/box/%u/resync
+pattern read pks/v1/box/%u/batch
+pattern read pks/v1/box/%u/ack
+pattern read pks/v1/box/%u/cmd
+pattern read pks/v1/box/%u/cert
+pattern read pks/v1/box/%u/sync
 
 # The KMS talks to every box.
 user kms

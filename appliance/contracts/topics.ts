@@ -1,7 +1,8 @@
 // The MQTT topic tree between a box and the central KMS (v1). Everything of one box lives under
 // `pks/v1/box/<boxCN>/`, where <boxCN> is the CN of the box's client certificate (the broker
-// maps it to the MQTT username and its ACL lets a box use only its own subtree; the KMS may use
-// all of `pks/v1/#`, ops may only read `status`). The box id used in batches and commands is
+// maps it to the MQTT username and its ACL lets a box publish only on its outbound topics and
+// read only its inbound ones, scripts/broker.sh; the KMS may use all of `pks/v1/#`, ops may
+// only read `status`). The box id used in batches and commands is
 // that same CN (e.g. `box-17`).
 //
 //   topic        direction   QoS  retained  payload
@@ -11,8 +12,9 @@
 //                                           re-publishes the same batch, never a second one)
 //   resend       box → KMS    1    no        {batchId, chunks:[i,...]}: chunks the box still misses
 //   verify       box → KMS    1    no        a signed verification file (verification.ts)
-//   ack          KMS → box    1    no        {fileId, ids:[outbox ids], error?}: application-level
-//                                           acknowledgement; only then does the box delete them
+//   ack          KMS → box    1    no        KMS-signed (appliance/kms-message.ts) {fileId, ids:[outbox
+//                                           ids], rejected?, error?}: application-level acknowledgement;
+//                                           the box deletes only ids it sent in that file
 //   cmd          KMS → box    1    no        a signed ops command (commands.ts), relayed by the KMS
 //   cmd-result   box → KMS    1    no        {ref, seq?, command?, ok, result?|error{code,detail}, at}
 //   status       box → all    1    yes       the box's status document (status.ts)
@@ -20,23 +22,30 @@
 //   event        box → KMS    1    no        {type, ...}: informational events
 //   csr          box → KMS    1    no        {requestId, csr: PEM PKCS#10}: rotate-cert; a new
 //                                           P-256 MQTT client key, CN = the box CN (identity.ts)
-//   cert         KMS → box    1    no        {requestId, cert: PEM} issued by the broker's client
-//                                           CA, or {requestId, error{code,detail}}: the answer
+//   cert         KMS → box    1    no        KMS-signed {requestId, cert: PEM} issued by the broker's
+//                                           client CA, or {requestId, error{code,detail}}: the answer
+//   resync       box → KMS    1    no        {requestId}: the box lost its state (safe mode) and asks
+//                                           for the last command seq the KMS relayed to it
+//   sync         KMS → box    1    no        KMS-signed {requestId, lastSeq}: the answer; the box
+//                                           leaves safe mode with lastSeq = max(its own, this)
 //
 // QoS 1 everywhere and a persistent session (clean: false + sessionExpiryInterval) on both
 // sides: what was published while the other side was away is delivered when it comes back.
 // Delivery can be duplicated and reordered; every handler is idempotent (batch chunk index,
-// requestId, fileId, command seq).
+// requestId, fileId, command seq). Batches are signed by the batch signer, commands by ops,
+// acks, cert and sync answers by the KMS (batch signer): nothing is trusted for being on the broker.
 
 export const PREFIX = 'pks/v1/box';
 
-export const TOPICS = ['batch', 'reorder', 'resend', 'verify', 'ack', 'cmd', 'cmd-result', 'status', 'alert', 'event', 'csr', 'cert'] as const;
+export const TOPICS = ['batch', 'reorder', 'resend', 'verify', 'ack', 'cmd', 'cmd-result', 'status', 'alert', 'event', 'csr', 'cert', 'resync', 'sync'] as const;
 export type TopicName = (typeof TOPICS)[number];
 
 /** Topics the box subscribes to; the rest it publishes. */
-export const BOX_INBOUND: readonly TopicName[] = ['batch', 'ack', 'cmd', 'cert'];
+export const BOX_INBOUND: readonly TopicName[] = ['batch', 'ack', 'cmd', 'cert', 'sync'];
+/** Topics the box publishes (the broker ACL grants it exactly these, write only). */
+export const BOX_OUTBOUND: readonly TopicName[] = ['reorder', 'resend', 'verify', 'cmd-result', 'status', 'alert', 'event', 'csr', 'resync'];
 /** Topics the KMS subscribes to (for every box). */
-export const KMS_INBOUND: readonly TopicName[] = ['reorder', 'resend', 'verify', 'cmd-result', 'status', 'alert', 'event', 'csr'];
+export const KMS_INBOUND: readonly TopicName[] = BOX_OUTBOUND;
 
 // A CN becomes a topic level: no MQTT wildcards or separators, and the same alphabet as NAME.
 const CN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

@@ -9,6 +9,7 @@ import { compileChecker } from '../../appliance/config.js';
 import { asPksError, pksError } from '../../appliance/errors.js';
 import { startIpcServer, type IpcServer, type VerbTable } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
+import { signKmsMessage } from '../../appliance/kms-message.js';
 import { ID, NAME, POOL, b64 } from '../../appliance/schema.js';
 import { connectLink, publish } from '../../appliance/mqtt-link.js';
 import { KMS_INBOUND, anyBoxTopic, boxTopic, parseTopic } from '../../appliance/contracts/topics.js';
@@ -54,6 +55,11 @@ const checkCsrRequest = compileChecker<{ requestId: string; csr: string }>(
     properties: { requestId: ID, csr: { type: 'string', minLength: 1, maxLength: 16384 } },
   },
   'csr request',
+);
+
+const checkResync = compileChecker<{ requestId: string }>(
+  { type: 'object', additionalProperties: false, required: ['requestId'], properties: { requestId: ID } },
+  'resync request',
 );
 
 const SPKI = b64(200);
@@ -131,6 +137,18 @@ export class Kms {
           return await this.onVerify(t.boxCn, payload, log);
         case 'csr':
           return await this.onCsr(t.boxCn, payload, log);
+        case 'resync': {
+          // a box that lost its state asks for the last seq we relayed, so no old command replays
+          const r = checkResync(parseJson(payload));
+          const b = this.store.boxes.get(t.boxCn);
+          if (!b) throw pksError('PKS_NOT_FOUND', `box ${t.boxCn} is not registered`);
+          const lastSeq = b.lastCmdSeq ?? 0;
+          log.warn('box asks to re-synchronise (safe mode)', { requestId: r.requestId, lastSeq });
+          this.store.updateBox(t.boxCn, (x) => pushCapped(x.alerts, { code: 'PKS_SAFE_MODE', detail: `box lost its uplink state; re-synchronised at seq ${lastSeq}`, at: new Date().toISOString(), source: 'kms' }));
+          // (not awaited: the PUBACK of our publish arrives on the inbound stream this handler holds)
+          if (this.client) void publish(this.client, boxTopic(t.boxCn, 'sync'), JSON.stringify(signKmsMessage('sync', t.boxCn, { requestId: r.requestId, lastSeq }, this.o.signer))).catch(() => undefined);
+          return;
+        }
         case 'status': {
           if (payload.length === 0) return;
           const doc = parseJson(payload);
@@ -214,7 +232,8 @@ export class Kms {
     // the ack is an ordinary QoS 1 message: if it is lost, the box sends the file again and
     // gets the same answer (files are idempotent by fileId)
     // (not awaited: the PUBACK of our publish arrives on the inbound stream this handler holds)
-    if (this.client) void publish(this.client, boxTopic(boxId, 'ack'), JSON.stringify(ack)).catch(() => undefined);
+    // signed by the batch signer: the box takes no ack for the KMS's word unless it is
+    if (this.client) void publish(this.client, boxTopic(boxId, 'ack'), JSON.stringify(signKmsMessage('ack', boxId, ack, this.o.signer))).catch(() => undefined);
   }
 
   /**
@@ -242,7 +261,7 @@ export class Kms {
       answer = { requestId, error: { code: e.code, detail: e.detail } };
     }
     // (not awaited: the PUBACK of our publish arrives on the inbound stream this handler holds)
-    if (this.client) void publish(this.client, boxTopic(boxId, 'cert'), JSON.stringify(answer)).catch(() => undefined);
+    if (this.client) void publish(this.client, boxTopic(boxId, 'cert'), JSON.stringify(signKmsMessage('cert', boxId, answer, this.o.signer))).catch(() => undefined);
   }
 
   private summary(b: BoxRecord): Record<string, unknown> {
@@ -356,6 +375,14 @@ export class Kms {
           box(r.boxId);
           // relayed as signed by ops: the box checks the ops signature, not us
           if (!this.client?.connected) throw pksError('PKS_UPLINK_DOWN', 'KMS is not connected to the broker');
+          let seq: unknown;
+          try {
+            seq = (JSON.parse(r.command.payload) as { seq?: unknown }).seq;
+          } catch {
+            seq = undefined;
+          }
+          // remembered before it goes out: a box that loses its state re-synchronises above it
+          if (Number.isSafeInteger(seq)) this.store.updateBox(r.boxId, (b) => void (b.lastCmdSeq = Math.max(b.lastCmdSeq ?? 0, seq as number)));
           await publish(this.client, boxTopic(r.boxId, 'cmd'), JSON.stringify(r.command));
           return { boxId: r.boxId, sent: true };
         },

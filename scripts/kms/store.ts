@@ -64,6 +64,8 @@ export interface BoxRecord {
   cmdResults: Array<Record<string, unknown>>;
   counters: { batches: number; keysSent: number; verified: number; burned: number; rejected: number; files: number };
   lastCheckpoint?: { seq: number; head: string };
+  /** highest ops command seq relayed to the box (its answer to a box in safe mode, `sync`) */
+  lastCmdSeq?: number;
 }
 
 export type InjectionState = 'VERIFIED' | 'BURNED' | 'REJECTED';

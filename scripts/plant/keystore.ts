@@ -7,6 +7,7 @@ import { socketPath } from '../../appliance/paths.js';
 import { loadSigner, type Signer } from './batch.js';
 import { issue, makeCa } from './pki.js';
 import { startService, waitFor, type Proc } from './process.js';
+import { ensureServiceUsers, giveTo, openPath, pairGroups, serviceUser } from './users.js';
 
 export interface KmsPki {
   caCert: string;
@@ -37,14 +38,40 @@ export interface KeystoreHandle {
   stop(): Promise<void>;
 }
 
-export async function startKeystore(o: { dir: string; runDir: string; logDir: string; boxId: string; kmsCa: string; pools: PoolConfig[]; checkpointEvery?: number; name?: string }): Promise<KeystoreHandle> {
+/**
+ * `separate` (default on; PKS_SEPARATE_USERS=0 turns it off): as root, the keystore runs as
+ * pks-keystore with its pair groups and chgrp's each caller's socket (scripts/plant/users.ts).
+ */
+export async function startKeystore(o: { dir: string; runDir: string; logDir: string; boxId: string; kmsCa: string; pools: PoolConfig[]; checkpointEvery?: number; name?: string; separate?: boolean }): Promise<KeystoreHandle> {
   await mkdir(o.dir, { recursive: true });
   const dataDir = path.join(o.dir, 'data');
   const configFile = path.join(o.dir, 'keystore.json');
+  const user = (o.separate ?? true) && ensureServiceUsers() ? serviceUser('keystore') : undefined;
   await writeFile(
     configFile,
-    JSON.stringify({ boxId: o.boxId, dataDir, kmsCa: o.kmsCa, mapSizeMb: 4096, pools: o.pools, audit: { checkpointEvery: o.checkpointEvery ?? 1000, checkpointSeconds: 5 } }, null, 2),
+    JSON.stringify(
+      {
+        boxId: o.boxId,
+        dataDir,
+        kmsCa: o.kmsCa,
+        mapSizeMb: 4096,
+        pools: o.pools,
+        audit: { checkpointEvery: o.checkpointEvery ?? 1000, checkpointSeconds: 5 },
+        ...(user ? { ipc: { groups: pairGroups('keystore', ['tester-api', 'uplink', 'sentinel']) } } : {}),
+      },
+      null,
+      2,
+    ),
   );
+  if (user) {
+    const own = path.join(o.runDir, 'keystore');
+    await mkdir(dataDir, { recursive: true });
+    await mkdir(own, { recursive: true });
+    giveTo(user, o.dir, own);
+    openPath(o.dir, '/');
+    openPath(o.runDir, '/');
+    openPath(path.dirname(o.kmsCa), '/');
+  }
   const clients: IpcClient[] = [];
   const client = (caller: string): IpcClient => {
     const c = ipcClient(socketPath('keystore', caller, o.runDir), { timeoutMs: 15_000 });
@@ -53,7 +80,7 @@ export async function startKeystore(o: { dir: string; runDir: string; logDir: st
   };
   const probe = client('pksctl');
   const launch = async (): Promise<Proc> => {
-    const p = startService('keystore', { PKS_CONFIG: configFile, PKS_RUN_DIR: o.runDir }, o.logDir, o.name ?? 'keystore');
+    const p = startService('keystore', { PKS_CONFIG: configFile, PKS_RUN_DIR: o.runDir }, o.logDir, o.name ?? 'keystore', user);
     await waitFor('keystore ready', async () => (await probe.call<{ pools: object }>('stats')).pools, 30_000, 50);
     return p;
   };

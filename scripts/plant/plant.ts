@@ -118,6 +118,7 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
         stateDir: path.join(upDir, 'state'),
         mqtt: { host: '127.0.0.1', port: broker.port, caFile: broker.caCert, certFile: id.cert, keyFile: id.key, sessionExpirySeconds: 86_400, keepaliveSeconds: 5, reconnectSeconds: 0.5 },
         opsPublicKeyFile: opsPub,
+        kmsCaFile: kms.caCert,
         schedule: { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
         timing: { tickSeconds: 0.3, chunkTimeoutSeconds: 2, reorderRetrySeconds: 5, ackTimeoutSeconds: 2, statusSeconds: 2 },
       }),

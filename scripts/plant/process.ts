@@ -24,9 +24,12 @@ process.once('exit', () => {
   for (const c of live) c.kill('SIGKILL');
 });
 
-export function startProcess(name: string, cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; logDir: string; cwd?: string }): Proc {
+export function startProcess(name: string, cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; logDir: string; cwd?: string; user?: { uid: number; gid: number } }): Proc {
   const logFile = path.join(opts.logDir, `${name}.log`);
   const log = createWriteStream(logFile, { flags: 'a' });
+  // under its own user (scripts/plant/users.ts): setpriv also sets its supplementary groups,
+  // which node's spawn({uid, gid}) would drop
+  if (opts.user) [cmd, args] = ['setpriv', ['--reuid', String(opts.user.uid), '--regid', String(opts.user.gid), '--init-groups', '--', cmd, ...args]];
   const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(log, { end: false });
   child.stderr!.pipe(log, { end: false });
@@ -61,12 +64,13 @@ export function startProcess(name: string, cmd: string, args: string[], opts: { 
 
 /**
  * Starts one of our services from its TypeScript source, or with $PKS_FROM_DIST from the
- * compiled dist/ as the box runs it ($PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof).
+ * compiled dist/ as the box runs it ($PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof);
+ * `user`: as root, the uid/gid it runs under (as on the box).
  */
-export function startService(service: string, env: NodeJS.ProcessEnv, logDir: string, name = service): Proc {
+export function startService(service: string, env: NodeJS.ProcessEnv, logDir: string, name = service, user?: { uid: number; gid: number }): Proc {
   const extra = (env.PKS_NODE_ARGS ?? process.env.PKS_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const entry = (env.PKS_FROM_DIST ?? process.env.PKS_FROM_DIST) ? [path.join(ROOT, 'dist', 'services', service, 'main.js')] : ['--import', 'tsx', path.join(ROOT, 'services', service, 'main.ts')];
-  return startProcess(name, process.execPath, [...extra, ...entry], { env, logDir });
+  return startProcess(name, process.execPath, [...extra, ...entry], { env, logDir, ...(user ? { user } : {}) });
 }
 
 /** Starts a TypeScript entry point that is not a product service (e.g. a benchmark baseline). */

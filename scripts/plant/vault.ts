@@ -7,6 +7,7 @@ import { ipcClient, type IpcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
 import type { EcuProfile } from '../../services/vault/signed-structures.js';
 import { ROOT, startService, waitFor, type Proc } from './process.js';
+import { ensureServiceUsers, giveTo, openPath, pairGroups, serviceUser, type ServiceUser } from './users.js';
 
 const run = promisify(execFile);
 export const SOFTHSM_MODULE = process.env.PKCS11_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
@@ -34,6 +35,13 @@ export interface VaultHandle {
   stop(): Promise<void>;
 }
 
+/** The callers the vault has a socket for on the box, each with its pair group. */
+export const VAULT_CALLERS = ['keystore', 'tester-api', 'uplink', 'sentinel'] as const;
+
+/**
+ * `separate` (default on; PKS_SEPARATE_USERS=0 turns it off): as root, the vault runs as pks-vault with its supplementary pair groups and
+ * chgrp's each caller's socket to pks-vault-<caller> (scripts/plant/users.ts), as on the box.
+ */
 export async function startVault(opts: {
   dir: string;
   runDir: string;
@@ -42,8 +50,10 @@ export async function startVault(opts: {
   token?: Token;
   /** ECU certificate profiles by name (`<oem>.<ecu type>`); the CA certificate is made here */
   ecuCa?: { profiles: Record<string, EcuProfile>; subject?: string };
+  separate?: boolean;
 }): Promise<VaultHandle> {
   await mkdir(opts.dir, { recursive: true });
+  const user: ServiceUser | null = (opts.separate ?? true) && ensureServiceUsers() ? serviceUser('vault') : null;
   const token = opts.token ?? (await makeToken(path.join(opts.dir, 'hsm'), `pks-${opts.boxId}`.slice(0, 32)));
   const pinFile = path.join(opts.dir, 'hsm-pin');
   await writeFile(pinFile, token.pin + '\n', { mode: 0o600 });
@@ -56,12 +66,21 @@ export async function startVault(opts: {
         boxId: opts.boxId,
         hsm: { module: token.module, tokenLabel: token.label, pinFile, softhsm2Conf: token.conf },
         ...(opts.ecuCa ? { ecuCa: { cert: ecuCaFile, subject: opts.ecuCa.subject ?? 'CN=Plant ECU issuing CA,O=OEM1', profiles: opts.ecuCa.profiles } } : {}),
+        ...(user ? { ipc: { groups: pairGroups('vault', VAULT_CALLERS) } } : {}),
       },
       null,
       2,
     ),
   );
-  const proc = startService('vault', { PKS_CONFIG: configFile, PKS_RUN_DIR: opts.runDir, SOFTHSM2_CONF: token.conf }, opts.logDir);
+  if (user) {
+    // its state (token, PIN, config) is its own, its runtime dir too, as the unit's dirs are
+    const own = path.join(opts.runDir, 'vault');
+    await mkdir(own, { recursive: true });
+    giveTo(user, opts.dir, own, ...(opts.token ? [path.dirname(opts.token.conf)] : []));
+    openPath(opts.dir, '/');
+    openPath(opts.runDir, '/');
+  }
+  const proc = startService('vault', { PKS_CONFIG: configFile, PKS_RUN_DIR: opts.runDir, SOFTHSM2_CONF: token.conf }, opts.logDir, 'vault', user ?? undefined);
   const clients: IpcClient[] = [];
   const client = (caller: string): IpcClient => {
     const c = ipcClient(socketPath('vault', caller, opts.runDir), { timeoutMs: 10_000 });

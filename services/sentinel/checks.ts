@@ -267,8 +267,10 @@ export function checkUplink(u: UplinkInput, now: Date, subject = 'kms'): Observa
 
 export interface AuthFailure {
   at: Date | string | number;
-  /** Tester id or peer address, for the message. */
+  /** Peer address (or, from older tester APIs, a tester id), for the message. */
   source?: string;
+  /** CN of the certificate presented, when there was one. */
+  cn?: string | null;
 }
 
 export interface AuthBurstOptions {
@@ -291,7 +293,8 @@ export function checkAuthFailures(failures: AuthFailure[], now: Date, o: AuthBur
     const t = date(f?.at, `auth failures[${i}].at`).getTime();
     if (t < from || t > now.getTime()) continue;
     count++;
-    const s = f.source === undefined ? 'unknown' : safeName(f.source, 64) || 'unknown';
+    const addr = f.source === undefined ? 'unknown' : safeName(f.source, 64) || 'unknown';
+    const s = typeof f.cn === 'string' && f.cn !== '' ? `${addr} CN=${safeName(f.cn, 64)}` : addr;
     bySource.set(s, (bySource.get(s) ?? 0) + 1);
   }
   const top = [...bySource].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 3).map(([s, n]) => `${s} (${n})`);

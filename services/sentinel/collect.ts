@@ -37,6 +37,8 @@ export interface CollectorDeps {
   keystore: IpcClient;
   /** Client on the tester API's `sentinel` socket (failed logins), when configured. */
   testerApi?: IpcClient;
+  /** Client on the uplink's `sentinel` socket (last sync), when configured. */
+  uplink?: IpcClient;
   /** Where the other services' sockets live ($PKS_RUN_DIR or /run/pks). */
   runDir: string;
   /** The sentinel's own store, for its map usage. */
@@ -357,9 +359,26 @@ export class Collector {
       r.skipped.push('uplink: not configured');
       return;
     }
-    const data = (await readJson(u.statusFile)) as { lastSyncAt?: unknown } | undefined;
-    if (data === undefined) {
-      r.skipped.push('uplink: status file absent');
+    let data: { lastSyncAt?: unknown } | undefined;
+    if (u.service && this.deps.uplink) {
+      try {
+        data = await this.deps.uplink.call<{ lastSyncAt?: unknown }>('status', {}, this.timeout);
+      } catch (e) {
+        // the health group reports a socket that does not answer
+        if (unreachable(e)) {
+          r.skipped.push('uplink: not reachable');
+          return;
+        }
+        throw e;
+      }
+    } else if (u.statusFile) {
+      data = (await readJson(u.statusFile)) as { lastSyncAt?: unknown } | undefined;
+      if (data === undefined) {
+        r.skipped.push('uplink: status file absent');
+        return;
+      }
+    } else {
+      r.skipped.push('uplink: not configured');
       return;
     }
     const last = data?.lastSyncAt;

@@ -52,8 +52,11 @@ export interface SentinelConfig {
     timeoutMs?: number;
   };
   certificates: { name: string; path: string }[];
-  /** Optional: the uplink's status file ({"lastSyncAt": ISO | null}); skipped while absent. */
-  uplink?: { statusFile: string; maxSyncAgeMinutes: number; criticalSyncAgeMinutes?: number };
+  /**
+   * Optional: the uplink's last sync, from its status socket (`service: true`, as on the box:
+   * /run/pks/uplink/sentinel.sock) or a status file ({"lastSyncAt": ISO | null}, skipped while absent).
+   */
+  uplink?: { statusFile?: string; service?: boolean; maxSyncAgeMinutes: number; criticalSyncAgeMinutes?: number };
   /** Tester grants: asked from the keystore when it offers `tester-list`, or read from a file. */
   grants: { keystore: boolean; file?: string };
   /** Optional: failed tester-API logins ({"failures": [{at, source}]}); skipped while absent. */
@@ -196,9 +199,9 @@ export const sentinelSchema = {
     uplink: {
       type: 'object',
       additionalProperties: false,
-      required: ['statusFile'],
       properties: {
         statusFile: PATH,
+        service: { type: 'boolean', default: false },
         maxSyncAgeMinutes: { type: 'number', minimum: 1, maximum: 525_600, default: 60 },
         criticalSyncAgeMinutes: { type: 'number', minimum: 1, maximum: 525_600 },
       },
@@ -257,6 +260,7 @@ function checkRest(c: Config): void {
   if (t.services.deadSeconds < t.services.staleSeconds) throw pksError('PKS_CONFIG_INVALID', 'thresholds.services: deadSeconds < staleSeconds');
   if (t.auth.criticalThreshold !== undefined && t.auth.criticalThreshold < t.auth.threshold) throw pksError('PKS_CONFIG_INVALID', 'thresholds.auth: criticalThreshold < threshold');
   const u = c.uplink;
+  if (u && !u.service && !u.statusFile) throw pksError('PKS_CONFIG_INVALID', 'uplink: needs service: true or a statusFile');
   if (u?.criticalSyncAgeMinutes !== undefined && u.criticalSyncAgeMinutes < u.maxSyncAgeMinutes) throw pksError('PKS_CONFIG_INVALID', 'uplink: criticalSyncAgeMinutes < maxSyncAgeMinutes');
   const names = new Set<string>();
   for (const cert of c.certificates) {

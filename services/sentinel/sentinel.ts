@@ -95,7 +95,8 @@ export async function startSentinel(cfg: Config, opts: SentinelOptions): Promise
   const vault: IpcClient = ipcClient(socketPath('vault', 'sentinel', run), { timeoutMs: 5000, connections: 2 });
   const keystore: IpcClient = ipcClient(socketPath('keystore', 'sentinel', run), { timeoutMs: 5000, connections: 2 });
   const testerApi: IpcClient | undefined = cfg.authFailures?.testerApi ? ipcClient(socketPath('tester-api', 'sentinel', run), { timeoutMs: 5000, connections: 1 }) : undefined;
-  const collector = new Collector(cfg, { vault, keystore, runDir: run, ownStore: store, ...(testerApi ? { testerApi } : {}) });
+  const uplink: IpcClient | undefined = cfg.uplink?.service ? ipcClient(socketPath('uplink', 'sentinel', run), { timeoutMs: 5000, connections: 1 }) : undefined;
+  const collector = new Collector(cfg, { vault, keystore, runDir: run, ownStore: store, ...(testerApi ? { testerApi } : {}), ...(uplink ? { uplink } : {}) });
 
   let chain: Promise<unknown> = Promise.resolve();
   const queued = new Set<string>();
@@ -226,7 +227,7 @@ export async function startSentinel(cfg: Config, opts: SentinelOptions): Promise
       await ipc.close();
       stopping = true;
       await chain;
-      await Promise.all([vault.close().catch(() => {}), keystore.close().catch(() => {}), testerApi?.close().catch(() => {})]);
+      await Promise.all([vault.close().catch(() => {}), keystore.close().catch(() => {}), testerApi?.close().catch(() => {}), uplink?.close().catch(() => {})]);
       await store.close();
     },
   };

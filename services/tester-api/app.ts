@@ -22,7 +22,9 @@ import type {
   TesterRecord,
 } from '../../appliance/contracts/keystore.js';
 import type { TesterApiConfig, TlsMaterial } from './config.js';
-import { KeyedBuckets, RecentReservations, SlidingWindow } from './limits.js';
+import { ConnectionGuard } from './connections.js';
+import { frameworkProblem, makeClientErrorHandler } from './http-errors.js';
+import { KeyedBuckets, RecentReservations } from './limits.js';
 import { OPENAPI_FILE } from './openapi.js';
 import { BODY_LIMIT, ROUTES, type RouteId } from './routes.js';
 
@@ -40,14 +42,17 @@ export interface Metrics {
   requests: number;
   /** TLS handshakes that failed (no or a foreign certificate, old protocol, garbage) */
   handshakeFailures: number;
-  /** connections dropped by the per-source handshake limit */
+  /** connections dropped by the per-source limit on failed handshakes */
   handshakesLimited: number;
+  /** connections refused at accept by the total or per-source connection cap */
+  connectionsRefused: number;
   /** requests refused for who the tester is: unknown, revoked, expired, pool not allowed */
   authFailures: number;
   rateLimited: number;
   quotaExceeded: number;
-  /** the latest failed handshakes and refused testers, newest last (bounded), for the sentinel */
-  recentAuthFailures: { at: string; source: string }[];
+  /** the latest failed handshakes and refused testers, newest last (bounded), for the sentinel:
+   * source = the peer address, cn = the certificate's CN when there was one, code = why */
+  recentAuthFailures: { at: string; source: string; cn: string | null; code: string }[];
   /** problems answered, by code */
   errors: Record<string, number>;
 }
@@ -130,12 +135,16 @@ function describeValidation(errs: ErrorObject[], context: string): { code: Error
 export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi> {
   const { config: cfg, log } = opts;
   const now = opts.now ?? Date.now;
-  const metrics: Metrics = { requests: 0, handshakeFailures: 0, handshakesLimited: 0, authFailures: 0, rateLimited: 0, quotaExceeded: 0, recentAuthFailures: [], errors: {} };
+  const metrics: Metrics = { requests: 0, handshakeFailures: 0, handshakesLimited: 0, connectionsRefused: 0, authFailures: 0, rateLimited: 0, quotaExceeded: 0, recentAuthFailures: [], errors: {} };
   const L = cfg.limits;
   const rate = new KeyedBuckets(L.burst, L.requestsPerSecond, now);
   const quota = new KeyedBuckets(L.newReservationsPerHour, L.newReservationsPerHour / 3600, now);
   const recent = new RecentReservations();
-  const handshakes = new SlidingWindow(L.handshakesPerWindow, L.handshakeWindowSeconds * 1000, now);
+  const H = cfg.http;
+  const guard = new ConnectionGuard(
+    { maxConnections: L.maxConnections, maxConnectionsPerSource: L.maxConnectionsPerSource, failuresPerWindow: L.handshakesPerWindow, windowMs: L.handshakeWindowSeconds * 1000, handshakeTimeoutMs: H.handshakeTimeoutSeconds * 1000 },
+    now,
+  );
   const openapiText = readFileSync(OPENAPI_FILE, 'utf8');
   let keystoreReachable = true;
   let closing = false;
@@ -162,10 +171,20 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
       // resumption (TLS 1.2 session ids) is only offered within this context
       sessionIdContext: 'pks-tester-api',
       ticketKeys: randomBytes(48),
-    },
+      handshakeTimeout: H.handshakeTimeoutSeconds * 1000,
+      // the HTTP layer's limits (http-errors.ts answers each with a coded problem)
+      maxHeaderSize: H.maxHeaderBytes,
+      requestTimeout: H.requestTimeoutSeconds * 1000,
+      headersTimeout: Math.min(H.headersTimeoutSeconds, H.requestTimeoutSeconds) * 1000,
+      connectionsCheckingInterval: Math.min(1000, H.headersTimeoutSeconds * 500),
+      // checked in onRequest below, so a missing Host is a coded problem, not node's bare 400
+      requireHostHeader: false,
+    } as https.ServerOptions,
     bodyLimit: BODY_LIMIT,
     keepAliveTimeout: cfg.tls.keepAliveSeconds * 1000,
-    requestTimeout: 30_000,
+    requestTimeout: H.requestTimeoutSeconds * 1000,
+    clientErrorHandler: makeClientErrorHandler((e) => void (metrics.errors[e.code] = (metrics.errors[e.code] ?? 0) + 1)),
+    frameworkErrors: (err, req, reply) => void sendProblem(reply, req, frameworkProblem((err as { code?: string }).code)),
     connectionTimeout: 0,
     routerOptions: { maxParamLength: 128 },
     // while stopping, requests on open keep-alive connections get a coded 503 (below)
@@ -177,21 +196,33 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
   app.decorateRequest('tester', null);
   app.decorateRequest('cn', null);
 
-  // --- handshake limit per source address, before any TLS work is done for it
-  server.on('connection', (sock) => {
-    const ip = (sock as Socket).remoteAddress ?? '?';
-    if (!handshakes.hit(ip)) {
-      metrics.handshakesLimited++;
-      sock.destroy();
-    }
+  // --- connection caps and the limit on failed handshakes per source, before any TLS work
+  // (connections.ts says who is spared)
+  server.on('connection', (sock: Socket) => {
+    const refused = guard.admit(sock);
+    if (!refused) return;
+    if (refused === 'handshakes') metrics.handshakesLimited++;
+    else metrics.connectionsRefused++;
+    sock.destroy();
   });
-  const noteAuthFailure = (source: string): void => {
-    metrics.recentAuthFailures.push({ at: new Date().toISOString(), source: source.slice(0, 64) });
+  server.on('secureConnection', (sock: TLSSocket) => {
+    if (sock.authorized) guard.authenticated(sock);
+  });
+  const noteAuthFailure = (source: string, cn: string | null, code: string): void => {
+    metrics.recentAuthFailures.push({ at: new Date().toISOString(), source: source.slice(0, 64), cn: cn?.slice(0, 64) ?? null, code });
     if (metrics.recentAuthFailures.length > 1000) metrics.recentAuthFailures.splice(0, metrics.recentAuthFailures.length - 1000);
   };
-  server.on('tlsClientError', (_err, sock) => {
+  server.on('tlsClientError', (err: Error & { code?: string }, sock: TLSSocket) => {
     metrics.handshakeFailures++;
-    noteAuthFailure((sock as Socket).remoteAddress ?? '?');
+    guard.failed(sock);
+    let cn: string | null = null;
+    try {
+      const c = sock.getPeerCertificate?.()?.subject?.CN;
+      cn = typeof c === 'string' ? c : null;
+    } catch {
+      cn = null;
+    }
+    noteAuthFailure(guard.sourceOf(sock), cn, err.code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' ? 'no-certificate' : 'handshake-failed');
   });
   const rotate = setInterval(() => server.setTicketKeys(randomBytes(48)), cfg.tls.ticketRotateSeconds * 1000);
   rotate.unref();
@@ -204,7 +235,8 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     return reply
       .code(e.status)
       .type('application/problem+json')
-      .send({ ...problem(e, req.url.split('?')[0]), ...extra });
+      // `instance` is the route's template, never the path as sent (which is input)
+      .send({ ...problem(e, req.routeOptions?.url), ...extra });
   };
   app.setErrorHandler((err, req, reply) => {
     const fe = err as { validation?: ErrorObject[]; validationContext?: string; code?: string; statusCode?: number };
@@ -221,10 +253,17 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     else if (fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err as Error).name === 'SyntaxError') e = pksError('PKS_BAD_REQUEST', 'body is not JSON');
     else if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) e = pksError('PKS_BAD_REQUEST', 'request is malformed');
     else e = asPksError(err);
+    // fastify closes after any body parser error; a JSON body that was read whole but does not
+    // parse leaves the framing intact, and a close costs the tester a new handshake
+    if (fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err as Error).name === 'SyntaxError') void reply.removeHeader('connection');
     if (e.code === 'PKS_INTERNAL') log.error('request failed', { url: req.url.split('?')[0], tester: req.cn, err });
     return sendProblem(reply, req, e, extra);
   });
   app.setNotFoundHandler((req, reply) => sendProblem(reply, req, pksError('PKS_NOT_FOUND', 'no such endpoint')));
+  // HTTP/1.1 wants a Host; node's own check (off above) answers a bare 400
+  app.addHook('onRequest', async (req) => {
+    if (!req.headers.host) throw pksError('PKS_BAD_REQUEST', 'the Host header is missing');
+  });
 
   // --- upstream calls: unreachable → 503 PKS_SERVICE_UNAVAILABLE, details only when meant for testers
   const upstream = async <T>(who: 'keystore' | 'vault', verb: string, body: unknown): Promise<T> => {
@@ -262,24 +301,14 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     return id;
   };
 
-  const registry = new Map<string, { at: number; rec: Promise<TesterRecord> }>();
-  const lookupTester = (cn: string): Promise<TesterRecord> => {
-    const t = now();
-    const hit = registry.get(cn);
-    if (hit && t - hit.at < L.testerCacheMs) return hit.rec;
-    const rec = upstream<TesterRecord>('keystore', 'tester-get', { cn });
-    // a failed lookup is not remembered unless it is a definite answer
-    rec.catch((e: unknown) => {
-      if (!(e instanceof PksError && e.code === 'PKS_TESTER_UNKNOWN')) registry.delete(cn);
-    });
-    registry.set(cn, { at: t, rec });
-    if (registry.size > 4096) registry.delete(registry.keys().next().value as string);
-    return rec;
-  };
+  // No cache for authorisation: every request asks the keystore's registry (one LMDB read),
+  // so a revocation holds from the next request on (issue 9, item 11). A cache would need a
+  // push from every path that changes a grant (pksctl, ops revoke-tester, expiry).
+  const lookupTester = (cn: string): Promise<TesterRecord> => upstream<TesterRecord>('keystore', 'tester-get', { cn });
 
-  const authFail = (code: ErrorCode, detail: string): PksError => {
+  const authFail = (req: FastifyRequest, code: ErrorCode, detail: string): PksError => {
     metrics.authFailures++;
-    noteAuthFailure(detail);
+    noteAuthFailure(guard.sourceOf(req.raw.socket), req.cn, code);
     return pksError(code, detail);
   };
 
@@ -301,14 +330,14 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     try {
       rec = await lookupTester(id.cn);
     } catch (e) {
-      if (e instanceof PksError && e.code === 'PKS_TESTER_UNKNOWN') throw authFail('PKS_TESTER_UNKNOWN', 'tester is not registered');
+      if (e instanceof PksError && e.code === 'PKS_TESTER_UNKNOWN') throw authFail(req, 'PKS_TESTER_UNKNOWN', 'tester is not registered');
       throw e;
     }
-    if (rec.revoked || rec.cn !== id.cn) throw authFail('PKS_TESTER_UNKNOWN', 'tester is revoked');
+    if (rec.revoked || rec.cn !== id.cn) throw authFail(req, 'PKS_TESTER_UNKNOWN', 'tester is revoked');
     const t = now();
     const grantEnds = Date.parse(rec.expiresAt);
-    if (!(grantEnds > t)) throw authFail('PKS_TESTER_EXPIRED', 'tester authorization has expired');
-    if (!(id.notAfter > t)) throw authFail('PKS_TESTER_EXPIRED', 'tester certificate has expired');
+    if (!(grantEnds > t)) throw authFail(req, 'PKS_TESTER_EXPIRED', 'tester authorization has expired');
+    if (!(id.notAfter > t)) throw authFail(req, 'PKS_TESTER_EXPIRED', 'tester certificate has expired');
     req.tester = rec;
   };
 
@@ -318,7 +347,7 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     'she-reserve': async (req) => {
       const tester = req.tester!;
       const { pool, uid } = req.body as { pool: string; uid: string };
-      if (!tester.pools.includes(pool)) throw authFail('PKS_POOL_FORBIDDEN', `tester may not use pool '${pool}'`);
+      if (!tester.pools.includes(pool)) throw authFail(req, 'PKS_POOL_FORBIDDEN', `tester may not use pool '${pool}'`);
       // a known retry is no new key: it never needs (or spends) quota
       const known = recent.has(tester.cn, pool, uid);
       let took = false;
@@ -365,7 +394,7 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     'ecu-certificate': async (req) => {
       const tester = req.tester!;
       const { uid, csr, profile } = req.body as { uid: string; csr: string; profile: string };
-      if (!(tester.certProfiles ?? []).includes(profile)) throw authFail('PKS_POOL_FORBIDDEN', `tester may not use certificate profile '${profile}'`);
+      if (!(tester.certProfiles ?? []).includes(profile)) throw authFail(req, 'PKS_POOL_FORBIDDEN', `tester may not use certificate profile '${profile}'`);
       // a certificate counts like a new key against the tester's limits
       const wait = quota.take(tester.cn);
       if (wait > 0) {

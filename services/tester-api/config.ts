@@ -30,13 +30,29 @@ export interface TesterApiConfig {
     burst: number;
     /** per tester: NEW reservations per hour (retries of a reservation do not count) */
     newReservationsPerHour: number;
-    /** per source address: TLS handshakes per window */
+    /**
+     * per source address: FAILED or unauthenticated TLS handshakes per window. Past it, new
+     * connections from that address are refused unless it holds an authenticated session
+     * (a good tester behind the same NAT as an attacker keeps working).
+     */
     handshakesPerWindow: number;
     handshakeWindowSeconds: number;
-    /** how long a tester registry answer is reused */
-    testerCacheMs: number;
+    /** concurrent connections, in all and per source address (beyond: refused at accept) */
+    maxConnections: number;
+    maxConnectionsPerSource: number;
   };
-  ipc: { timeoutMs: number };
+  /** the HTTP/1.1 layer: every limit answers a coded problem (http-errors.ts) */
+  http: {
+    /** a whole request (headers and body) must arrive within this */
+    requestTimeoutSeconds: number;
+    headersTimeoutSeconds: number;
+    /** request line + headers; beyond: 431 PKS_HEADERS_TOO_LARGE */
+    maxHeaderBytes: number;
+    /** a TLS handshake must be done within this */
+    handshakeTimeoutSeconds: number;
+  };
+  /** groups: numeric group per caller of its own status socket (the sentinel's pair group) */
+  ipc: { timeoutMs: number; groups?: Record<string, number> };
 }
 
 /** Modern AEAD suites with forward secrecy for TLS 1.2; TLS 1.3 suites are always on. */
@@ -87,14 +103,29 @@ export const testerApiSchema = {
         newReservationsPerHour: int(1, 10_000_000, 2000),
         handshakesPerWindow: int(1, 100_000, 60),
         handshakeWindowSeconds: int(1, 3600, 10),
-        testerCacheMs: int(0, 300_000, 5000),
+        maxConnections: int(1, 1_000_000, 1024),
+        maxConnectionsPerSource: int(1, 1_000_000, 64),
+      },
+    },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        requestTimeoutSeconds: int(1, 600, 30),
+        headersTimeoutSeconds: int(1, 600, 10),
+        maxHeaderBytes: int(1024, 65_536, 16_384),
+        handshakeTimeoutSeconds: int(1, 600, 10),
       },
     },
     ipc: {
       type: 'object',
       additionalProperties: false,
       default: {},
-      properties: { timeoutMs: int(100, 60_000, 5000) },
+      properties: {
+        timeoutMs: int(100, 60_000, 5000),
+        groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } },
+      },
     },
   },
 } as const;

@@ -101,6 +101,15 @@ export class SlidingWindow {
     times.push(t);
     return true;
   }
+
+  /** True when `key` has used up its events in the current window (counts nothing). */
+  over(key: string): boolean {
+    const times = this.#hits.get(key);
+    if (!times) return false;
+    const t = this.now();
+    while (times.length > 0 && times[0]! <= t - this.windowMs) times.shift();
+    return times.length >= this.limit;
+  }
 }
 
 /**

@@ -23,6 +23,7 @@ await runService('tester-api', async (log) => {
     dir: path.join(runDir(), 'tester-api'),
     verbs: { metrics: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: () => api.metrics } },
     callers: { sentinel: ['metrics'], pksctl: ['metrics'] },
+    ...(cfg.ipc.groups ? { groups: cfg.ipc.groups as Record<string, number> } : {}),
     log,
   });
   return {

@@ -33,6 +33,11 @@ export interface UplinkConfig {
   };
   /** PEM of the ops command-signing public key pinned at setup */
   opsPublicKeyFile: string;
+  /** the pinned KMS CA (as the keystore's kmsCa): acks, cert and sync answers and batch chunks
+   * must be signed by a signer it issued */
+  kmsCaFile: string;
+  /** numeric group per caller of its status socket (the sentinel's pair group) */
+  ipc?: { groups?: Record<string, number> };
   schedule: Schedule;
   timing: {
     /** housekeeping while connected: re-order check, outbox flush, missing chunks */
@@ -46,6 +51,8 @@ export interface UplinkConfig {
     statusSeconds: number;
     /** rotate-cert: how long to wait for the KMS's certificate, and for the reconnect with it */
     certTimeoutSeconds?: number;
+    /** at most one alert per code this often; the ones in between are counted */
+    alertIntervalSeconds?: number;
   };
 }
 
@@ -55,7 +62,7 @@ export const CRON_SCHEMA = { type: 'string', minLength: 9, maxLength: 100 } as c
 export const uplinkSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['boxId', 'stateDir', 'mqtt', 'opsPublicKeyFile'],
+  required: ['boxId', 'stateDir', 'mqtt', 'opsPublicKeyFile', 'kmsCaFile'],
   properties: {
     boxId: NAME,
     stateDir: file,
@@ -68,6 +75,13 @@ export const uplinkSchema = {
       2_592_000,
     ),
     opsPublicKeyFile: file,
+    kmsCaFile: file,
+    ipc: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } } },
+    },
     schedule: {
       type: 'object',
       additionalProperties: false,
@@ -89,6 +103,7 @@ export const uplinkSchema = {
         ackTimeoutSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 60 },
         statusSeconds: { type: 'number', minimum: 0.5, maximum: 86_400, default: 300 },
         certTimeoutSeconds: { type: 'number', minimum: 0.5, maximum: 3600, default: 60 },
+        alertIntervalSeconds: { type: 'number', minimum: 0, maximum: 86_400, default: 60 },
       },
     },
   },

@@ -39,7 +39,7 @@ await runService('uplink', async (log) => {
   // answers (liveness); pksctl can ask the same
   const dir = path.join(runDir(), 'uplink');
   await mkdir(dir, { recursive: true });
-  const status = () => ({ connected: uplink.connected, mode: uplink.schedule.mode, lastSyncAt: uplink.state.state.lastSync, reorders: uplink.state.state.reorders, pending: Object.keys(uplink.state.state.pending) });
+  const status = () => ({ connected: uplink.connected, mode: uplink.schedule.mode, lastSyncAt: uplink.state.state.lastSync, reorders: uplink.state.state.reorders, pending: Object.keys(uplink.state.state.pending), safeMode: uplink.safeMode });
   const writeStatus = async (): Promise<void> => {
     const file = path.join(dir, 'status.json');
     await writeFile(`${file}.tmp`, JSON.stringify(status()));
@@ -53,6 +53,7 @@ await runService('uplink', async (log) => {
     dir,
     verbs: { status: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: status } },
     callers: { sentinel: ['status'], pksctl: ['status'] },
+    ...(cfg.ipc?.groups ? { groups: cfg.ipc.groups } : {}),
     log,
   });
   return {

@@ -6,7 +6,11 @@
 //    with the same requestId, which the KMS answers with the same batch, never a second one);
 //  - feeds batch chunks to the keystore (import-chunk, idempotent per batch + chunk) and asks
 //    for chunks still missing after a quiet period;
-//  - drains the outbox as signed verification files and deletes items only on the KMS's ack;
+//  - drains the outbox as signed verification files and deletes items only on the KMS's
+//    signed ack, and only the ids it sent in that file (appliance/kms-message.ts);
+//  - refuses junk (unsigned acks, chunks that do not verify) at bounded cost: counted, alerts
+//    rate-limited per code, nothing written per junk message;
+//  - after losing its state file, refuses commands (safe mode) until the KMS re-synchronises it;
 //  - executes signed ops commands and publishes each result (rotate-cert: identity.ts);
 //  - keeps a retained status document on the broker.
 import { readFileSync } from 'node:fs';
@@ -14,7 +18,11 @@ import { randomUUID, type KeyObject } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { MqttClient } from 'mqtt';
+import { loadTrustAnchor, verifyChunk, type TrustAnchor } from '../../appliance/batch-format.js';
+import { compileChecker } from '../../appliance/config.js';
 import { asPksError, isErrorCode, pksError } from '../../appliance/errors.js';
+import { verifyKmsMessage } from '../../appliance/kms-message.js';
+import { ID } from '../../appliance/schema.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
 import type { ImportChunkResponse, OutboxFileResponse, StatsResponse } from '../../appliance/contracts/keystore.js';
@@ -44,6 +52,38 @@ interface AckMessage {
   rejected?: Array<{ id: string; code: string; detail: string }>;
   error?: { code: string; detail: string };
 }
+const CODED = {
+  type: 'object',
+  required: ['code', 'detail'],
+  properties: { code: { type: 'string', maxLength: 64 }, detail: { type: 'string', maxLength: 1000 } },
+} as const;
+const checkAck = compileChecker<AckMessage>(
+  {
+    type: 'object',
+    additionalProperties: false,
+    required: ['fileId', 'ids'],
+    properties: {
+      fileId: { anyOf: [ID, { type: 'null' }] },
+      ids: { type: 'array', maxItems: 5000, items: ID },
+      rejected: { type: 'array', maxItems: 5000, items: { ...CODED, required: ['id', 'code', 'detail'], properties: { ...CODED.properties, id: ID } } },
+      error: CODED,
+    },
+  },
+  'ack',
+  'PKS_KMS_MESSAGE_INVALID',
+);
+const checkCertAnswer = compileChecker<CertAnswer>(
+  { type: 'object', additionalProperties: false, required: ['requestId'], properties: { requestId: ID, cert: { type: 'string', maxLength: 8192 }, error: CODED } },
+  'cert answer',
+  'PKS_KMS_MESSAGE_INVALID',
+);
+const checkSync = compileChecker<{ requestId: string; lastSeq: number }>(
+  { type: 'object', additionalProperties: false, required: ['requestId', 'lastSeq'], properties: { requestId: ID, lastSeq: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } } },
+  'sync answer',
+  'PKS_KMS_MESSAGE_INVALID',
+);
+/** verification files sent and not yet acknowledged, remembered for late acks */
+const MAX_SENT_FILES = 32;
 
 interface CertAnswer {
   requestId: string;
@@ -70,11 +110,26 @@ export class Uplink {
   private mqttKey: string;
   private readonly certWaiters = new Map<string, (answer: CertAnswer) => void>();
   private rotating = false;
+  private readonly trust: TrustAnchor;
+  /** fileId → the outbox ids sent in it: an ack can delete only these */
+  private readonly sentFiles = new Map<string, Set<string>>();
+  /** per alert code: when one last went out and how many were held back since */
+  private readonly alertGate = new Map<string, { at: number; held: number }>();
+  /** the resync request of this safe-mode episode (answers to any other are ignored) */
+  private resyncId: string | null = null;
   /** counts for tests and status: what happened since start */
-  readonly counters = { chunks: 0, duplicates: 0, refusedChunks: 0, filesAcked: 0, itemsAcked: 0, commands: 0, refusedCommands: 0, resends: 0 };
+  readonly counters = { chunks: 0, duplicates: 0, refusedChunks: 0, filesAcked: 0, itemsAcked: 0, commands: 0, refusedCommands: 0, resends: 0, refusedMessages: 0, alertsHeld: 0 };
 
   constructor(private readonly d: UplinkDeps) {
     this.state = new StateFile(d.cfg.stateDir);
+    let caPem: string;
+    try {
+      caPem = readFileSync(d.cfg.kmsCaFile, 'utf8');
+    } catch {
+      throw pksError('PKS_CONFIG_INVALID', 'KMS CA certificate file cannot be read');
+    }
+    this.trust = loadTrustAnchor(caPem);
+    if (this.state.lost) d.log.error('uplink state lost; safe mode until the KMS re-synchronises', { code: this.state.lost.code, detail: this.state.lost.detail });
     this.mqttCert = readFileSync(d.cfg.mqtt.certFile, 'utf8');
     this.mqttKey = d.mqttKey;
     const override = this.state.state.identity;
@@ -113,7 +168,13 @@ export class Uplink {
     return this.state.state.schedule ?? { ...this.d.cfg.schedule };
   }
 
+  /** true while commands are refused because the last accepted seq is unknown */
+  get safeMode(): boolean {
+    return this.state.state.safeMode;
+  }
+
   async start(): Promise<void> {
+    if (this.state.lost) void this.raise('PKS_SAFE_MODE', `${this.state.lost.detail}; commands refused until the KMS re-synchronises`);
     this.applySchedule();
     this.tickTimer = setInterval(() => void this.syncIfConnected(), this.d.cfg.timing.tickSeconds * 1000);
     this.statusTimer = setInterval(() => void this.publishStatus().catch(() => undefined), this.d.cfg.timing.statusSeconds * 1000);
@@ -198,15 +259,27 @@ export class Uplink {
     if (t.name === 'cmd') return this.onCommand(payload);
     if (t.name === 'ack') return this.onAck(payload);
     if (t.name === 'cert') return this.onCert(payload);
+    if (t.name === 'sync') return this.onSync(payload);
+  }
+
+  /** A KMS message whose signature or shape fails: counted, alert rate-limited, nothing else. */
+  private refuseMessage(what: string, err: unknown): Promise<void> {
+    const e = asPksError(err);
+    this.counters.refusedMessages++;
+    this.d.log.warn(`${what} refused`, { code: e.code, detail: e.detail });
+    return this.raise(e.code, `${what} refused: ${e.detail}`);
   }
 
   private async onChunk(payload: Buffer): Promise<void> {
     let chunk: unknown;
     try {
       chunk = JSON.parse(payload.toString('utf8'));
-    } catch {
+      // checked here first, so junk costs one signature check and never reaches the keystore
+      verifyChunk(chunk, this.trust, this.d.cfg.boxId);
+    } catch (err) {
       this.counters.refusedChunks++;
-      return this.raise('PKS_BATCH_INVALID', 'batch chunk is not JSON');
+      const e = err instanceof SyntaxError ? pksError('PKS_BATCH_INVALID', 'batch chunk is not JSON') : asPksError(err);
+      return this.raise(e.code, `batch chunk refused: ${e.detail}`);
     }
     for (let attempt = 0; ; attempt++) {
       try {
@@ -244,11 +317,9 @@ export class Uplink {
   private onAck(payload: Buffer): Promise<void> {
     let ack: AckMessage;
     try {
-      ack = JSON.parse(payload.toString('utf8')) as AckMessage;
-      if (!Array.isArray(ack.ids) || !ack.ids.every((i) => typeof i === 'string')) throw new Error('ids');
-    } catch {
-      this.d.log.warn('ack refused: malformed');
-      return Promise.resolve();
+      ack = checkAck(verifyKmsMessage(payload, 'ack', this.trust, this.d.cfg.boxId));
+    } catch (err) {
+      return this.refuseMessage('ack', err);
     }
     const w = typeof ack.fileId === 'string' ? this.ackWaiters.get(ack.fileId) : undefined;
     if (w) {
@@ -256,8 +327,7 @@ export class Uplink {
       w.resolve(ack);
       return Promise.resolve();
     }
-    // a late ack (after our wait timed out, or from before a restart) still counts: the KMS
-    // has those items stored
+    // a late ack (after our wait timed out) still counts: the KMS has those items stored
     return this.applyAck(ack);
   }
 
@@ -266,15 +336,53 @@ export class Uplink {
       await this.raise(ack.error.code, `KMS refused verification file: ${ack.error.detail}`);
       return;
     }
-    if (ack.ids.length === 0) return;
+    const sent = ack.fileId === null ? undefined : this.sentFiles.get(ack.fileId);
+    if (!sent) {
+      // genuine but not for a file we are waiting on (a replay, or from before a restart:
+      // those items go out again in a new file, which the KMS takes idempotently by id)
+      this.d.log.info('ack for no file in flight ignored', { fileId: ack.fileId, ids: ack.ids.length });
+      return;
+    }
+    this.sentFiles.delete(ack.fileId!);
+    const ids = ack.ids.filter((id) => sent.has(id));
+    if (ids.length < ack.ids.length) await this.raise('PKS_KMS_MESSAGE_INVALID', `ack of ${ack.fileId} names ${ack.ids.length - ids.length} id(s) not sent in it; those are kept`);
+    if (ids.length === 0) return;
     // a rejected item is never deleted: the keystore keeps it and raises a critical alert
-    const rejected = (ack.rejected ?? []).slice(0, 5000);
+    const rejected = (ack.rejected ?? []).filter((r) => sent.has(r.id)).slice(0, 5000);
     if (rejected.length) await this.d.keystore.call('outbox-reject', { items: rejected });
     const gone = new Set(rejected.map((r) => r.id));
-    await this.d.keystore.call('outbox-ack', { ids: ack.ids.filter((id) => !gone.has(id)).slice(0, 5000) });
+    const acked = ids.filter((id) => !gone.has(id));
+    if (acked.length) await this.d.keystore.call('outbox-ack', { ids: acked });
     this.counters.filesAcked++;
-    this.counters.itemsAcked += ack.ids.length;
+    this.counters.itemsAcked += ids.length;
     for (const r of rejected) await this.raise(r.code, `KMS rejected ${r.id}: ${r.detail}`, false);
+  }
+
+  // ---- safe mode: the last accepted command seq was lost with the state file
+
+  private async requestResync(): Promise<void> {
+    if (!this.safeMode || !this.connected) return;
+    this.resyncId ??= `rs-${randomUUID()}`;
+    this.d.log.info('asking the KMS to re-synchronise', { requestId: this.resyncId });
+    await publish(this.client!, boxTopic(this.d.cfg.boxId, 'resync'), JSON.stringify({ requestId: this.resyncId }));
+  }
+
+  private onSync(payload: Buffer): Promise<void> {
+    let a: { requestId: string; lastSeq: number };
+    try {
+      a = checkSync(verifyKmsMessage(payload, 'sync', this.trust, this.d.cfg.boxId));
+    } catch (err) {
+      return this.refuseMessage('sync answer', err);
+    }
+    // only the answer to this episode's request: an old one could roll lastSeq back
+    if (!this.safeMode || a.requestId !== this.resyncId) return Promise.resolve();
+    this.state.update((s) => {
+      s.lastSeq = Math.max(s.lastSeq, a.lastSeq);
+      s.safeMode = false;
+    });
+    this.resyncId = null;
+    this.d.log.info('re-synchronised by the KMS; commands accepted again', { lastSeq: this.state.state.lastSeq });
+    return Promise.resolve();
   }
 
   // ---- commands
@@ -283,6 +391,7 @@ export class Uplink {
     const ref = commandRef(payload);
     let cmd: CommandPayload;
     try {
+      if (this.safeMode) throw pksError('PKS_SAFE_MODE', 'the last accepted command seq is unknown; commands are refused until the KMS re-synchronises');
       cmd = verifyCommand(payload, { opsKey: this.d.opsKey, boxId: this.d.cfg.boxId, lastSeq: this.state.state.lastSeq });
     } catch (err) {
       const e = asPksError(err);
@@ -344,11 +453,9 @@ export class Uplink {
   private onCert(payload: Buffer): Promise<void> {
     let a: CertAnswer;
     try {
-      a = JSON.parse(payload.toString('utf8')) as CertAnswer;
-      if (!a || typeof a.requestId !== 'string') throw new Error('requestId');
-    } catch {
-      this.d.log.warn('cert answer refused: malformed');
-      return Promise.resolve();
+      a = checkCertAnswer(verifyKmsMessage(payload, 'cert', this.trust, this.d.cfg.boxId));
+    } catch (err) {
+      return this.refuseMessage('cert answer', err);
     }
     const w = this.certWaiters.get(a.requestId);
     // an answer nobody waits for (late, repeated, for a rotation that gave up) changes nothing
@@ -460,9 +567,23 @@ export class Uplink {
 
   // ---- alerts and status
 
-  /** Logs, remembers (status), queues for the KMS in the outbox (durable) and publishes now. */
+  /**
+   * Logs, remembers (status), queues for the KMS in the outbox (durable) and publishes now; at
+   * most one per code per alertIntervalSeconds, so a flood of junk costs no disk: the ones held
+   * back are counted and named in the next.
+   */
   async raise(code: string, detail: string, outbox = true): Promise<void> {
-    const at = new Date().toISOString();
+    const t = Date.now();
+    const gate = this.alertGate.get(code);
+    if (gate && t - gate.at < (this.d.cfg.timing.alertIntervalSeconds ?? 60) * 1000) {
+      gate.held++;
+      this.counters.alertsHeld++;
+      return;
+    }
+    if (gate?.held) detail = `${detail} (and ${gate.held} more since ${new Date(gate.at).toISOString()})`;
+    this.alertGate.set(code, { at: t, held: 0 });
+    if (this.alertGate.size > 256) this.alertGate.delete(this.alertGate.keys().next().value as string);
+    const at = new Date(t).toISOString();
     this.d.log.warn('alert', { code, detail });
     this.state.update((s) => {
       s.alerts.push({ code, detail: detail.slice(0, 300), at });
@@ -501,6 +622,7 @@ export class Uplink {
       schedule: this.schedule,
       stock: stock ?? {},
       pendingReorders: this.state.state.pending,
+      safeMode: this.safeMode,
       lastSync: this.state.state.lastSync,
       openAlerts: this.openAlerts(),
       health: ok ? (this.openAlerts().length > 0 ? 'degraded' : 'ok') : 'failing',
@@ -533,6 +655,7 @@ export class Uplink {
   }
 
   private async syncRound(): Promise<void> {
+    await this.requestResync();
     await this.reorders();
     await this.missingChunks();
     const drained = await this.flushOutbox();
@@ -581,6 +704,8 @@ export class Uplink {
       // packed by the keystore from flushed items only and signed by the vault (issue 9)
       const { fileId, payload: text, sig, ids } = await this.d.keystore.call<OutboxFileResponse>('outbox-file', { limit: 5000 });
       if (ids.length === 0) return true;
+      this.sentFiles.set(fileId, new Set(ids));
+      if (this.sentFiles.size > MAX_SENT_FILES) this.sentFiles.delete(this.sentFiles.keys().next().value as string);
       const ack = new Promise<AckMessage | null>((resolve) => {
         const timer = setTimeout(() => {
           this.ackWaiters.delete(fileId);

@@ -62,7 +62,7 @@ export async function startTesterApi(o: { dir: string; runDir: string; logDir: s
     JSON.stringify({
       listen: { host: '127.0.0.1', port },
       tls: { cert: o.certs.serverCert, keyFile: o.certs.serverKey, ca: o.certs.testerCaFile },
-      limits: { requestsPerSecond: 100_000, burst: 100_000, newReservationsPerHour: 10_000_000, handshakesPerWindow: 100_000, testerCacheMs: 5000 },
+      limits: { requestsPerSecond: 100_000, burst: 100_000, newReservationsPerHour: 10_000_000, handshakesPerWindow: 100_000 },
       ipc: { timeoutMs: 10_000 },
     }),
   );

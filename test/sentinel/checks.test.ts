@@ -166,6 +166,9 @@ test('auth failures: counted in the window only, sources named', () => {
   assert.not.match(burst.message, /[\r\n]/);
   assert.is(checkAuthFailures(f(101, 1000, 'x'), NOW, { threshold: 20 }).severity, 'critical');
   throwsCoded(() => checkAuthFailures([{ at: 'soon' }], NOW));
+  // the tester API names address and certificate (issue 9, item 10)
+  const named = checkAuthFailures(Array.from({ length: 30 }, () => ({ at: at(-1000), source: '10.1.2.3', cn: 'eol-tester-04' })), NOW, { threshold: 20 });
+  assert.match(named.message, /mostly from 10\.1\.2\.3 CN=eol-tester-04 \(30\)/);
 });
 
 test('services: unhealthy critical, stale warning, dead critical', () => {

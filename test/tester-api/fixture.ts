@@ -103,6 +103,7 @@ export interface Rig {
 
 export interface RigOptions {
   limits?: Partial<TesterApiConfig['limits']>;
+  http?: Partial<TesterApiConfig['http']>;
   vault?: Caller;
   runDir?: string;
 }
@@ -130,7 +131,8 @@ export async function startRig(opts: RigOptions = {}): Promise<Rig> {
   const config = validateConfig<TesterApiConfig>(testerApiSchema, {
     listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: p.serverCertFile, keyFile: p.serverKeyFile, ca: p.testerCaFile },
-    limits: { testerCacheMs: 0, handshakesPerWindow: 10_000, ...opts.limits },
+    limits: { handshakesPerWindow: 10_000, ...opts.limits },
+    ...(opts.http ? { http: opts.http } : {}),
   });
   const keystore = ipcClient(socketPath('keystore', 'tester-api', runDir), { timeoutMs: 2000 });
   const noVault: Caller = {

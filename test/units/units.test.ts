@@ -22,6 +22,8 @@ const NETWORK_FACING = new Set<string>(['tester-api', 'uplink', 'sentinel']);
 const SOCKET_PAIRS: Record<string, readonly string[]> = {
   vault: ['keystore', 'tester-api', 'uplink', 'sentinel'],
   keystore: ['tester-api', 'uplink', 'sentinel'],
+  'tester-api': ['sentinel'],
+  uplink: ['sentinel'],
 };
 
 // ---- a minimal unit-file reader -------------------------------------------------------------
@@ -161,6 +163,20 @@ for (const name of SERVICES) {
     const families = words(u, 'Service', 'RestrictAddressFamilies');
     if (NETWORK_FACING.has(name)) assert.equal(families, ['AF_UNIX', 'AF_INET', 'AF_INET6']);
     else assert.equal(families, ['AF_UNIX']);
+  });
+}
+
+// Issue 9, item 6: a service that fails at start (full disk, HSM or broker missing) must keep
+// being retried; StartLimitBurst within StartLimitIntervalSec would leave it failed for good.
+for (const name of SERVICES) {
+  test(`pks-${name}.service: no start limit, restarts forever at a bounded interval`, () => {
+    const u = unitOf(name);
+    assert.is(last(u, 'Unit', 'StartLimitIntervalSec'), '0', 'StartLimitIntervalSec=0 (no start rate limit)');
+    assert.is(last(u, 'Unit', 'StartLimitBurst'), undefined, 'no StartLimitBurst');
+    assert.is(last(u, 'Service', 'StartLimitAction'), undefined);
+    assert.ok(['on-failure', 'always'].includes(last(u, 'Service', 'Restart') ?? ''), 'Restart=on-failure|always');
+    const sec = /^(\d+)s$/.exec(last(u, 'Service', 'RestartSec') ?? '');
+    assert.ok(sec && Number(sec[1]) >= 1 && Number(sec[1]) <= 30, 'RestartSec between 1 s and 30 s');
   });
 }
 

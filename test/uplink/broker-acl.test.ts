@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { BOX_INBOUND, BOX_OUTBOUND } from '../../appliance/contracts/topics.js';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
 import { issue, makeCa, type KeyPair } from '../helpers/pki.js';
 
@@ -132,12 +133,38 @@ test('a certificate of our CA without clientAuth usage is refused', async () => 
   assert.ok(refused, 'connected with a serverAuth-only certificate');
 });
 
-test('box-A publishes and subscribes under its own tree', async () => {
+test('box-A writes only its outbound topics and reads only its inbound ones', async () => {
   const a = await as('box-A');
+  const kms = await as('kms');
+  await kms.client.subscribeAsync('pks/v1/box/box-A/#', { qos: 1 });
   await a.client.subscribeAsync('pks/v1/box/box-A/#', { qos: 1 });
   await a.client.publishAsync('pks/v1/box/box-A/status', 'ok', { qos: 1 });
-  await until('own status', () => a.got.length === 1);
-  assert.equal(a.got[0], { topic: 'pks/v1/box/box-A/status', payload: 'ok' });
+  await until('the KMS to see the status', () => kms.got.length === 1);
+  assert.equal(kms.got[0], { topic: 'pks/v1/box/box-A/status', payload: 'ok' });
+  await kms.client.publishAsync('pks/v1/box/box-A/cmd', 'for-A', { qos: 1 });
+  await until('box-A to get its command', () => a.got.length === 1);
+  await sleep(QUIET_MS);
+  // its own status is outbound: not read back
+  assert.equal(a.got, [{ topic: 'pks/v1/box/box-A/cmd', payload: 'for-A' }]);
+  // whoever holds the box's MQTT key cannot play the KMS to it
+  for (const name of BOX_INBOUND) {
+    const rc = await a.client.publishAsync(`pks/v1/box/box-A/${name}`, 'forged', { qos: 1 }).then(
+      () => 0,
+      (err: { code?: number }) => err.code ?? -1,
+    );
+    assert.is(rc, 0x87, `box-A could publish on its own ${name}`);
+  }
+  await sleep(QUIET_MS);
+  assert.is(kms.got.filter((m) => m.payload === 'forged').length, 0, 'a forged inbound message reached the broker');
+});
+
+test('the ACL grants a box exactly the topics of topics.ts', () => {
+  const acl = readFileSync(`${broker.dir}/acl`, 'utf8');
+  const granted = (mode: string) =>
+    [...acl.matchAll(new RegExp(`^pattern ${mode} pks/v1/box/%u/(\\S+)$`, 'gm'))].map((m) => m[1]).sort();
+  assert.equal(granted('write'), [...BOX_OUTBOUND].sort());
+  assert.equal(granted('read'), [...BOX_INBOUND].sort());
+  assert.equal(granted('readwrite'), []);
 });
 
 test("box-A neither reads nor writes box-B's tree; box-B and the KMS do", async () => {
@@ -178,7 +205,7 @@ test('the KMS sees every box; ops only reads status', async () => {
 
   await a.client.publishAsync('pks/v1/box/box-A/status', 'A-up', { qos: 1 });
   await b.client.publishAsync('pks/v1/box/box-B/status', 'B-up', { qos: 1 });
-  await b.client.publishAsync('pks/v1/box/box-B/outbox/1', 'record', { qos: 1 });
+  await b.client.publishAsync('pks/v1/box/box-B/event', 'record', { qos: 1 });
   await until('the KMS to see three messages', () => kms.got.length === 3);
   assert.equal(
     kms.got.map((m) => m.payload).sort(),

@@ -77,6 +77,7 @@ test.before(async () => {
       stateDir: path.join(dir, 'uplink'),
       mqtt: { host: '127.0.0.1', port: broker.port, caFile: broker.caCert, certFile: id.cert, sessionExpirySeconds: 3600, keepaliveSeconds: 5, reconnectSeconds: 0.3 },
       opsPublicKeyFile: opsFile,
+      kmsCaFile: kms.caCert,
       schedule: { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
       timing: { tickSeconds: 0.2, chunkTimeoutSeconds: 0.5, reorderRetrySeconds: 30, ackTimeoutSeconds: 1, statusSeconds: 1 },
     };

@@ -93,6 +93,7 @@ export async function startRig(o: { boxId?: string; schedule?: UplinkConfig['sch
       stateDir: path.join(dir, 'uplink'),
       mqtt: { host: '127.0.0.1', port: broker.port, caFile: broker.caCert, certFile: id.cert, keyFile: id.key, sessionExpirySeconds: 3600, keepaliveSeconds: 5, reconnectSeconds: 0.3 },
       opsPublicKeyFile: opsFile,
+      kmsCaFile: kms.caCert,
       schedule: o.schedule ?? { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
       timing: { tickSeconds: 0.2, chunkTimeoutSeconds: 0.5, reorderRetrySeconds: 30, ackTimeoutSeconds: 1, statusSeconds: 1, certTimeoutSeconds: 5, ...o.timing },
     };

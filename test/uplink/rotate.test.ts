@@ -167,7 +167,7 @@ test('the KMS refuses forged, misnamed and non-P-256 CSRs, and boxes it does not
     const answers = await waitFor(
       'refusals',
       async () => {
-        const m = new Map(rig.got.filter((g) => g.topic.endsWith('/cert')).map((g) => JSON.parse(g.payload) as { requestId: string; cert?: string; error?: { code: string } }).map((x) => [x.requestId, x]));
+        const m = new Map(rig.got.filter((g) => g.topic.endsWith('/cert')).map((g) => JSON.parse((JSON.parse(g.payload) as { payload: string }).payload).body as { requestId: string; cert?: string; error?: { code: string } }).map((x) => [x.requestId, x]));
         return [...cases.map(([id]) => id), 'unknown-box'].every((id) => m.has(id)) ? m : undefined;
       },
       10_000,

@@ -83,6 +83,7 @@ const configs = {
       listen: { host: '::', port: 8443 },
       tls: { cert: '/etc/pks/tls/server.crt', ca: '/etc/pks/tls/tester-ca.crt' },
       limits: { newReservationsPerHour: Number(site('RESERVATIONS_PER_HOUR', '100000')) },
+      ipc: { groups: groups('tester-api', ['sentinel']) },
     },
     'tester-api.json',
   ),
@@ -93,6 +94,8 @@ const configs = {
       stateDir: '/var/lib/pks/uplink',
       mqtt: { host: site('KMS_HOST'), port: port('KMS_PORT'), caFile: '/etc/pks/uplink/mqtt-ca.crt', certFile: '/etc/pks/uplink/mqtt-client.crt' },
       opsPublicKeyFile: '/etc/pks/uplink/ops-public.pem',
+      kmsCaFile: '/etc/pks/kms-ca.crt',
+      ipc: { groups: groups('uplink', ['sentinel']) },
     },
     'uplink.json',
   ),
@@ -106,15 +109,18 @@ const configs = {
         host: site('SMTP_HOST'),
         port: port('SMTP_PORT'),
         secure: false,
-        starttls: site('SMTP_STARTTLS', 'off'),
+        // STARTTLS required unless the site says otherwise (PKS_SITE_SMTP_STARTTLS=off for a
+        // plaintext relay is an explicit choice)
+        starttls: site('SMTP_STARTTLS', 'required'),
         from: `pks-${boxId}@${site('MAIL_DOMAIN', 'plant.example')}`,
         to: { warning: mailTo, critical: mailTo },
         timeoutMs: 5000,
       },
       certificates: [{ name: 'tester-api-server', path: '/etc/pks/tls/server.crt' }],
-      // the sockets it can reach: the tester API's and the uplink's local sockets carry no
-      // pair group yet, so the sentinel (not their owner) cannot connect to them
-      services: ['vault', 'keystore'],
+      // every service's sentinel socket, each with its pair group (sysusers.d/pks.conf)
+      services: ['vault', 'keystore', 'tester-api', 'uplink'],
+      uplink: { service: true, maxSyncAgeMinutes: Number(site('UPLINK_MAX_SYNC_AGE_MINUTES', '360')) },
+      authFailures: { testerApi: true },
       storage: { keystoreMapSizeMb: Number(site('KEYSTORE_MAP_MB', '1024')), disks: ['/var/lib/pks'] },
       ipc: { groups: {} },
     },
