@@ -9,6 +9,7 @@ import { runDir, socketPath } from '../../appliance/paths.js';
 import { runService } from '../../appliance/service.js';
 import { keystoreSchema, type KeystoreConfig } from './config.js';
 import { openDbs } from './db.js';
+import { checkDistinctTargets } from './pool-slot.js';
 import { Keystore } from './keystore.js';
 import { ipcVaultPort } from './vault-port.js';
 import { KEYSTORE_CALLERS, keystoreVerbs } from './verbs.js';
@@ -34,6 +35,7 @@ await runService('keystore', async (log) => {
     throw pksError('PKS_CONFIG_INVALID', `kmsCa: ${cfg.kmsCa} cannot be read`);
   }
   const trust = loadTrustAnchor(caPem);
+  checkDistinctTargets(cfg.pools.map((p) => p.pool), 'pools');
   const dbs = openDbs(cfg.dataDir, { mapSizeMb: cfg.mapSizeMb });
   const vault = ipcClient(socketPath('vault', 'keystore'), { timeoutMs: 10_000, connections: 32 });
   const ks = new Keystore(
@@ -41,7 +43,7 @@ await runService('keystore', async (log) => {
     ipcVaultPort(vault),
     trust,
     cfg.boxId,
-    { checkpointEvery: cfg.audit.checkpointEvery, checkpointMs: cfg.audit.checkpointSeconds * 1000, reservationTtlMs: cfg.reservationTtlHours * 3_600_000 },
+    { checkpointEvery: cfg.audit.checkpointEvery, checkpointMs: cfg.audit.checkpointSeconds * 1000, reservationTtlMs: cfg.reservationTtlHours * 3_600_000, quotas: { ...cfg.quotas } },
     log,
   );
   for (const p of cfg.pools) await ks.setPool({ pool: p.pool, minimum: p.minimum, reorder: p.reorder, critical: p.critical ?? Math.floor(p.minimum / 4) });
