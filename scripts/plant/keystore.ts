@@ -37,13 +37,13 @@ export interface KeystoreHandle {
   stop(): Promise<void>;
 }
 
-export async function startKeystore(o: { dir: string; runDir: string; logDir: string; boxId: string; kmsCa: string; pools: PoolConfig[]; checkpointEvery?: number; name?: string }): Promise<KeystoreHandle> {
+export async function startKeystore(o: { dir: string; runDir: string; logDir: string; boxId: string; kmsCa: string; pools: PoolConfig[]; checkpointEvery?: number; name?: string; quotas?: Record<string, number> }): Promise<KeystoreHandle> {
   await mkdir(o.dir, { recursive: true });
   const dataDir = path.join(o.dir, 'data');
   const configFile = path.join(o.dir, 'keystore.json');
   await writeFile(
     configFile,
-    JSON.stringify({ boxId: o.boxId, dataDir, kmsCa: o.kmsCa, mapSizeMb: 4096, pools: o.pools, audit: { checkpointEvery: o.checkpointEvery ?? 1000, checkpointSeconds: 5 } }, null, 2),
+    JSON.stringify({ boxId: o.boxId, dataDir, kmsCa: o.kmsCa, mapSizeMb: 4096, pools: o.pools, audit: { checkpointEvery: o.checkpointEvery ?? 1000, checkpointSeconds: 5 }, ...(o.quotas ? { quotas: o.quotas } : {}) }, null, 2),
   );
   const clients: IpcClient[] = [];
   const client = (caller: string): IpcClient => {

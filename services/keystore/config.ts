@@ -54,7 +54,7 @@ export const keystoreSchema = {
       properties: {
         openPerTester: { type: 'integer', minimum: 1, maximum: 10_000, default: 8 },
         testerPerHour: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 500 },
-        poolPerHour: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 5000 },
+        poolPerHour: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 20_000 },
       },
     },
     ipc: {

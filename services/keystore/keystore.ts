@@ -85,7 +85,7 @@ export class Keystore {
   }
 
   start(): void {
-    this.timers.push(setInterval(() => void this.checkpoint().catch((e) => this.log.warn('checkpoint failed', { err: e })), this.opts.checkpointMs));
+    this.timers.push(setInterval(() => void this.runCheckpoint().catch((e) => this.log.warn('checkpoint failed', { err: e })), this.opts.checkpointMs));
     this.timers.push(setInterval(() => void this.sweep().catch((e) => this.log.warn('sweep failed', { err: e })), 60_000));
     this.timers.push(setInterval(() => void this.compact().catch((e) => this.log.warn('compaction failed', { err: e })), 60_000));
     for (const t of this.timers) t.unref();
@@ -286,11 +286,17 @@ export class Keystore {
   private maybeCheckpoint(): void {
     const head = auditHead(this.dbs);
     const last = lastCheckpoint(this.dbs);
-    if (head.seq - (last?.seq ?? 0) >= this.opts.checkpointEvery) void this.checkpoint().catch((e) => this.log.warn('checkpoint failed', { err: e }));
+    if (head.seq - (last?.seq ?? 0) >= this.opts.checkpointEvery) void this.runCheckpoint().catch((e) => this.log.warn('checkpoint failed', { err: e }));
+  }
+
+  /** Signs the current audit head (a checkpoint already running may predate it: then one more). */
+  async checkpoint(): Promise<void> {
+    if (this.cpRunning) await this.cpRunning.catch(() => {});
+    return this.runCheckpoint();
   }
 
   /** Signs the current audit head with the vault's audit key; one at a time. */
-  checkpoint(): Promise<void> {
+  private runCheckpoint(): Promise<void> {
     if (this.cpRunning) return this.cpRunning;
     this.cpRunning = (async () => {
       try {

@@ -3,7 +3,7 @@
 // refunded by a caller's guess:
 //   - open reservations per tester (default 8): RESERVED packages it has not confirmed or
 //     failed; a real tester confirms one ECU before it starts the next;
-//   - new keys per hour per tester (default 500) and per pool (default 5000): token buckets on
+//   - new keys per hour per tester (default 500) and per pool (default 20,000): token buckets on
 //     the keystore's monotonic clock. Every key that leaves AVAILABLE counts, a fresh key after a
 //     burn included (reserve U, fail U, reserve U costs two); a retry answered with the same
 //     package costs nothing;
@@ -23,7 +23,9 @@ export interface QuotaPolicy {
   poolPerHour: number;
 }
 
-export const DEFAULT_QUOTAS: Readonly<QuotaPolicy> = Object.freeze({ openPerTester: 8, testerPerHour: 500, poolPerHour: 5000 });
+export const DEFAULT_QUOTAS: Readonly<QuotaPolicy> = Object.freeze({ openPerTester: 8, testerPerHour: 500, poolPerHour: 20_000 });
+/** For in-process callers that measure the reservation itself (benchmarks): nothing limited. */
+export const NO_QUOTAS: Readonly<QuotaPolicy> = Object.freeze({ openPerTester: Infinity, testerPerHour: Infinity, poolPerHour: Infinity });
 
 export interface QuotaState {
   /** unconfirmed reservations (testers only) */

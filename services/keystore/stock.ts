@@ -7,7 +7,7 @@ import { appendAudit } from './audit.js';
 import type { KeyState } from './contract.js';
 import { ZERO, type Counters, type Dbs, type KeyRecord } from './db.js';
 import { nextCounter, useCounter } from './counters.js';
-import { DEFAULT_QUOTAS, chargeNewKey, releaseOpen, type QuotaPolicy } from './quota.js';
+import { NO_QUOTAS, chargeNewKey, releaseOpen, type QuotaPolicy } from './quota.js';
 import { priorReservation } from './handover.js';
 import { persistMono } from './mono-clock.js';
 import { markReported, noteAck } from './compaction.js';
@@ -80,7 +80,7 @@ export interface IssueContext {
 
 export const pendingKey = (rec: KeyRecord): [number, string] => [rec.pendingAt ?? rec.reservedAt!, rec.id];
 
-export function reserveTx(dbs: Dbs, now: number, r: ReserveInput, ctx: IssueContext = { mono: now, quotas: DEFAULT_QUOTAS }): { rec: KeyRecord; reused: boolean } | Refusal {
+export function reserveTx(dbs: Dbs, now: number, r: ReserveInput, ctx: IssueContext = { mono: now, quotas: NO_QUOTAS }): { rec: KeyRecord; reused: boolean } | Refusal {
   if (!dbs.pools.doesExist(r.pool)) return refuse('PKS_POOL_UNKNOWN', r.pool);
   // UID 0 is SHE's wildcard: a package from this box is always for one individual ECU
   if (/^0+$/.test(r.uid)) return refuse('PKS_SHE_INVALID', 'uid 0 (wildcard) is not an ECU');

@@ -12,7 +12,7 @@ import { statfsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { startBox, type Box } from '../../scripts/plant/box.js';
+import { LOAD_QUOTAS, startBox, type Box } from '../../scripts/plant/box.js';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
 import type { ImportChunkResponse } from '../../services/keystore/contract.js';
 import { ipcClient } from '../../appliance/ipc.js';
@@ -129,7 +129,7 @@ async function main(): Promise<void> {
   // PostgreSQL behind it. They take turns (ROUNDS each, alternating) after a `sync` and a
   // pause, so neither inherits the other's disk writeback; each side's median round counts.
   note(`ours (tester-api + keystore + vault) and postgres (tester-api + keystore-pg + PostgreSQL 15 + vault), ${ROUNDS} alternating rounds each`);
-  const box = await startBox({ base: path.join(base, 'box'), boxId: BOX_ID, pools: [{ pool: POOL, minimum: 1, reorder: 1 }, { pool: REORDER_POOL, minimum: 1, reorder: 1 }], checkpointEvery: 1000 });
+  const box = await startBox({ base: path.join(base, 'box'), boxId: BOX_ID, pools: [{ pool: POOL, minimum: 1, reorder: 1 }, { pool: REORDER_POOL, minimum: 1, reorder: 1 }], checkpointEvery: 1000, quotas: LOAD_QUOTAS });
   cleanups.push(() => box.stop());
   const certs = await makeCerts(path.join(base, 'certs'));
   const admin = box.keystore.client('pksctl');

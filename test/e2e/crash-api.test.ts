@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { createPublicKey, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
-import { startBox } from '../../scripts/plant/box.js';
+import { LOAD_QUOTAS, startBox } from '../../scripts/plant/box.js';
 import { SheEcu } from '../../scripts/plant/ecu-sim.js';
 import { call } from '../../scripts/plant/line.js';
 import { startTesterApi } from '../../scripts/plant/tester-api.js';
@@ -26,7 +26,7 @@ interface Pkg {
 
 test(`SIGKILL of tester-api and keystore during ${TOTAL} injections over mTLS: nothing twice, nothing lost`, async () => {
   const master = randomBytes(16);
-  const box = await startBox({ pools: [{ pool: POOL, minimum: 1, reorder: 1 }], checkpointEvery: 200 });
+  const box = await startBox({ pools: [{ pool: POOL, minimum: 1, reorder: 1 }], checkpointEvery: 200, quotas: LOAD_QUOTAS });
   try {
     await box.importChunks(box.batch('crash-api', { pool: POOL, keyId: 4, authKeyId: 1, counter: 1, flags: 0, authKey: master, keys: randomSheKeys('ca', TOTAL + 200) }));
     const testers = Array.from({ length: TESTERS }, (_, i) => ({ cn: `t${i}`, station: `s${i}`, pools: [POOL] }));
