@@ -89,6 +89,26 @@ export class Keystore {
     this.timers.push(setInterval(() => void this.sweep().catch((e) => this.log.warn('sweep failed', { err: e })), 60_000));
     this.timers.push(setInterval(() => void this.compact().catch((e) => this.log.warn('compaction failed', { err: e })), 60_000));
     for (const t of this.timers) t.unref();
+    void this.restartWallClockAges().catch((e) => this.log.warn('pending migration failed', { err: e }));
+  }
+
+  /**
+   * A store written before the monotonic clock keyed pending reservations by wall-clock time
+   * (about 1.7e12 ms): their age starts again now, so none is burned early or kept forever.
+   */
+  private async restartWallClockAges(): Promise<void> {
+    const old = [...this.dbs.pending.getRange({ start: [1e12, ''], limit: 100_000 })].map((e) => e.key);
+    if (!old.length) return;
+    const mono = this.mono.now();
+    await this.commit(() => {
+      for (const k of old) {
+        const rec = this.dbs.keys.get(k[1]);
+        this.dbs.pending.removeSync(k);
+        if (rec?.state !== 'RESERVED') continue;
+        this.dbs.keys.putSync(rec.id, { ...rec, pendingAt: mono });
+        this.dbs.pending.putSync([mono, rec.id], null);
+      }
+    });
   }
 
   /** Pools come from config at start and from ops commands; counters are kept, never reset. */

@@ -59,6 +59,13 @@ test(`SIGKILL of tester-api and keystore during ${TOTAL} injections over mTLS: n
         for (let attempt = 0; attempt < 300 && !done; attempt++) {
           try {
             const r = await call<Pkg>(c, 'POST', '/v1/she/packages', { pool: POOL, uid: uid.toString('hex') });
+            // confirmed before a crash, the answer was lost: the retry is told, with the package id
+            const already = (r.body as { code?: string; packageId?: string });
+            if (r.status === 409 && already.code === 'PKS_ALREADY_INJECTED' && pkgToUid.get(already.packageId!) === uid.toString('hex')) {
+              confirmed.add(already.packageId!);
+              done = true;
+              continue;
+            }
             if (r.status !== 200) throw new Error(`reserve ${r.status}`);
             const prior = pkgToUid.get(r.body.packageId);
             assert.ok(!prior || prior === uid.toString('hex'), `DUPLICATE ${r.body.packageId}`);

@@ -63,6 +63,14 @@ test(`SIGKILL of the keystore during ${TOTAL} issuances loses nothing and issues
             ok = true;
           } catch (e) {
             if (String((e as Error).message).startsWith('DUPLICATE')) throw e;
+            // confirmed before the crash, the answer was lost: the retry learns it, with the package id
+            const already = (e as { code?: string }).code === 'PKS_ALREADY_INJECTED' ? /package (\S+) \(/.exec((e as Error).message) : null;
+            if (already && pkgToUid.get(already[1]!) === uid) {
+              confirmed.add(already[1]!);
+              done++;
+              ok = true;
+              continue;
+            }
             if ((e as { code?: string }).code === 'PKS_STATE_INVALID') {
               // confirmed before the crash, the answer was lost: the retry sees INJECTED via reserve reuse
             }
