@@ -7,6 +7,7 @@
 // handover, keystore verb 'handover'): the open reservation moves to the named tester, which
 // must be registered, not revoked and allowed the pool; the move is audited and reported to
 // the KMS, and the new holder's retry gets the package with a fresh time to live.
+import type { HandoverRequest } from './contract.js';
 import type { Dbs, KeyRecord } from './db.js';
 import { appendAudit } from './audit.js';
 import { addOpen, releaseOpen, type QuotaPolicy } from './quota.js';
@@ -34,16 +35,8 @@ export function extendTtl(dbs: Dbs, mono: number, rec: KeyRecord): KeyRecord {
   return next;
 }
 
-export interface HandoverInput {
-  /** the package, or the ECU by pool and UID */
-  packageId?: string;
-  pool?: string;
-  uid?: string;
-  to: string;
-  /** who ordered it (pksctl user) */
-  by: string;
-  reason: string;
-}
+/** The package, or the ECU by pool and UID; the tester it goes to; who ordered it and why. */
+export type HandoverInput = HandoverRequest;
 
 export function handoverTx(dbs: Dbs, now: number, mono: number, quotas: QuotaPolicy, h: HandoverInput): KeyRecord | Refusal {
   const id = h.packageId ?? (h.pool && h.uid ? dbs.resv.get(`${h.pool}|${h.uid.toLowerCase()}`) : undefined);
