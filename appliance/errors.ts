@@ -57,6 +57,11 @@ export const CATALOGUE = Object.freeze({
   PKS_AUDIT_BROKEN: spec(500, 'audit chain does not verify'),
   PKS_STORE_FULL: spec(507, 'storage is full', true),
   PKS_STORE_FAILURE: spec(503, 'storage failure', true),
+  // issuance (issue 10): counters, open reservations, finished ECUs
+  PKS_SHE_COUNTER_EXHAUSTED: spec(409, 'SHE counter of this ECU slot is at its 28-bit limit'),
+  PKS_RESERVATIONS_OPEN: spec(429, 'tester holds too many unconfirmed reservations', true),
+  PKS_RESERVED_BY_OTHER: spec(409, 'ECU has an open reservation of another tester'),
+  PKS_ALREADY_INJECTED: spec(409, 'ECU already holds the key of this pool'),
 
   // tester API
   PKS_AUTH_REQUIRED: spec(401, 'client certificate required'),

@@ -44,6 +44,7 @@ try {
   const { box, summary, smtp, kms } = plant;
   say(`\n== line: ${summary.injected}/${summary.ecus} ECUs injected, p50 ${summary.p50_ms} ms, p99 ${summary.p99_ms} ms`);
   say(`proofs verified ${summary.verified}, keys burned ${summary.burned} (every 50th ECU failed once, got a fresh key), keys issued twice ${summary.duplicates}`);
+  say(`rework on the strict SHE simulator: ${summary.reworked} ECUs loaded a key whose proof was lost and took the replacement (higher SHE counter); ${summary.occupied} ECUs whose slot already held a newer key refused the package (key burned, ECU to analysis)`);
   const stats = (await box.keystore.client('pksctl').call<StatsResponse>('stats')).pools;
   say('\n== stock');
   for (const [p, s] of Object.entries(stats))

@@ -182,6 +182,23 @@ export interface PoolSetRequest {
   critical?: number;
 }
 export interface TesterPutRequest extends TesterRecord {}
+
+/**
+ * pksctl → keystore 'handover': an open reservation moves to another tester (a rework station),
+ * named by package or by pool + ECU UID; audited with who ordered it and why. Answers
+ * { packageId, tester, station }. Issuance answers of 'reserve' (issue 10):
+ * PKS_RESERVED_BY_OTHER, PKS_ALREADY_INJECTED (detail names the package for its own tester),
+ * PKS_RESERVATIONS_OPEN, PKS_QUOTA_EXCEEDED (detail "retry after N s"), PKS_SHE_COUNTER_EXHAUSTED.
+ * Injection and burn outbox bodies carry `counter` (the SHE C_ID used); a late injection `late: true`.
+ */
+export interface HandoverRequest {
+  packageId?: string;
+  pool?: string;
+  uid?: string;
+  to: string;
+  by: string;
+  reason: string;
+}
 export interface TesterRevokeRequest {
   cn: string;
 }

@@ -51,6 +51,8 @@ SMTP_PORT=12525
 MAIL_TO=plant-it@plant.example
 TLS_SAN=DNS:pks.local,DNS:localhost,IP:127.0.0.1,IP:10.0.2.15
 POOLS=oem1.bcm.key4
+# the VM test's two testers inject far faster than a line (keystore quota default: 500/h each)
+RESERVATIONS_PER_HOUR=20000
 EOF
 chmod 0644 "$s"/*.crt "$s"/*.pem "$s/site.env"
 chmod 0600 "$s/mqtt-client.key"

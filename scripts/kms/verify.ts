@@ -88,18 +88,25 @@ function takeItem(store: KmsStore, b: BoxRecord, fileId: string, item: OutboxIte
       if (item.kind === 'injection') {
         if (!isHex(body.uid, 15) || !isHex(body.m4, 32) || !isHex(body.m5, 16)) reject('PKS_BAD_HEX', 'uid, m4 or m5 is not hex of the right length');
       }
-      if (prior) {
+      // a proof that came after the box's sweep burned the package (late: true): the ECU holds
+      // the key after all, so a verified late injection replaces the burn record
+      const lateAfterBurn = item.kind === 'injection' && body.late === true && prior?.boxId === b.boxId && prior.state === 'BURNED';
+      if (prior && !lateAfterBurn) {
         if (prior.boxId === b.boxId && prior.state === (item.kind === 'injection' ? 'VERIFIED' : 'BURNED') && prior.uid === (uid as string | undefined)?.toLowerCase()) return; // a repeat
         reject('PKS_CONFLICT', `key ${recordId} was already reported (${prior.state}${prior.uid ? ` for ECU ${prior.uid}` : ''})`);
       }
       const rec: InjectionRecord = { recordId, boxId: b.boxId, batchId: batch.batchId, pool: batch.pool, state: 'BURNED', at: item.at, fileId, itemId: item.id };
       if (item.kind === 'injection') {
         const p = store.pools.get(batch.pool)!;
+        // the box chooses the counter per ECU slot (rework): never below the batch's base counter
+        const counter = body.counter === undefined ? p.she.counter : body.counter;
+        if (!Number.isInteger(counter) || (counter as number) < p.she.counter || (counter as number) > 0x0fffffff)
+          reject('PKS_SHE_INVALID', `counter ${String(body.counter)} is not a SHE counter at or above the batch's ${p.she.counter}`);
         const newKey = store.keyAt(batch.pool, index);
         const authKey = Buffer.from(p.authKey, 'hex');
         try {
           const ok = sheVerify(
-            { uid: Buffer.from(uid as string, 'hex'), keyId: p.she.keyId, authKeyId: p.she.authKeyId, authKey, newKey: newKey!, counter: p.she.counter, flags: p.she.flags },
+            { uid: Buffer.from(uid as string, 'hex'), keyId: p.she.keyId, authKeyId: p.she.authKeyId, authKey, newKey: newKey!, counter: counter as number, flags: p.she.flags },
             Buffer.from(body.m4 as string, 'hex'),
             Buffer.from(body.m5 as string, 'hex'),
           );
@@ -111,6 +118,7 @@ function takeItem(store: KmsStore, b: BoxRecord, fileId: string, item: OutboxIte
         rec.state = 'VERIFIED';
         rec.uid = (uid as string).toLowerCase();
         b.counters.verified++;
+        if (lateAfterBurn) b.counters.burned--;
       } else {
         if (typeof body.reason === 'string') rec.reason = body.reason.slice(0, 200);
         b.counters.burned++;

@@ -1,7 +1,14 @@
 // A production line: N simulated EOL testers, each with its own mTLS connection, injecting
 // SHE keys into simulated ECUs through the tester API, the way a plant line does: ask for the
 // package, load it into the ECU, confirm with the ECU's proof. Some ECUs fail on purpose
-// (the key is reported failed and burned) and go through rework with a fresh key.
+// (the key is reported failed and burned) and go through rework with a fresh key, on the
+// strict SHE simulator, in three kinds (every failEvery-th ECU, in turn):
+//   - never loaded: the ECU did not answer CMD_LOAD_KEY; the fresh key loads as usual;
+//   - loaded but the proof was lost: the ECU holds the burned key; the fresh package carries a
+//     higher SHE counter (services/keystore/counters.ts), so the ECU takes it (rework);
+//   - slot already holds a key: an ECU from elsewhere whose slot has a newer key (higher
+//     counter) refuses the package with ERC_KEY_UPDATE_ERROR; the key is burned and that ECU
+//     leaves the line for analysis (counted in `occupied`, not in `ecus`).
 import { randomBytes } from 'node:crypto';
 import type { Client } from 'undici';
 import { SheEcu } from './ecu-sim.js';
@@ -17,6 +24,10 @@ export interface LineResult {
   injected: number;
   verified: number;
   burned: number;
+  /** ECUs that loaded a key whose proof was lost and then took the replacement (higher counter) */
+  reworked: number;
+  /** extra ECUs whose slot already held a newer key: refused by the ECU, key burned */
+  occupied: number;
   duplicates: number;
   errors: number;
   p50_ms: number;
@@ -67,6 +78,8 @@ export async function runLine(o: {
   let injected = 0;
   let verified = 0;
   let burned = 0;
+  let reworked = 0;
+  let occupied = 0;
   let duplicates = 0;
   let errors = 0;
   const t0 = Date.now();
@@ -79,7 +92,31 @@ export async function runLine(o: {
       const uid = randomBytes(15);
       uid[0] = 0x10; // never the wildcard UID
       const ecu = new SheEcu(uid, p.masterKey);
-      let failFirst = !!o.failEvery && n % o.failEvery === o.failEvery - 1;
+      const failing = !!o.failEvery && n % o.failEvery === o.failEvery - 1;
+      const kind = failing ? Math.floor(n / o.failEvery!) % 3 : -1;
+      let failFirst = kind === 0;
+      let loseProof = kind === 1;
+      let reworkPending = false;
+      if (kind === 2) {
+        // an ECU whose slot another line already wrote (counter 1000): the strict SHE refuses ours
+        const foreign = Buffer.from(uid);
+        foreign[1] ^= 0xff;
+        const keyId = Number(/(\d+)$/.exec(p.pool)![1]);
+        const other = new SheEcu(foreign, p.masterKey, { slots: { [keyId]: { key: randomBytes(16), counter: 1000 } } });
+        const r = await call<Pkg>(c, 'POST', '/v1/she/packages', { pool: p.pool, uid: foreign.toString('hex') });
+        if (r.status === 200) {
+          issued.set(r.body.packageId, foreign.toString('hex'));
+          try {
+            other.loadKey(Buffer.from(r.body.m1, 'hex'), Buffer.from(r.body.m2, 'hex'), Buffer.from(r.body.m3, 'hex'));
+          } catch (e) {
+            const f = await call<{ state: string }>(c, 'POST', `/v1/she/packages/${r.body.packageId}/fail`, { reason: String((e as Error).message).slice(0, 200) });
+            if (f.body.state === 'BURNED') {
+              burned++;
+              occupied++;
+            }
+          }
+        }
+      }
       for (let attempt = 0; attempt < 50; attempt++) {
         const start = performance.now();
         const r = await call<Pkg>(c, 'POST', '/v1/she/packages', { pool: p.pool, uid: uid.toString('hex') });
@@ -103,11 +140,31 @@ export async function runLine(o: {
           if (f.body.state === 'BURNED') burned++;
           continue;
         }
-        const proof = ecu.loadKey(Buffer.from(r.body.m1, 'hex'), Buffer.from(r.body.m2, 'hex'), Buffer.from(r.body.m3, 'hex'));
+        let proof: { m4: Buffer; m5: Buffer };
+        try {
+          proof = ecu.loadKey(Buffer.from(r.body.m1, 'hex'), Buffer.from(r.body.m2, 'hex'), Buffer.from(r.body.m3, 'hex'));
+        } catch (e) {
+          // the strict SHE refused the package: report it, the key is burned
+          errors++;
+          const f = await call<{ state: string }>(c, 'POST', `/v1/she/packages/${r.body.packageId}/fail`, { reason: String((e as Error).message).slice(0, 200) });
+          if (f.body.state === 'BURNED') burned++;
+          continue;
+        }
+        if (loseProof) {
+          // the ECU took the key, but M4/M5 never reached the tester: it reports a failure and
+          // the ECU goes round again; the next package must carry a higher counter
+          loseProof = false;
+          const f = await call<{ state: string }>(c, 'POST', `/v1/she/packages/${r.body.packageId}/fail`, { reason: 'proof lost in transit' });
+          if (f.body.state === 'BURNED') burned++;
+          failFirst = false;
+          reworkPending = true;
+          continue;
+        }
         const k = await call<{ verified: boolean; state: string }>(c, 'POST', `/v1/she/packages/${r.body.packageId}/confirm`, { m4: proof.m4.toString('hex'), m5: proof.m5.toString('hex') });
         latencies.push(performance.now() - start);
         if (k.status === 200 && k.body.state === 'INJECTED') {
           injected++;
+          if (reworkPending) reworked++;
           if (k.body.verified) verified++;
           await o.progress?.(injected);
           break;
@@ -123,6 +180,8 @@ export async function runLine(o: {
     injected,
     verified,
     burned,
+    reworked,
+    occupied,
     duplicates,
     errors,
     p50_ms: Number(percentile(latencies, 50).toFixed(2)),

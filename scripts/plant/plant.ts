@@ -30,6 +30,10 @@ export interface PlantSummary {
   injected: number;
   verified: number;
   burned: number;
+  /** ECUs reworked on the strict SHE: key loaded, proof lost, replacement with a higher counter taken */
+  reworked: number;
+  /** extra ECUs whose slot already held a newer key (refused by the ECU, key burned) */
+  occupied: number;
   duplicates: number;
   p50_ms: number;
   p99_ms: number;
@@ -202,6 +206,8 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
       injected: line.injected,
       verified: line.verified,
       burned: line.burned,
+      reworked: line.reworked,
+      occupied: line.occupied,
       duplicates: line.duplicates,
       p50_ms: line.p50_ms,
       p99_ms: line.p99_ms,
@@ -225,13 +231,15 @@ function merge(rs: LineResult[]): LineResult {
       if (prior && prior !== uid) duplicates++;
       issued.set(pkg, uid);
     }
-  const sum = (k: 'ecus' | 'injected' | 'verified' | 'burned' | 'errors' | 'seconds'): number => rs.reduce((a, r) => a + r[k], 0);
+  const sum = (k: 'ecus' | 'injected' | 'verified' | 'burned' | 'reworked' | 'occupied' | 'errors' | 'seconds'): number => rs.reduce((a, r) => a + r[k], 0);
   const latencies = rs.flatMap((r) => r.latencies).sort((a, b) => a - b);
   return {
     ecus: sum('ecus'),
     injected: sum('injected'),
     verified: sum('verified'),
     burned: sum('burned'),
+    reworked: sum('reworked'),
+    occupied: sum('occupied'),
     duplicates: duplicates + rs.reduce((a, r) => a + r.duplicates, 0),
     errors: sum('errors'),
     seconds: sum('seconds'),

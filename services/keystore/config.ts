@@ -10,6 +10,8 @@ export interface KeystoreConfig {
   pools: { pool: string; minimum: number; reorder: number; critical?: number }[];
   audit: { checkpointEvery: number; checkpointSeconds: number };
   reservationTtlHours: number;
+  /** quota.ts: open reservations per tester, new keys per hour per tester and per pool */
+  quotas: { openPerTester: number; testerPerHour: number; poolPerHour: number };
   ipc: { groups?: Record<string, number> };
 }
 
@@ -45,6 +47,16 @@ export const keystoreSchema = {
       },
     },
     reservationTtlHours: { type: 'number', minimum: 0.001, maximum: 720, default: 24 },
+    quotas: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        openPerTester: { type: 'integer', minimum: 1, maximum: 10_000, default: 8 },
+        testerPerHour: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 500 },
+        poolPerHour: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 20_000 },
+      },
+    },
     ipc: {
       type: 'object',
       additionalProperties: false,

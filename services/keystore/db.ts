@@ -18,6 +18,16 @@ export interface KeyRecord {
   reservedAt?: number;
   updatedAt?: number;
   reason?: string;
+  /** SHE counter (C_ID) this package was prepared with (counters.ts); absent: the batch's */
+  counter?: number;
+  /** monotonic keystore time (mono-clock.ts) the reservation was made or last retried */
+  pendingAt?: number;
+  /** audit seq of the 'report' entry: compactable once the KMS acknowledged a checkpoint past it */
+  reportSeq?: number;
+  /** the proof came after the sweep had burned the package (retries.ts) */
+  late?: boolean;
+  /** reduced to what the audit and the KMS still need (compaction.ts): no ciphertext */
+  compacted?: boolean;
 }
 
 export interface BatchRecord {
@@ -74,6 +84,12 @@ export interface Dbs {
   rejected: Database<import('./outbox.js').RejectedItem, string>;
   testers: Database<import('../../appliance/contracts/keystore.js').TesterRecord, string>;
   meta: Database<unknown, string>;
+  /** `${uid}|${keyId}` → the highest SHE counter any package for that ECU slot was prepared with */
+  sheCounters: Database<number, string>;
+  /** `t:${tester}` / `p:${pool}` → quota state (quota.ts) */
+  quotas: Database<import('./quota.js').QuotaState, string>;
+  /** [reportSeq, id] → null: REPORTED records not yet compacted (compaction.ts) */
+  compactable: Database<null, [number, string]>;
 }
 
 export interface Checkpoint {
@@ -90,7 +106,7 @@ export function openDbs(dir: string, opts: { readOnly?: boolean; mapSizeMb?: num
   if (!opts.readOnly) mkdirSync(dir, { recursive: true, mode: 0o700 });
   const root = open({
     path: dir,
-    maxDbs: 20,
+    maxDbs: 32,
     mapSize: (opts.mapSizeMb ?? 16 * 1024) * 1024 * 1024,
     compression: false,
     readOnly: opts.readOnly ?? false,
@@ -115,6 +131,9 @@ export function openDbs(dir: string, opts: { readOnly?: boolean; mapSizeMb?: num
     rejected: db('rejected'),
     testers: db('testers'),
     meta: db('meta'),
+    sheCounters: db('she-counters'),
+    quotas: db('quotas'),
+    compactable: db('compactable'),
   };
 }
 

@@ -10,6 +10,7 @@ import { storageError } from './storage-error.js';
 import type { ImportChunkResponse } from '../../appliance/contracts/keystore.js';
 import type { BatchRecord, Dbs } from './db.js';
 import { addAvailable, putOutbox } from './stock.js';
+import { checkChunkShe } from './pool-slot.js';
 
 export interface BatchOpener {
   /** ECDH with the transport key in the HSM → the batch key wrapped by the storage key */
@@ -48,6 +49,7 @@ export class Importer {
     const known = this.dbs.batches.get(p.batchId);
     if (known && (known.pool !== p.pool || known.chunks !== p.chunks || known.epk !== p.epk || known.total !== p.total))
       throw pksError('PKS_BATCH_INVALID', `chunk ${p.chunk} disagrees with batch ${p.batchId} as first seen`);
+    checkChunkShe(p.pool, p.batchId, p.she, known?.she);
     if (known?.seen.includes(p.chunk)) return this.answer(known, p.chunk, 0, true);
 
     // the vault opens the batch key once per batch; later chunks reuse the wrapped key

@@ -24,6 +24,12 @@ import type { BatchRecord, Checkpoint, Dbs, KeyRecord, PoolRecord } from './db.j
 import { Importer, type BatchOpener } from './importer.js';
 import { GroupCommit } from './group-commit.js';
 import { ackTx, burnTx, confirmTx, counters, isRefusal, putOutbox, refuse, reserveTx, type Refusal, type ReserveInput } from './stock.js';
+import { MonoClock } from './mono-clock.js';
+import { DEFAULT_QUOTAS, type QuotaPolicy } from './quota.js';
+import { handoverTx, type HandoverInput } from './handover.js';
+import { isLateCandidate, lateProofTx } from './late-proof.js';
+import { compactTx } from './compaction.js';
+import { checkDistinctTargets } from './pool-slot.js';
 
 /** What the keystore needs from the vault (over IPC in production, in-process in benches). */
 export interface VaultPort extends BatchOpener {
@@ -54,6 +60,9 @@ export interface KeystoreOptions {
   checkpointMs: number;
   reservationTtlMs: number;
   now?: () => number;
+  /** monotonic process time in ms (tests step it); default performance.now() */
+  hrtime?: () => number;
+  quotas?: QuotaPolicy;
 }
 
 const unwrap = <T>(r: T | Refusal): T => {
@@ -67,8 +76,9 @@ export class Keystore {
   readonly group: GroupCommit;
   private readonly dataDir: string;
   private readonly now: () => number;
+  readonly mono: MonoClock;
+  readonly quotas: QuotaPolicy;
   private cpRunning: Promise<void> | null = null;
-  private cpNext: Promise<void> | null = null;
   private timers: NodeJS.Timeout[] = [];
 
   constructor(
@@ -80,19 +90,44 @@ export class Keystore {
     private readonly log: Logger,
   ) {
     this.now = opts.now ?? Date.now;
+    this.mono = new MonoClock(dbs, opts.hrtime);
+    this.quotas = opts.quotas ?? DEFAULT_QUOTAS;
     this.dataDir = (dbs.root as unknown as { path: string }).path;
     this.importer = new Importer(dbs, trust, boxId, vault, this.now);
     this.group = new GroupCommit(dbs.root);
   }
 
   start(): void {
-    this.timers.push(setInterval(() => void this.checkpoint().catch((e) => this.log.warn('checkpoint failed', { err: e })), this.opts.checkpointMs));
+    this.timers.push(setInterval(() => void this.runCheckpoint().catch((e) => this.log.warn('checkpoint failed', { err: e })), this.opts.checkpointMs));
     this.timers.push(setInterval(() => void this.sweep().catch((e) => this.log.warn('sweep failed', { err: e })), 60_000));
+    this.timers.push(setInterval(() => void this.compact().catch((e) => this.log.warn('compaction failed', { err: e })), 60_000));
     for (const t of this.timers) t.unref();
+    void this.restartWallClockAges().catch((e) => this.log.warn('pending migration failed', { err: e }));
+  }
+
+  /**
+   * A store written before the monotonic clock keyed pending reservations by wall-clock time
+   * (about 1.7e12 ms): their age starts again now, so none is burned early or kept forever.
+   */
+  private async restartWallClockAges(): Promise<void> {
+    const old = [...this.dbs.pending.getRange({ start: [1e12, ''], limit: 100_000 })].map((e) => e.key);
+    if (!old.length) return;
+    const mono = this.mono.now();
+    await this.commit(() => {
+      for (const k of old) {
+        const rec = this.dbs.keys.get(k[1]);
+        this.dbs.pending.removeSync(k);
+        if (rec?.state !== 'RESERVED') continue;
+        this.dbs.keys.putSync(rec.id, { ...rec, pendingAt: mono });
+        this.dbs.pending.putSync([mono, rec.id], null);
+      }
+    });
   }
 
   /** Pools come from config at start and from ops commands; counters are kept, never reset. */
   async setPool(p: PoolRecord): Promise<void> {
+    // two pools aimed at the same (OEM, ECU type, slot) are refused (pool-slot.ts)
+    checkDistinctTargets([...[...this.dbs.pools.getKeys({})].filter((k) => k !== p.pool), p.pool], 'pool-set');
     await this.commit(() => {
       const old = this.dbs.pools.get(p.pool);
       this.dbs.pools.putSync(p.pool, p);
@@ -114,7 +149,7 @@ export class Keystore {
       uid,
       keyId: b.she.keyId,
       authKeyId: b.she.authKeyId,
-      counter: b.she.counter,
+      counter: rec.counter ?? b.she.counter,
       flags: b.she.flags,
     };
   }
@@ -135,7 +170,7 @@ export class Keystore {
     const uid = r.uid.toLowerCase();
     let result;
     try {
-      result = unwrap(await this.group.committed(() => reserveTx(this.dbs, this.now(), { ...r, uid })));
+      result = unwrap(await this.group.committed(() => reserveTx(this.dbs, this.now(), { ...r, uid }, { mono: this.mono.now(), quotas: this.quotas })));
     } catch (e) {
       throw storageError(e, this.dataDir);
     }
@@ -159,9 +194,16 @@ export class Keystore {
   async confirm(packageId: string, tester: string, m4: string, m5: string): Promise<ConfirmResponse> {
     const rec = this.dbs.keys.get(packageId);
     if (!rec || rec.tester !== tester || rec.state === 'AVAILABLE') throw pksError('PKS_NOT_FOUND', 'no such package for this tester');
-    if (rec.state === 'BURNED') throw pksError('PKS_STATE_INVALID', 'package is BURNED');
+    if (rec.state === 'BURNED' && !isLateCandidate(rec)) throw pksError('PKS_STATE_INVALID', 'package is BURNED');
     const proof = { m4: m4.toLowerCase(), m5: m5.toLowerCase() };
     const verified = await this.vault.sheVerify({ ...this.sheCall(rec, rec.uid!), m4: proof.m4, m5: proof.m5 });
+    if (rec.state === 'BURNED') {
+      // burned by the sweep, yet the ECU proves it holds the key: record it (late-proof.ts)
+      if (!verified) throw pksError('PKS_STATE_INVALID', 'package is BURNED');
+      const late = unwrap(await this.commit(() => lateProofTx(this.dbs, this.now(), packageId, tester, proof)));
+      this.log.warn('proof for a package burned as abandoned: recorded as injected', { packageId, pool: rec.pool, uid: rec.uid, tester });
+      return { packageId, state: late.state, verified: true };
+    }
     const next = unwrap(await this.commit(() => confirmTx(this.dbs, this.now(), packageId, tester, verified, proof)));
     if (!verified) this.log.warn('ECU proof mismatch, key burned', { packageId, pool: rec.pool, uid: rec.uid, tester });
     return { packageId, state: next.state, verified };
@@ -172,9 +214,23 @@ export class Keystore {
     return { packageId, state: 'BURNED' };
   }
 
-  /** Reservations nobody confirmed or failed within the TTL are burned: never reissued. */
+  /** Moves an open reservation to another tester (a rework station); audited. */
+  async handover(h: HandoverInput): Promise<{ packageId: string; tester: string; station: string }> {
+    const rec = unwrap(await this.commit(() => handoverTx(this.dbs, this.now(), this.mono.now(), this.quotas, h)));
+    return { packageId: rec.id, tester: rec.tester!, station: rec.station! };
+  }
+
+  /** Compacts REPORTED records the KMS has acknowledged (compaction.ts); returns how many. */
+  async compact(limit = 1000): Promise<number> {
+    return this.commit(() => compactTx(this.dbs, limit));
+  }
+
+  /**
+   * Reservations nobody confirmed or failed within the TTL are burned: never reissued. Their
+   * age is on the keystore's monotonic clock (mono-clock.ts): a wall-clock step burns nothing.
+   */
   async sweep(): Promise<number> {
-    const cutoff = this.now() - this.opts.reservationTtlMs;
+    const cutoff = this.mono.now() - this.opts.reservationTtlMs;
     const stale: string[] = [];
     for (const { key } of this.dbs.pending.getRange({ start: [0, ''], end: [cutoff, '\uffff'], limit: 1000 })) stale.push(key[1]);
     if (!stale.length) return 0;
@@ -277,13 +333,18 @@ export class Keystore {
   private maybeCheckpoint(): void {
     const head = auditHead(this.dbs);
     const last = lastCheckpoint(this.dbs);
-    if (head.seq - (last?.seq ?? 0) >= this.opts.checkpointEvery) void this.checkpoint().catch((e) => this.log.warn('checkpoint failed', { err: e }));
+    if (head.seq - (last?.seq ?? 0) >= this.opts.checkpointEvery) void this.runCheckpoint().catch((e) => this.log.warn('checkpoint failed', { err: e }));
+  }
+
+  /** Signs the current audit head (a checkpoint already running may predate it: then one more). */
+  async checkpoint(): Promise<void> {
+    if (this.cpRunning) await this.cpRunning.catch(() => {});
+    return this.runCheckpoint();
   }
 
   /** Signs the current audit head with the vault's audit key; one at a time. */
-  checkpoint(): Promise<void> {
-    // asked while one runs: the next one signs the head as it is by then (once, for all who ask)
-    if (this.cpRunning) return (this.cpNext ??= this.cpRunning.catch(() => {}).then(() => ((this.cpNext = null), this.checkpoint())));
+  private runCheckpoint(): Promise<void> {
+    if (this.cpRunning) return this.cpRunning;
     this.cpRunning = (async () => {
       // one tick first: a run that ends without awaiting must not clear cpRunning before it is set
       await Promise.resolve();

@@ -9,6 +9,7 @@ import { runDir, socketPath } from '../../appliance/paths.js';
 import { runService } from '../../appliance/service.js';
 import { keystoreSchema, type KeystoreConfig } from './config.js';
 import { openDbs } from './db.js';
+import { checkDistinctTargets } from './pool-slot.js';
 import { Keystore } from './keystore.js';
 import { beginOutboxEpoch } from './outbox.js';
 import { ipcVaultPort } from './vault-port.js';
@@ -35,6 +36,7 @@ await runService('keystore', async (log) => {
     throw pksError('PKS_CONFIG_INVALID', `kmsCa: ${cfg.kmsCa} cannot be read`);
   }
   const trust = loadTrustAnchor(caPem);
+  checkDistinctTargets(cfg.pools.map((p) => p.pool), 'pools');
   const dbs = openDbs(cfg.dataDir, { mapSizeMb: cfg.mapSizeMb });
   // a new outbox epoch on disk before any outbox id of this run exists (outbox.ts)
   await beginOutboxEpoch(dbs);
@@ -44,7 +46,7 @@ await runService('keystore', async (log) => {
     ipcVaultPort(vault),
     trust,
     cfg.boxId,
-    { checkpointEvery: cfg.audit.checkpointEvery, checkpointMs: cfg.audit.checkpointSeconds * 1000, reservationTtlMs: cfg.reservationTtlHours * 3_600_000 },
+    { checkpointEvery: cfg.audit.checkpointEvery, checkpointMs: cfg.audit.checkpointSeconds * 1000, reservationTtlMs: cfg.reservationTtlHours * 3_600_000, quotas: { ...cfg.quotas } },
     log,
   );
   for (const p of cfg.pools) await ks.setPool({ pool: p.pool, minimum: p.minimum, reorder: p.reorder, critical: p.critical ?? Math.floor(p.minimum / 4) });

@@ -6,6 +6,11 @@ import type { ErrorCode } from '../../appliance/errors.js';
 import { appendAudit } from './audit.js';
 import type { KeyState } from '../../appliance/contracts/keystore.js';
 import { ZERO, type Counters, type Dbs, type KeyRecord } from './db.js';
+import { nextCounter, useCounter } from './counters.js';
+import { NO_QUOTAS, chargeNewKey, releaseOpen, type QuotaPolicy } from './quota.js';
+import { priorReservation } from './handover.js';
+import { persistMono } from './mono-clock.js';
+import { markReported, noteAck } from './compaction.js';
 import { nextOutboxId } from './outbox.js';
 
 export type Refusal = { refused: ErrorCode; detail: string };
@@ -64,7 +69,15 @@ export interface ReserveInput {
   station: string;
 }
 
-export function reserveTx(dbs: Dbs, now: number, r: ReserveInput): { rec: KeyRecord; reused: boolean } | Refusal {
+/** What a reservation needs besides the wall clock: the monotonic keystore time and the quotas. */
+export interface IssueContext {
+  mono: number;
+  quotas: QuotaPolicy;
+}
+
+export const pendingKey = (rec: KeyRecord): [number, string] => [rec.pendingAt ?? rec.reservedAt!, rec.id];
+
+export function reserveTx(dbs: Dbs, now: number, r: ReserveInput, ctx: IssueContext = { mono: now, quotas: NO_QUOTAS }): { rec: KeyRecord; reused: boolean } | Refusal {
   if (!dbs.pools.doesExist(r.pool)) return refuse('PKS_POOL_UNKNOWN', r.pool);
   // UID 0 is SHE's wildcard: a package from this box is always for one individual ECU
   if (/^0+$/.test(r.uid)) return refuse('PKS_SHE_INVALID', 'uid 0 (wildcard) is not an ECU');
@@ -72,10 +85,8 @@ export function reserveTx(dbs: Dbs, now: number, r: ReserveInput): { rec: KeyRec
   const prior = dbs.resv.get(resvKey);
   if (prior) {
     const rec = dbs.keys.get(prior);
-    if (rec && rec.state !== 'BURNED') {
-      if (rec.tester !== r.tester) appendAudit(dbs, now, { ev: 'reserve-again', id: rec.id, pool: r.pool, uid: r.uid, tester: r.tester, station: r.station, first: rec.tester });
-      return { rec, reused: true };
-    }
+    // idempotent for its own tester only (handover.ts): a retry, a conflict or "already injected"
+    if (rec && rec.state !== 'BURNED') return priorReservation(dbs, ctx.mono, rec, r);
     // the key for this ECU was burned (failed injection): a fresh key, the burned one never again
   }
   let id: string | undefined;
@@ -87,14 +98,22 @@ export function reserveTx(dbs: Dbs, now: number, r: ReserveInput): { rec: KeyRec
   if (!id || !availKey) return refuse('PKS_POOL_EMPTY', r.pool);
   const rec = dbs.keys.get(id);
   if (!rec || rec.state !== 'AVAILABLE') return refuse('PKS_STORE_FAILURE', `queue entry ${id} is not available`);
-  const next: KeyRecord = { ...rec, state: 'RESERVED', uid: r.uid, tester: r.tester, station: r.station, reservedAt: now, updatedAt: now };
+  const batch = dbs.batches.get(rec.batchId);
+  if (!batch) return refuse('PKS_STORE_FAILURE', `batch of ${id} is missing`);
+  const counter = nextCounter(dbs, r.uid, batch.she.keyId, batch.she.counter);
+  if (isRefusal(counter)) return counter;
+  const over = chargeNewKey(dbs, ctx.quotas, now, ctx.mono, r.tester, r.station, r.pool);
+  if (over) return over;
+  useCounter(dbs, r.uid, batch.she.keyId, counter);
+  const next: KeyRecord = { ...rec, state: 'RESERVED', uid: r.uid, tester: r.tester, station: r.station, reservedAt: now, updatedAt: now, counter, pendingAt: ctx.mono };
   dbs.avail.removeSync(availKey);
   dbs.keys.putSync(id, next);
   dbs.resv.putSync(resvKey, id);
   dbs.hist.putSync([r.tester, now, id], null);
-  dbs.pending.putSync([now, id], null);
+  dbs.pending.putSync(pendingKey(next), null);
+  persistMono(dbs, ctx.mono);
   move(dbs, r.pool, 'AVAILABLE', 'RESERVED');
-  appendAudit(dbs, now, { ev: 'reserve', id, pool: r.pool, uid: r.uid, tester: r.tester, station: r.station });
+  appendAudit(dbs, now, { ev: 'reserve', id, pool: r.pool, uid: r.uid, tester: r.tester, station: r.station, counter });
   return { rec: next, reused: false };
 }
 
@@ -119,10 +138,11 @@ export function confirmTx(dbs: Dbs, now: number, packageId: string, tester: stri
   const state: KeyState = verified ? 'INJECTED' : 'BURNED';
   const next: KeyRecord = { ...rec, state, updatedAt: now, ...(verified ? {} : { reason: 'proof mismatch' }) };
   dbs.keys.putSync(rec.id, next);
-  dbs.pending.removeSync([rec.reservedAt!, rec.id]);
+  dbs.pending.removeSync(pendingKey(rec));
+  releaseOpen(dbs, rec.tester);
   move(dbs, rec.pool, 'RESERVED', state);
   const seq = appendAudit(dbs, now, { ev: verified ? 'inject' : 'burn', id: rec.id, pool: rec.pool, uid: rec.uid, tester, m4: proof.m4, m5: proof.m5, ...(verified ? {} : { reason: 'proof mismatch' }) });
-  const body = { packageId: rec.id, recordId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester, station: rec.station, m4: proof.m4, m5: proof.m5, auditSeq: seq, reservedAt: new Date(rec.reservedAt!).toISOString() };
+  const body = { packageId: rec.id, recordId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester, station: rec.station, m4: proof.m4, m5: proof.m5, counter: rec.counter, auditSeq: seq, reservedAt: new Date(rec.reservedAt!).toISOString() };
   putOutbox(dbs, now, verified ? 'injection' : 'burn', verified ? body : { ...body, reason: 'proof mismatch' });
   if (!verified) putOutbox(dbs, now, 'alert', { kind: 'proof-mismatch', severity: 'critical', pool: rec.pool, uid: rec.uid, tester, packageId: rec.id });
   return next;
@@ -137,10 +157,11 @@ export function burnTx(dbs: Dbs, now: number, packageId: string, tester: string 
   if (rec.state !== 'RESERVED') return refuse('PKS_STATE_INVALID', `package is ${rec.state}`);
   const next: KeyRecord = { ...rec, state: 'BURNED', reason, updatedAt: now };
   dbs.keys.putSync(rec.id, next);
-  dbs.pending.removeSync([rec.reservedAt!, rec.id]);
+  dbs.pending.removeSync(pendingKey(rec));
+  releaseOpen(dbs, rec.tester);
   move(dbs, rec.pool, 'RESERVED', 'BURNED');
   const seq = appendAudit(dbs, now, { ev: 'burn', id: rec.id, pool: rec.pool, uid: rec.uid, tester: rec.tester, reason });
-  putOutbox(dbs, now, 'burn', { packageId: rec.id, recordId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester: rec.tester, station: rec.station, reason, auditSeq: seq });
+  putOutbox(dbs, now, 'burn', { packageId: rec.id, recordId: rec.id, batchId: rec.batchId, pool: rec.pool, uid: rec.uid, tester: rec.tester, station: rec.station, counter: rec.counter, reason, auditSeq: seq });
   return next;
 }
 
@@ -155,12 +176,14 @@ export function ackTx(dbs: Dbs, now: number, ids: readonly string[]): { acked: n
       const pid = item.body.packageId as string;
       const rec = dbs.keys.get(pid);
       if (rec && rec.state === 'INJECTED') {
-        dbs.keys.putSync(pid, { ...rec, state: 'REPORTED', updatedAt: now });
         move(dbs, rec.pool, 'INJECTED', 'REPORTED');
-        appendAudit(dbs, now, { ev: 'report', id: pid, pool: rec.pool, uid: rec.uid });
+        const reportSeq = appendAudit(dbs, now, { ev: 'report', id: pid, pool: rec.pool, uid: rec.uid });
+        dbs.keys.putSync(pid, { ...rec, state: 'REPORTED', updatedAt: now, reportSeq });
+        markReported(dbs, reportSeq, pid);
         reported++;
       }
     }
+    noteAck(dbs, item);
     dbs.outbox.removeSync(id);
     acked++;
   }

@@ -75,6 +75,10 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
         return { ok: true };
       },
     },
+    handover: {
+      request: obj(['to', 'by', 'reason'], { packageId: ID, pool: POOL, uid: hex(15), to: NAME, by: NAME, reason: REASON }),
+      handler: (b: { packageId?: string; pool?: string; uid?: string; to: string; by: string; reason: string }) => ks.handover(b),
+    },
     'import-chunk': {
       request: obj(['chunk'], { chunk: { type: 'object' } }),
       maxBytes: MAX_CHUNK_BYTES + 16 * 1024,
@@ -127,7 +131,7 @@ export const KEYSTORE_CALLERS: Readonly<Record<string, readonly string[]>> = Obj
   'tester-api': ['reserve', 'confirm', 'fail', 'history', 'stats', 'ecu-cert', 'tester-get'],
   uplink: ['import-chunk', 'outbox-peek', 'outbox-file', 'outbox-ack', 'outbox-reject', 'outbox-put', 'stats', 'pool-set', 'tester-revoke', 'checkpoint'],
   sentinel: ['stats', 'outbox-put', 'tester-list', 'outbox-rejected'],
-  pksctl: ['stats', 'outbox-rejected', 'import-chunk', 'tester-put', 'tester-get', 'tester-list', 'tester-revoke', 'pool-set', 'checkpoint', 'history'],
+  pksctl: ['stats', 'outbox-rejected', 'import-chunk', 'tester-put', 'tester-get', 'tester-list', 'tester-revoke', 'pool-set', 'checkpoint', 'history', 'handover'],
 });
 
 

@@ -16,6 +16,12 @@
 //    (0 turns reminders off). Warnings are not repeated.
 //  - At most `maxMailsPerRun` mails per evaluation: when more are due, the most urgent go out
 //    one by one and the rest are folded into one digest mail.
+//  - Hysteresis (every threshold alert): a check marks an observation `within` when its value
+//    is back on the better side of a threshold by less than the check's margin (stock above
+//    the minimum, but by less than the margin). Such an observation does not lower an open
+//    alert (resolve, or critical -> warning) until the alert has been on the better side for
+//    `resolveHoldMinutes`; past the margin it lowers at once. A value hovering at a threshold
+//    is one alert, not a raise and a resolution per run.
 import { pksError } from '../../appliance/errors.js';
 
 export type Severity = 'warning' | 'critical';
@@ -31,6 +37,8 @@ export interface Observation {
   message: string;
   /** What a person on site should do about it. */
   action: string;
+  /** Back on the better side of a threshold by less than the check's margin (hysteresis). */
+  within?: boolean;
 }
 
 export interface Alert {
@@ -53,6 +61,8 @@ export interface Alert {
   leftAt: Partial<Record<Level, string>>;
   /** A due mail waits until then because the alert is flapping. */
   holdUntil?: string;
+  /** Since then the checks see it on the better side of its threshold, inside the margin. */
+  easingSince?: string;
 }
 
 export type EventType = 'raised' | 'escalated' | 'deescalated' | 'resolved';
@@ -124,6 +134,8 @@ export interface AlertEngineOptions {
   flapMinutes?: number;
   /** Cap on mails per evaluation (>= 1); the rest go into one digest. Default 10. */
   maxMailsPerRun?: number;
+  /** Hysteresis: how long an observation inside the margin must last to lower an alert. Default 10. */
+  resolveHoldMinutes?: number;
   /**
    * Every state change, after it is durable. Meant for the uplink's LMDB outbox; it must
    * itself be durable, because the engine does not emit an event twice.
@@ -180,6 +192,7 @@ export class AlertEngine {
   private readonly reminderMs: number;
   private readonly flapMs: number;
   private readonly maxMails: number;
+  private readonly holdMs: number;
   private readonly onEvent: AlertEngineOptions['onEvent'];
 
   constructor(opts: AlertEngineOptions) {
@@ -192,6 +205,7 @@ export class AlertEngine {
     this.reminderMs = num(opts.reminderMinutes, 240, 0, 'reminderMinutes') * MINUTE;
     this.flapMs = num(opts.flapMinutes, 15, 0, 'flapMinutes') * MINUTE;
     this.maxMails = Math.floor(num(opts.maxMailsPerRun, 10, 1, 'maxMailsPerRun'));
+    this.holdMs = num(opts.resolveHoldMinutes, 10, 0, 'resolveHoldMinutes') * MINUTE;
     this.onEvent = opts.onEvent;
   }
 
@@ -234,6 +248,19 @@ export class AlertEngine {
         return;
       }
       const current: Level = a.resolvedAt ? 'ok' : a.severity;
+      // hysteresis: inside the margin, an open alert is lowered only after the hold time
+      if (rank(o.severity) < rank(current) && o.within) {
+        if (!a.easingSince) {
+          a.easingSince = at;
+          dirty.add(o.key);
+        }
+        if (now.getTime() - ms(a.easingSince) < this.holdMs) return;
+      }
+      // held long enough, past the margin, or worse again: the easing episode ends here
+      if (a.easingSince) {
+        delete a.easingSince;
+        dirty.add(o.key);
+      }
       if (o.severity === 'ok') {
         if (current === 'ok') return;
         a.message = o.message;

@@ -12,10 +12,21 @@ import { safeName } from './text.js';
 const DAY = 86_400_000;
 const MINUTE = 60_000;
 
-function obs(kind: string, subject: string, severity: Level, message: string, action: string): Observation {
+function obs(kind: string, subject: string, severity: Level, message: string, action: string, within = false): Observation {
   const s = safeName(subject);
-  return { key: `${kind}:${s}`, kind, subject: s, severity, message, action };
+  return { key: `${kind}:${s}`, kind, subject: s, severity, message, action, ...(within ? { within: true } : {}) };
 }
+
+/**
+ * Hysteresis (alerts.ts): is `value` on the better side of the threshold `edge` by less than
+ * `margin`? `high` means high values are bad (ages, counts, fill levels), `low` the opposite
+ * (stock, free bytes, days left).
+ */
+function inBand(value: number, edge: number, margin: number, bad: 'high' | 'low'): boolean {
+  return bad === 'high' ? value <= edge && value > edge - margin : value >= edge && value < edge + margin;
+}
+const tenth = (n: number, floor = 1): number => Math.max(floor, Math.ceil(Math.abs(n) * 0.1));
+
 
 const fail = (what: string): never => {
   throw pksError('PKS_BAD_REQUEST', what);
@@ -78,8 +89,8 @@ function expiry(
   if (left <= 0) return obs(kind, subject, 'critical', `${label} expired at ${at}`, action);
   const msg = `${label} expires at ${at}, in ${days(left)} days`;
   if (left <= critDays) return obs(kind, subject, 'critical', msg, action);
-  if (left <= warnDays) return obs(kind, subject, 'warning', msg, action);
-  return obs(kind, subject, 'ok', msg, '');
+  if (left <= warnDays) return obs(kind, subject, 'warning', msg, action, inBand(left, critDays, 1, 'low'));
+  return obs(kind, subject, 'ok', msg, '', inBand(left, warnDays, 1, 'low'));
 }
 
 /** Certificate expiry: warning at 30 days left, critical at 7, expired or unreadable = critical. */
@@ -148,8 +159,8 @@ export function checkStock(pools: StockInput[]): Observation[] {
     const msg = `${available} keys available (minimum ${minimum}, critical ${critical})${left}`;
     const action = 'Connect the box to the KMS so it can refill the pool, or order more key material for this pool.';
     if (available < critical) return obs('stock-low', pool, 'critical', msg, action);
-    if (available < minimum) return obs('stock-low', pool, 'warning', msg, action);
-    return obs('stock-low', pool, 'ok', msg, '');
+    if (available < minimum) return obs('stock-low', pool, 'warning', msg, action, inBand(available, critical, tenth(critical), 'low'));
+    return obs('stock-low', pool, 'ok', msg, '', inBand(available, minimum, tenth(minimum), 'low'));
   });
 }
 
@@ -190,7 +201,9 @@ export function checkStorage(input: { maps: MapUsageInput[]; disks: DiskInput[] 
     const pct = (100 * used) / size;
     const msg = `LMDB store ${n} is ${pct.toFixed(1)}% full (${bytes(used)} of ${bytes(size)})`;
     const action = 'Let the uplink deliver and prune acknowledged records, or grow the map size; a full store stops key issuance.';
-    out.push(obs('storage', `map:${n}`, pct >= mapCrit ? 'critical' : pct >= mapWarn ? 'warning' : 'ok', msg, pct >= mapWarn ? action : ''));
+    const level: Level = pct >= mapCrit ? 'critical' : pct >= mapWarn ? 'warning' : 'ok';
+    // margin: 5 percentage points below the threshold the level is under
+    out.push(obs('storage', `map:${n}`, level, msg, pct >= mapWarn ? action : '', level === 'ok' ? pct > mapWarn - 5 : level === 'warning' && pct > mapCrit - 5));
   }
   for (const [i, d] of list<DiskInput>(input.disks, 'disks').entries()) {
     const p = name(d?.path, `disks[${i}]`);
@@ -198,7 +211,9 @@ export function checkStorage(input: { maps: MapUsageInput[]; disks: DiskInput[] 
     const total = num(d.totalBytes, `disks[${i}].totalBytes`);
     const msg = `${bytes(free)} free of ${bytes(total)} on ${p}`;
     const action = 'Free disk space (old logs, stale update bundles) or replace the data disk; a full disk stops key issuance.';
-    out.push(obs('storage', `disk:${p}`, free <= diskCrit ? 'critical' : free <= diskWarn ? 'warning' : 'ok', msg, free <= diskWarn ? action : ''));
+    const level: Level = free <= diskCrit ? 'critical' : free <= diskWarn ? 'warning' : 'ok';
+    const within = level === 'ok' ? inBand(free, diskWarn, tenth(diskWarn), 'low') : level === 'warning' && inBand(free, diskCrit, tenth(diskCrit), 'low');
+    out.push(obs('storage', `disk:${p}`, level, msg, free <= diskWarn ? action : '', within));
   }
   return out;
 }
@@ -259,8 +274,8 @@ export function checkUplink(u: UplinkInput, now: Date, subject = 'kms'): Observa
   const age = (now.getTime() - last.getTime()) / MINUTE;
   const msg = `last KMS sync ${last.toISOString()}, ${Math.floor(age)} minutes ago (allowed ${warn})`;
   if (age > crit) return obs('uplink-stale', subject, 'critical', msg, action);
-  if (age > warn) return obs('uplink-stale', subject, 'warning', msg, action);
-  return obs('uplink-stale', subject, 'ok', msg, '');
+  if (age > warn) return obs('uplink-stale', subject, 'warning', msg, action, inBand(age, crit, tenth(crit), 'high'));
+  return obs('uplink-stale', subject, 'ok', msg, '', inBand(age, warn, tenth(warn), 'high'));
 }
 
 // ---------------------------------------------------------------- failed tester logins
@@ -301,8 +316,8 @@ export function checkAuthFailures(failures: AuthFailure[], now: Date, o: AuthBur
   const msg = `${count} failed authentications in the last ${windowMin} minutes${count ? `, mostly from ${top.join(', ')}` : ''}`;
   const action = 'Find the tester or host behind the failures: a misconfigured tester certificate, or someone probing the plant network.';
   if (count > crit) return obs('auth-burst', subject, 'critical', msg, action);
-  if (count > warn) return obs('auth-burst', subject, 'warning', msg, action);
-  return obs('auth-burst', subject, 'ok', msg, '');
+  if (count > warn) return obs('auth-burst', subject, 'warning', msg, action, inBand(count, crit, tenth(crit), 'high'));
+  return obs('auth-burst', subject, 'ok', msg, '', inBand(count, warn, tenth(warn), 'high'));
 }
 
 // ---------------------------------------------------------------- service health
@@ -335,7 +350,8 @@ export function checkServices(services: ServiceInput[], now: Date, o: ServiceHea
       const age = (now.getTime() - seen.getTime()) / 1000;
       const msg = `service ${n} last seen ${seen.toISOString()}, ${Math.floor(age)} s ago`;
       if (age > dead) return obs('service', n, 'critical', msg, act);
-      if (age > stale) return obs('service', n, 'warning', msg, act);
+      if (age > stale) return obs('service', n, 'warning', msg, act, inBand(age, dead, tenth(dead), 'high'));
+      return obs('service', n, 'ok', `service ${n} is healthy`, '', inBand(age, stale, tenth(stale), 'high'));
     }
     return obs('service', n, 'ok', `service ${n} is healthy`, '');
   });

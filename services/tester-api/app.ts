@@ -102,6 +102,12 @@ const UPSTREAM_DETAIL = new Set<ErrorCode>([
   'PKS_SHE_INVALID',
   'PKS_TESTER_UNKNOWN',
   'PKS_TESTER_EXPIRED',
+  // the keystore's issuance answers (issue 10), mapped as they come
+  'PKS_QUOTA_EXCEEDED',
+  'PKS_RESERVATIONS_OPEN',
+  'PKS_RESERVED_BY_OTHER',
+  'PKS_ALREADY_INJECTED',
+  'PKS_SHE_COUNTER_EXHAUSTED',
 ]);
 const UNREACHABLE = new Set<ErrorCode>(['PKS_IPC_UNAVAILABLE', 'PKS_IPC_TIMEOUT', 'PKS_IPC_PROTOCOL', 'PKS_IPC_FORBIDDEN', 'PKS_IPC_UNKNOWN_VERB']);
 
@@ -344,14 +350,14 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
 
   // --- handlers
   const handlers: Record<RouteId, (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>> = {
-    'she-reserve': async (req) => {
+    'she-reserve': async (req, reply) => {
       const tester = req.tester!;
       const { pool, uid } = req.body as { pool: string; uid: string };
       if (!tester.pools.includes(pool)) throw authFail(req, 'PKS_POOL_FORBIDDEN', `tester may not use pool '${pool}'`);
-      // a known retry is no new key: it never needs (or spends) quota
-      const known = recent.has(tester.cn, pool, uid);
+      // the keystore owns the quotas (durable, charged in the reservation's transaction); this
+      // bucket is only a coarse front limit
       let took = false;
-      if (!known) {
+      if (!recent.has(tester.cn, pool, uid)) {
         const wait = quota.take(tester.cn);
         if (wait > 0) {
           metrics.quotaExceeded++;
@@ -363,7 +369,15 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
       try {
         res = await upstream<ReserveResponse>('keystore', 'reserve', { pool, uid: uid.toLowerCase(), tester: tester.cn, station: tester.station });
       } catch (e) {
-        if (took) quota.refund(tester.cn);
+        // only a definite refusal (nothing committed) gives the token back; a timeout may have committed
+        if (took && e instanceof PksError && e.code !== 'PKS_SERVICE_UNAVAILABLE' && e.code !== 'PKS_INTERNAL') quota.refund(tester.cn);
+        if (e instanceof PksError) {
+          const after = /retry after (\d+) s/.exec(e.detail);
+          if (e.code === 'PKS_QUOTA_EXCEEDED' || e.code === 'PKS_RESERVATIONS_OPEN') metrics.quotaExceeded++;
+          if (after) throw withRetryAfter(e, Number(after[1]) * 1000);
+          const pkg = e.code === 'PKS_ALREADY_INJECTED' ? /package (\S+) \(/.exec(e.detail) : null;
+          if (pkg) return sendProblem(reply, req, e, { packageId: pkg[1] });
+        }
         throw e;
       }
       if (took && res.reused) quota.refund(tester.cn);

@@ -62,7 +62,10 @@ export const ROUTES: readonly RouteSpec[] = [
         }),
       },
     },
-    errors: ['PKS_POOL_FORBIDDEN', 'PKS_POOL_UNKNOWN', 'PKS_POOL_EMPTY', 'PKS_QUOTA_EXCEEDED', 'PKS_STATE_INVALID'],
+    errors: [
+      'PKS_POOL_FORBIDDEN', 'PKS_POOL_UNKNOWN', 'PKS_POOL_EMPTY', 'PKS_QUOTA_EXCEEDED', 'PKS_STATE_INVALID',
+      'PKS_RESERVATIONS_OPEN', 'PKS_RESERVED_BY_OTHER', 'PKS_ALREADY_INJECTED', 'PKS_SHE_COUNTER_EXHAUSTED',
+    ],
   },
   {
     id: 'she-confirm',

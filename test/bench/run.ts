@@ -19,7 +19,7 @@ import { statfsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { startBox, type Box } from '../../scripts/plant/box.js';
+import { LOAD_QUOTAS, startBox, type Box } from '../../scripts/plant/box.js';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
 import { ROOT } from '../../scripts/plant/process.js';
 import type { ImportChunkResponse } from '../../appliance/contracts/keystore.js';
@@ -180,7 +180,7 @@ async function main(): Promise<void> {
 
   // --- the box
   note(`ours (tester-api + keystore + vault, uplink + sentinel beside) and postgres (tester-api + keystore-pg + PostgreSQL 15 + vault), ${ROUNDS} alternating rounds each`);
-  const box = await startBox({ base: path.join(base, 'box'), boxId: BOX_ID, pools: [{ pool: POOL, minimum: 1, reorder: 1 }, { pool: REORDER_POOL, minimum: 1, reorder: 1 }], checkpointEvery: 1000 });
+  const box = await startBox({ base: path.join(base, 'box'), boxId: BOX_ID, pools: [{ pool: POOL, minimum: 1, reorder: 1 }, { pool: REORDER_POOL, minimum: 1, reorder: 1 }], checkpointEvery: 1000, quotas: LOAD_QUOTAS });
   cleanups.push(() => box.stop());
   const quiet = await startQuietServices({ base: path.join(base, 'quiet'), runDir: box.runDir, logDir: box.logDir, boxId: BOX_ID, keystoreDataDir: box.keystore.dataDir });
   cleanups.push(() => quiet.stop());

@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { createPublicKey, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
-import { startBox } from '../../scripts/plant/box.js';
+import { LOAD_QUOTAS, startBox } from '../../scripts/plant/box.js';
 import { SheEcu } from '../../scripts/plant/ecu-sim.js';
 import { call } from '../../scripts/plant/line.js';
 import { startTesterApi } from '../../scripts/plant/tester-api.js';
@@ -26,7 +26,7 @@ interface Pkg {
 
 test(`SIGKILL of tester-api and keystore during ${TOTAL} injections over mTLS: nothing twice, nothing lost`, async () => {
   const master = randomBytes(16);
-  const box = await startBox({ pools: [{ pool: POOL, minimum: 1, reorder: 1 }], checkpointEvery: 200 });
+  const box = await startBox({ pools: [{ pool: POOL, minimum: 1, reorder: 1 }], checkpointEvery: 200, quotas: LOAD_QUOTAS });
   try {
     await box.importChunks(box.batch('crash-api', { pool: POOL, keyId: 4, authKeyId: 1, counter: 1, flags: 0, authKey: master, keys: randomSheKeys('ca', TOTAL + 200) }));
     const testers = Array.from({ length: TESTERS }, (_, i) => ({ cn: `t${i}`, station: `s${i}`, pools: [POOL] }));
@@ -59,6 +59,13 @@ test(`SIGKILL of tester-api and keystore during ${TOTAL} injections over mTLS: n
         for (let attempt = 0; attempt < 300 && !done; attempt++) {
           try {
             const r = await call<Pkg>(c, 'POST', '/v1/she/packages', { pool: POOL, uid: uid.toString('hex') });
+            // confirmed before a crash, the answer was lost: the retry is told, with the package id
+            const already = (r.body as { code?: string; packageId?: string });
+            if (r.status === 409 && already.code === 'PKS_ALREADY_INJECTED' && pkgToUid.get(already.packageId!) === uid.toString('hex')) {
+              confirmed.add(already.packageId!);
+              done = true;
+              continue;
+            }
             if (r.status !== 200) throw new Error(`reserve ${r.status}`);
             const prior = pkgToUid.get(r.body.packageId);
             assert.ok(!prior || prior === uid.toString('hex'), `DUPLICATE ${r.body.packageId}`);

@@ -79,6 +79,25 @@ cli('pksctl tester, pool and stock: plant IT manages testers and quotas; bad arg
   assert.match((await pksctl(box, ['tester', 'revoke', 'nobody'])).err, 'PKS_TESTER_UNKNOWN');
 });
 
+cli('pksctl handover moves an open reservation to a rework station, audited; the line tester then gets a conflict', async ({ box }) => {
+  const admin = box.keystore.client('pksctl');
+  const t = box.keystore.client('tester-api');
+  for (const cn of ['line-h', 'rework-h']) await admin.call('tester-put', { cn, station: `st-${cn}`, pools: [POOL], expiresAt: '2099-01-01T00:00:00.000Z', revoked: false });
+  const u = (0x900).toString(16).padStart(30, '0');
+  const p = await t.call<{ packageId: string }>('reserve', { pool: POOL, uid: u, tester: 'line-h', station: 'st-line-h' });
+  const bad = await pksctl(box, ['handover', '--pool', POOL, '--uid', u, '--to', 'nobody', '--reason', 'rework']);
+  assert.ok(bad.code !== 0 && /PKS_TESTER_UNKNOWN/.test(bad.err), bad.err);
+  assert.match((await pksctl(box, ['handover', '--to', 'rework-h'])).err, 'PKS_BAD_REQUEST');
+  const ok = await pksctl(box, ['handover', '--pool', POOL, '--uid', u.toUpperCase(), '--to', 'rework-h', '--reason', 'ECU to rework', '--json']);
+  assert.is(ok.code, 0, ok.err);
+  assert.equal(JSON.parse(ok.out), { packageId: p.packageId, tester: 'rework-h', station: 'st-rework-h' });
+  const again = await t.call<{ packageId: string; reused: boolean }>('reserve', { pool: POOL, uid: u, tester: 'rework-h', station: 'st-rework-h' });
+  assert.equal([again.packageId, again.reused], [p.packageId, true]);
+  let conflict = '';
+  await t.call('reserve', { pool: POOL, uid: u, tester: 'line-h', station: 'st-line-h' }).catch((e: { code: string }) => (conflict = e.code));
+  assert.is(conflict, 'PKS_RESERVED_BY_OTHER');
+});
+
 cli('pksctl audit verify: VERIFIED, then BROKEN after an entry is edited', async ({ box }) => {
   const t = box.keystore.client('tester-api');
   for (let i = 1; i <= 4; i++) await t.call('reserve', { pool: POOL, uid: (0x500 + i).toString(16).padStart(30, '0'), tester: 'cli', station: 's' });

@@ -172,4 +172,24 @@ test('OEM files are validated before anything is stored', async () => {
   assert.ok(createHash('sha256'));
 });
 
+
+test('issue 10: the box\'s per-ECU counter verifies (rework); below the base is refused; a late proof replaces a burn', () => {
+  const [[rid, v], [rid2, v2], [rid3, v3]] = [...keys1].slice(40, 43) as [string, { key: Buffer; batchId: string }][];
+  const uid = randomBytes(15);
+  const m = sheMessages({ uid, ...she, counter: she.counter + 1, authKey, newKey: v.key });
+  const rework: OutboxItem = { id: 'w1', kind: 'injection', at: new Date().toISOString(), body: { batchId: v.batchId, recordId: rid, pool: POOL, uid: uid.toString('hex'), m4: m.m4.toString('hex'), m5: m.m5.toString('hex'), counter: she.counter + 1 } };
+  const below = injection('w2', rid2, v2.batchId, v2.key);
+  below.body.counter = she.counter - 1;
+  const burn: OutboxItem = { id: 'w3', kind: 'burn', at: new Date().toISOString(), body: { batchId: v3.batchId, recordId: rid3, pool: POOL, reason: 'abandoned' } };
+  const r = takeFile(store, 'box-1', signedFile(box1, 'fw1', [rework, below, burn]));
+  assert.equal(r.rejected.map((x) => x.id), ['w2']);
+  assert.is(store.injections.get(rid)!.state, 'VERIFIED');
+  const late = injection('w4', rid3, v3.batchId, v3.key);
+  late.body.late = true;
+  assert.equal(takeFile(store, 'box-1', signedFile(box1, 'fw2', [late])).rejected, []);
+  assert.is(store.injections.get(rid3)!.state, 'VERIFIED');
+  const notLate = injection('w5', rid2, v2.batchId, v2.key);
+  assert.equal(takeFile(store, 'box-1', signedFile(box1, 'fw3', [notLate])).rejected, []);
+});
+
 test.run();

@@ -71,6 +71,12 @@ const configs = {
       mapSizeMb: Number(site('KEYSTORE_MAP_MB', '1024')),
       pools: pools.map((pool) => ({ pool, minimum: 100, reorder: 500 })),
       audit: { checkpointEvery: 100, checkpointSeconds: 10 },
+      // the quotas that protect stock live in the keystore (issue 10); defaults suit a plant line
+      quotas: {
+        openPerTester: Number(site('OPEN_RESERVATIONS_PER_TESTER', '8')),
+        testerPerHour: Number(site('RESERVATIONS_PER_HOUR', '500')),
+        poolPerHour: Number(site('POOL_RESERVATIONS_PER_HOUR', '20000')),
+      },
       ipc: { groups: groups('keystore', ['tester-api', 'uplink', 'sentinel']) },
     },
     'keystore.json',
@@ -82,7 +88,7 @@ const configs = {
       // log line, which needs AF_NETLINK, which the unit does not allow (uv_interface_addresses fails)
       listen: { host: '::', port: 8443 },
       tls: { cert: '/etc/pks/tls/server.crt', ca: '/etc/pks/tls/tester-ca.crt' },
-      limits: { newReservationsPerHour: Number(site('RESERVATIONS_PER_HOUR', '100000')) },
+      limits: { newReservationsPerHour: Number(site('RESERVATIONS_PER_HOUR', '500')) },
       ipc: { groups: groups('tester-api', ['sentinel']) },
     },
     'tester-api.json',
