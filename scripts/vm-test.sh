@@ -4,7 +4,9 @@
 # forwarded tester port, and runs the power-cut loop (QEMU SIGKILLed mid-injection, reboot,
 # check that nothing was issued twice or lost and the audit chain verifies).
 # Its last line is one JSON object:
-#   {"services_ready":N,"of":M,"injected":N,"power_cuts":N,"duplicates":0,"lost":0,"ok":true}
+#   {"services_ready":N,"of":M,"injected":N,"power_cuts":N,"duplicates":0,"lost":0,...,"vault_jitless":true,"ok":true}
+# vault_jitless: the running pks-vault has MemoryDenyWriteExecute=yes and its ExecStart and live
+# /proc/PID/cmdline are `node --jitless ...` (false fails the verdict).
 #
 # Usage: scripts/vm-test.sh [--no-build] [--cuts N] [--port P] [--state DIR]
 #   --cuts N   power cuts (default 20; CI may pass fewer)
@@ -68,14 +70,15 @@ t0=$(date +%s)
 say() { echo "vm-test [$(( $(date +%s) - t0 ))s] $*" >&2; }
 
 services_ready=0 of=0 injected=0 confirmed=0 power_cuts=0 duplicates=0 lost=0 reissued=0 audit_ok=true
-restarted_kill=false restarted_watchdog=false measured_ok=false boots=0
+restarted_kill=false restarted_watchdog=false measured_ok=false vault_jitless=false boots=0
 result() {
   local ok=false
   [ "$duplicates" = 0 ] && [ "$lost" = 0 ] && [ "$audit_ok" = true ] && [ "$of" -gt 0 ] && [ "$services_ready" = "$of" ] \
-    && [ "$restarted_kill" = true ] && [ "$restarted_watchdog" = true ] && [ "$power_cuts" = "$cuts" ] && ok=true
-  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"boots":%d,"seconds":%d,"ok":%s}\n' \
+    && [ "$restarted_kill" = true ] && [ "$restarted_watchdog" = true ] && [ "$power_cuts" = "$cuts" ] \
+    && [ "$vault_jitless" = true ] && ok=true
+  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"vault_jitless":%s,"boots":%d,"seconds":%d,"ok":%s}\n' \
     "$services_ready" "$of" "$injected" "$confirmed" "$power_cuts" "$duplicates" "$lost" "$reissued" "$audit_ok" \
-    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
+    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$vault_jitless" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
   [ "$ok" = true ]
 }
 
@@ -122,6 +125,21 @@ check_records() {
   [ "$(jq -r '.audit_ok' <<<"$j")" = true ] || { audit_ok=false; say "audit: $(jq -c '.audit' <<<"$j")"; }
 }
 
+# The vault runs as the product unit says (issue 18): node --jitless under
+# MemoryDenyWriteExecute=yes, read from the running unit's properties and from the command line
+# of its live main process, not from the unit file.
+check_vault_jitless() {
+  local out
+  out=$(gx 'pid=$(systemctl show -P MainPID pks-vault)
+    echo "mdwe=$(systemctl show -P MemoryDenyWriteExecute pks-vault)"
+    echo "exec=$(systemctl show -P ExecStart pks-vault | sed -n "s/.*argv\[\]=\([^;]*\);.*/\1/p")"
+    echo "cmdline=$(tr "\0" " " </proc/$pid/cmdline 2>/dev/null)"') || return 1
+  printf '%s\n' "$out" | sed 's/^/  vault: /' >&2
+  grep -qx 'mdwe=yes' <<<"$out" || return 1
+  grep -Eq '^exec=/usr/bin/node --jitless ' <<<"$out" || return 1
+  grep -Eq '^cmdline=/usr/bin/node --jitless /usr/lib/pks/dist/services/vault/main\.js' <<<"$out" || return 1
+}
+
 main_pid() { gx "systemctl show -P MainPID $1" | tr -d '[:space:]'; }
 # waits until unit $1 runs a main process other than $2 and is active again
 restarted() {
@@ -143,6 +161,8 @@ count_ready
 say "services ready: $services_ready of $of"
 gx 'journalctl -b -u pks-setup -o cat --no-pager | grep "pks-setup:"' | sed 's/^/  /' >&2 || true
 if gx 'pksctl status' >"$state/status.txt" 2>&1; then measured_ok=true; fi
+if check_vault_jitless; then vault_jitless=true; fi
+say "vault under node --jitless with MemoryDenyWriteExecute=yes: $vault_jitless"
 sed 's/^/  /' "$state/status.txt" >&2
 say "provisioning: testers and keys"
 bash -c "$PKS_VM_PROVISION" >&2
