@@ -1,6 +1,6 @@
 // A real TPM 2.0 for tests: swtpm on loopback TCP, reached by tpm2-tools through the swtpm TCTI.
 // Each test gets its own state directory and process; stop() kills it by PID and removes the state.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -9,7 +9,11 @@ import { freePort } from '../helpers/ports.js';
 
 export interface Swtpm {
   readonly tcti: string;
+  /** the state directory (the TPM's NV: seeds, NV indices), kept across restart() */
+  readonly dir: string;
   stop(): Promise<void>;
+  /** a reboot: orderly TPM2_Shutdown, process gone, started again on the same state and port (PCRs reset) */
+  restart(): Promise<void>;
 }
 
 const listening = (port: number): Promise<boolean> =>
@@ -22,35 +26,55 @@ const listening = (port: number): Promise<boolean> =>
     s.once('error', () => resolve(false));
   });
 
+function spawnOn(dir: string, port: number): ChildProcess {
+  // the swtpm TCTI talks to the control channel on port + 1
+  return spawn(
+    'swtpm',
+    ['socket', '--tpm2', '--tpmstate', `dir=${dir}`, '--server', `type=tcp,port=${port},bindaddr=127.0.0.1`, '--ctrl', `type=tcp,port=${port + 1},bindaddr=127.0.0.1`, '--flags', 'not-need-init,startup-clear'],
+    { stdio: 'ignore' },
+  );
+}
+
+async function up(child: ChildProcess, port: number): Promise<boolean> {
+  let exited = child.exitCode !== null;
+  child.once('exit', () => (exited = true));
+  for (let i = 0; i < 50 && !exited; i++) {
+    if (await listening(port)) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+async function kill(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || !child.pid) return;
+  const gone = new Promise((r) => child.once('exit', r));
+  process.kill(child.pid, 'SIGTERM');
+  await gone;
+}
+
 export async function startSwtpm(): Promise<Swtpm> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pks-swtpm-'));
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
-    // the swtpm TCTI talks to the control channel on port + 1
-    const child: ChildProcess = spawn(
-      'swtpm',
-      ['socket', '--tpm2', '--tpmstate', `dir=${dir}`, '--server', `type=tcp,port=${port},bindaddr=127.0.0.1`, '--ctrl', `type=tcp,port=${port + 1},bindaddr=127.0.0.1`, '--flags', 'not-need-init,startup-clear'],
-      { stdio: 'ignore' },
-    );
-    let exited = false;
-    child.once('exit', () => (exited = true));
-    for (let i = 0; i < 50 && !exited; i++) {
-      if (await listening(port)) {
-        return {
-          tcti: `swtpm:host=127.0.0.1,port=${port}`,
-          stop: async () => {
-            if (!exited && child.pid) {
-              const gone = new Promise((r) => child.once('exit', r));
-              process.kill(child.pid, 'SIGTERM');
-              await gone;
-            }
-            await rm(dir, { recursive: true, force: true });
-          },
-        };
-      }
-      await new Promise((r) => setTimeout(r, 100));
+    let child = spawnOn(dir, port);
+    if (await up(child, port)) {
+      const tcti = `swtpm:host=127.0.0.1,port=${port}`;
+      return {
+        tcti,
+        dir,
+        stop: async () => {
+          await kill(child);
+          await rm(dir, { recursive: true, force: true });
+        },
+        restart: async () => {
+          await new Promise<void>((r) => execFile('tpm2_shutdown', ['-T', tcti], () => r()));
+          await kill(child);
+          child = spawnOn(dir, port);
+          if (!(await up(child, port))) throw new Error('swtpm did not restart');
+        },
+      };
     }
-    if (!exited && child.pid) process.kill(child.pid, 'SIGKILL');
+    if (child.exitCode === null && child.pid) process.kill(child.pid, 'SIGKILL');
   }
   await rm(dir, { recursive: true, force: true });
   throw new Error('swtpm did not start');
