@@ -1,7 +1,7 @@
 // A real TPM 2.0 for tests: swtpm on loopback TCP, reached by tpm2-tools through the swtpm TCTI.
 // Each test gets its own state directory and process; stop() kills it by PID and removes the state.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +14,28 @@ export interface Swtpm {
   stop(): Promise<void>;
   /** a reboot: orderly TPM2_Shutdown, process gone, started again on the same state and port (PCRs reset) */
   restart(): Promise<void>;
+  /** with { ekCert: true }: the PEMs of the swtpm local CA (root, issuer) that signed the EK certificate */
+  readonly ekCaPems: string[];
+}
+
+/**
+ * A TPM as a vendor ships it: swtpm_setup creates the EK and its certificate, signed by a local
+ * CA (swtpm_localca) whose state lives in `caDir`, so that several TPMs of one "vendor" share it.
+ */
+async function manufacture(dir: string, caDir: string): Promise<string[]> {
+  await mkdir(caDir, { recursive: true });
+  const conf = path.join(dir, '..', `${path.basename(dir)}-setup.conf`);
+  const caConf = path.join(caDir, 'localca.conf');
+  await writeFile(caConf, `statedir = ${caDir}\nsigningkey = ${caDir}/signkey.pem\nissuercert = ${caDir}/issuercert.pem\ncertserial = ${caDir}/certserial\n`);
+  await writeFile(path.join(caDir, 'localca.options'), '--platform-manufacturer PKS-test\n--platform-version 2.1\n--platform-model swtpm\n');
+  await writeFile(conf, `create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = ${caConf}\ncreate_certs_tool_options = ${caDir}/localca.options\n`);
+  await new Promise<void>((resolve, reject) =>
+    execFile('swtpm_setup', ['--tpm2', '--tpmstate', dir, '--create-ek-cert', '--lock-nvram', '--pcr-banks', 'sha256', '--overwrite', '--config', conf], { timeout: 60_000 }, (e, _o, err) =>
+      e ? reject(new Error(`swtpm_setup: ${err}`)) : resolve(),
+    ),
+  );
+  await rm(conf, { force: true });
+  return Promise.all(['swtpm-localca-rootca-cert.pem', 'issuercert.pem'].map((f) => readFile(path.join(caDir, f), 'utf8')));
 }
 
 const listening = (port: number): Promise<boolean> =>
@@ -52,8 +74,9 @@ async function kill(child: ChildProcess): Promise<void> {
   await gone;
 }
 
-export async function startSwtpm(): Promise<Swtpm> {
+export async function startSwtpm(opts: { ekCert?: boolean; caDir?: string } = {}): Promise<Swtpm> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pks-swtpm-'));
+  const ekCaPems = opts.ekCert ? await manufacture(dir, opts.caDir ?? path.join(dir, 'ca')) : [];
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     let child = spawnOn(dir, port);
@@ -62,6 +85,7 @@ export async function startSwtpm(): Promise<Swtpm> {
       return {
         tcti,
         dir,
+        ekCaPems,
         stop: async () => {
           await kill(child);
           await rm(dir, { recursive: true, force: true });
