@@ -13,6 +13,7 @@ import { isPksError } from '../../appliance/errors.js';
 import { extendPcr, readPcrs } from '../../services/attest/measure.js';
 import { ovmfNoSecureBootPcr7Digests, replay, sha256 } from '../../services/attest/pcr.js';
 import { decodeBlob, encodeBlob, policyPcrDigest, sealSecret, signPcr11Policies, unsealSecret } from '../../services/attest/seal.js';
+import { sealCli } from '../../services/attest/seal-cli.js';
 import { startSwtpm, type Swtpm } from './swtpm.js';
 
 let tpm: Swtpm | undefined;
@@ -120,6 +121,30 @@ test('why not systemd-creds --tpm2-public-key here: systemd 252 opens it under a
     // if a later systemd enforces the signed policy this flips, and the image can move to LoadCredentialEncrypted=
     assert.is(dec.code, 0, 'systemd 252 ignores --tpm2-public-key: the credential opened with PCR 11 tampered');
     assert.is(dec.out, PIN.toString());
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the build, setup and boot commands: sign-policy from expected-pcrs.json, seal, unseal (and refuse)', async () => {
+  const t = tpm!;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pks-sealcli-'));
+  const p = (n: string) => path.join(dir, n);
+  try {
+    await writeFile(p('key.pem'), imageKey.privateKey);
+    await writeFile(p('pub.pem'), imageKey.publicKey);
+    const phases = { sysinit: replay(GOOD).toString('hex'), ready: replay([...GOOD, sha256('ready')]).toString('hex') };
+    await writeFile(p('expected.json'), JSON.stringify({ version: 1, bank: 'sha256', pcrs: {}, pcr11Phases: phases, measurements: [] }));
+    assert.is(await sealCli(['sign-policy', '--expected', p('expected.json'), '--key', p('key.pem'), '--out', p('signed.json')]), 0);
+    await boot(t, GOOD);
+    await writeFile(p('hsm-pin'), PIN, { mode: 0o600 });
+    assert.is(await sealCli(['seal', '--tcti', t.tcti, '--in', p('hsm-pin'), '--out', p('hsm-pin.sealed'), '--pubkey', p('pub.pem')]), 0);
+    assert.not.ok((await readFile(p('hsm-pin.sealed'), 'utf8')).includes(PIN.toString().trim()));
+    await boot(t, GOOD);
+    assert.is(await sealCli(['unseal', '--tcti', t.tcti, '--blob', p('hsm-pin.sealed'), '--pubkey', p('pub.pem'), '--signed', p('signed.json'), '--out', p('out')]), 0);
+    assert.equal(await readFile(p('out')), PIN);
+    await boot(t, EVIL);
+    await refused(sealCli(['unseal', '--tcti', t.tcti, '--blob', p('hsm-pin.sealed'), '--pubkey', p('pub.pem'), '--signed', p('signed.json'), '--out', p('out2')]), 'changed UKI');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
