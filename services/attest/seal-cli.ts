@@ -2,7 +2,7 @@
 //   sign-policy --expected expected-pcrs.json --key IMAGE_KEY.pem [--out FILE]
 //       build: signs PolicyPCR(11) for every PCR 11 value of the UKI's boot phases
 //   seal --in FILE --out BLOB --pubkey IMAGE_PUB.pem [--tcti T]
-//       setup: seals a secret (the HSM PIN; the AES key of a longer key file) to PCR 7 + the
+//       setup: seals a secret (the HSM PIN; a TLS/MQTT key file through a sealed AES key) to PCR 7 + the
 //       signed PCR 11 policy; the caller then deletes the clear file
 //   unseal --blob BLOB --pubkey IMAGE_PUB.pem --signed FILE --out FILE [--tcti T]
 //       boot (root oneshot before the vault): opens it into a file on tmpfs (0400) for
@@ -13,7 +13,7 @@ import { asPksError, pksError } from '../../appliance/errors.js';
 import { readExpected } from './expected.js';
 import { DEFAULT_TCTI } from './measure.js';
 import { parseDigestHex } from './pcr.js';
-import { decodeBlob, encodeBlob, parseSignedPolicyFile, sealSecret, signPcr11Policies, unsealSecret } from './seal.js';
+import { decodeBlob, encodeBlob, parseSignedPolicyFile, sealFile, signPcr11Policies, unsealFile } from './seal.js';
 
 async function writeAtomic(file: string, data: string | Buffer, mode: number): Promise<void> {
   await writeFile(`${file}.tmp`, data, { mode });
@@ -41,13 +41,13 @@ export async function sealCli(argv: string[]): Promise<number> {
     }
     case 'seal': {
       const secret = await readFile(need('in'));
-      const blob = await sealSecret({ tcti, secret, publicKeyPem: await readFile(need('pubkey'), 'utf8') });
+      const blob = await sealFile({ tcti, data: secret, publicKeyPem: await readFile(need('pubkey'), 'utf8') });
       await writeAtomic(need('out'), encodeBlob(blob), 0o600);
       return 0;
     }
     case 'unseal': {
       const signed = parseSignedPolicyFile(JSON.parse(await readFile(need('signed'), 'utf8')));
-      const secret = await unsealSecret({ tcti, blob: decodeBlob(await readFile(need('blob'), 'utf8')), publicKeyPem: await readFile(need('pubkey'), 'utf8'), signed });
+      const secret = await unsealFile({ tcti, blob: decodeBlob(await readFile(need('blob'), 'utf8')), publicKeyPem: await readFile(need('pubkey'), 'utf8'), signed });
       await writeAtomic(need('out'), secret, 0o400);
       return 0;
     }

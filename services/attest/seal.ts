@@ -11,7 +11,7 @@
 // log shows no signed policy, and the credential opens under a tampered PCR 11; seen with
 // swtpm on this host). PolicyAuthorize through tpm2-tools is the same TPM construction that
 // systemd 253+ builds, so the signed records stay valid if the image moves to it.
-import { createHash, createPrivateKey, sign as rsaSign } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createPrivateKey, randomBytes, sign as rsaSign } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -95,6 +95,45 @@ export interface SealedBlob {
   /** TPM2B_PUBLIC and TPM2B_PRIVATE of the sealed object under the owner SRK (not secret) */
   readonly pub: Buffer;
   readonly priv: Buffer;
+  /** for a secret longer than a sealed object holds (a TLS or MQTT private key): the file under
+   * AES-256-GCM with the sealed 32-byte key, iv || ciphertext || tag */
+  readonly wrapped?: Buffer;
+}
+
+const WRAP_AAD = Buffer.from('pks-sealed-file-v1');
+/** TPM2B_SENSITIVE_DATA holds at most 128 bytes (MAX_SYM_DATA) */
+const MAX_SEALED = 128;
+
+/** Seals a secret of any size: in the TPM object itself, or as a sealed AES key wrapping it. */
+export async function sealFile(o: { tcti: string; data: Buffer; publicKeyPem: string }): Promise<SealedBlob> {
+  if (o.data.length <= MAX_SEALED) return sealSecret({ tcti: o.tcti, secret: o.data, publicKeyPem: o.publicKeyPem });
+  if (o.data.length > 1 << 20) throw pksError('PKS_TOO_LARGE', 'a sealed file is at most 1 MiB');
+  const key = randomBytes(32);
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', key, iv);
+  c.setAAD(WRAP_AAD);
+  const wrapped = Buffer.concat([iv, c.update(o.data), c.final(), c.getAuthTag()]);
+  const blob = await sealSecret({ tcti: o.tcti, secret: key, publicKeyPem: o.publicKeyPem });
+  key.fill(0);
+  return { ...blob, wrapped };
+}
+
+/** Opens what sealFile made (PKS_TPM_UNSEAL when the TPM refuses or the wrapped file was changed). */
+export async function unsealFile(o: { tcti: string; blob: SealedBlob; publicKeyPem: string; signed: SignedPolicyFile }): Promise<Buffer> {
+  const inner = await unsealSecret(o);
+  if (!o.blob.wrapped) return inner;
+  const w = o.blob.wrapped;
+  if (inner.length !== 32 || w.length < 12 + 16) throw pksError('PKS_TPM_UNSEAL', 'sealed file is malformed');
+  try {
+    const d = createDecipheriv('aes-256-gcm', inner, w.subarray(0, 12));
+    d.setAAD(WRAP_AAD);
+    d.setAuthTag(w.subarray(w.length - 16));
+    return Buffer.concat([d.update(w.subarray(12, w.length - 16)), d.final()]);
+  } catch {
+    throw pksError('PKS_TPM_UNSEAL', 'sealed file was changed');
+  } finally {
+    inner.fill(0);
+  }
 }
 
 interface Ctx {
@@ -183,10 +222,11 @@ export async function unsealSecret(o: { tcti: string; blob: SealedBlob; publicKe
   });
 }
 
-/** The blob as one file: "pks-sealed-v1\n<base64 public>\n<base64 private>\n" (nothing in it is secret without this TPM). */
-export const encodeBlob = (b: SealedBlob): string => `pks-sealed-v1\n${b.pub.toString('base64')}\n${b.priv.toString('base64')}\n`;
+/** The blob as one file: "pks-sealed-v1\n<base64 public>\n<base64 private>\n[<base64 wrapped>\n]" (nothing in it is secret without this TPM). */
+export const encodeBlob = (b: SealedBlob): string =>
+  `pks-sealed-v1\n${b.pub.toString('base64')}\n${b.priv.toString('base64')}\n${b.wrapped ? `${b.wrapped.toString('base64')}\n` : ''}`;
 export function decodeBlob(text: string): SealedBlob {
-  const [magic, pub, priv] = text.split('\n');
-  if (magic !== 'pks-sealed-v1' || !pub || !priv || !/^[A-Za-z0-9+/=]+$/.test(pub + priv)) throw pksError('PKS_CONFIG_INVALID', 'not a pks-sealed-v1 blob');
-  return { pub: Buffer.from(pub, 'base64'), priv: Buffer.from(priv, 'base64') };
+  const [magic, pub, priv, wrapped] = text.split('\n');
+  if (magic !== 'pks-sealed-v1' || !pub || !priv || !/^[A-Za-z0-9+/=]+$/.test(pub + priv + (wrapped ?? ''))) throw pksError('PKS_CONFIG_INVALID', 'not a pks-sealed-v1 blob');
+  return { pub: Buffer.from(pub, 'base64'), priv: Buffer.from(priv, 'base64'), ...(wrapped ? { wrapped: Buffer.from(wrapped, 'base64') } : {}) };
 }

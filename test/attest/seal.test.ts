@@ -12,7 +12,7 @@ import path from 'node:path';
 import { isPksError } from '../../appliance/errors.js';
 import { extendPcr, readPcrs } from '../../services/attest/measure.js';
 import { ovmfNoSecureBootPcr7Digests, replay, sha256 } from '../../services/attest/pcr.js';
-import { decodeBlob, encodeBlob, policyPcrDigest, sealSecret, signPcr11Policies, unsealSecret } from '../../services/attest/seal.js';
+import { decodeBlob, encodeBlob, policyPcrDigest, sealFile, sealSecret, signPcr11Policies, unsealFile, unsealSecret } from '../../services/attest/seal.js';
 import { sealCli } from '../../services/attest/seal-cli.js';
 import { startSwtpm, type Swtpm } from './swtpm.js';
 
@@ -124,6 +124,23 @@ test('why not systemd-creds --tpm2-public-key here: systemd 252 opens it under a
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('a TLS/MQTT private key (longer than a sealed object holds) through a sealed AES key', async () => {
+  const t = tpm!;
+  const tlsKey = Buffer.from(generateKeyPairSync('ec', { namedCurve: 'prime256v1', privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } }).privateKey);
+  assert.ok(tlsKey.length > 128);
+  const signed = signPcr11Policies([replay(GOOD)], imageKey.privateKey);
+  await boot(t, GOOD);
+  const blob = decodeBlob(encodeBlob(await sealFile({ tcti: t.tcti, data: tlsKey, publicKeyPem: imageKey.publicKey })));
+  assert.ok(blob.wrapped && !blob.wrapped.includes(tlsKey.subarray(40, 80)), 'wrapped, not in clear');
+  await boot(t, GOOD);
+  assert.equal(await unsealFile({ tcti: t.tcti, blob, publicKeyPem: imageKey.publicKey, signed }), tlsKey);
+  const changed = Buffer.from(blob.wrapped!);
+  changed[20]! ^= 1;
+  await refused(unsealFile({ tcti: t.tcti, blob: { ...blob, wrapped: changed }, publicKeyPem: imageKey.publicKey, signed }), 'wrapped file changed');
+  await boot(t, EVIL);
+  await refused(unsealFile({ tcti: t.tcti, blob, publicKeyPem: imageKey.publicKey, signed }), 'changed UKI');
 });
 
 test('the build, setup and boot commands: sign-policy from expected-pcrs.json, seal, unseal (and refuse)', async () => {
