@@ -92,6 +92,13 @@ export const CATALOGUE = Object.freeze({
   // sentinel / mail
   PKS_MAIL_FAILED: spec(503, 'alert mail could not be sent', true),
 
+  // measured boot and attestation (issue 12; fail closed)
+  PKS_TPM_UNSEAL: spec(503, 'sealed secret does not open in this boot state'),
+  PKS_TAMPERED: spec(503, 'application measurement differs from the provisioned value', true),
+  PKS_ATTEST_UNTRUSTED: spec(403, 'box attestation failed'),
+  PKS_ATTEST_STALE: spec(403, 'attestation nonce is unknown, used or expired'),
+  PKS_ATTEST_REQUIRED: spec(403, 'box has not attested within the window'),
+
   // anything we did not foresee: never leak internals, say so
   PKS_INTERNAL: spec(500, 'internal error'),
 } satisfies Record<string, ErrorSpec>);

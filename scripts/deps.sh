@@ -40,7 +40,11 @@ fi
 # npm packages from the lockfile; skip when node_modules already matches it
 stamp=node_modules/.pks-lock-sha
 want_sha=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want_sha" ]; then
+if [ -L node_modules ] && { [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want_sha" ]; }; then
+  # a worktree sharing another checkout's node_modules: npm ci would replace the link and empty
+  # the shared tree under every other worktree; the owner of the tree installs it
+  echo "deps: node_modules is a link to a shared tree whose stamp does not match package-lock.json; not running npm ci through it" >&2
+elif [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want_sha" ]; then
   echo "deps: npm ci" >&2
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
   echo "$want_sha" > "$stamp"

@@ -85,6 +85,12 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         );
         return 0;
       }
+      case 'attest': {
+        const a = await kms.call<{ enabled: boolean; boxes: Array<Record<string, unknown>> }>('attestation');
+        const rows = a.boxes.map((b) => ({ ...b, lastFailure: b.lastFailure ? `${str((b.lastFailure as { code?: string }).code)} ${str((b.lastFailure as { reason?: string }).reason)}` : '-' }));
+        emit(a, () => (a.enabled ? table(rows, ['boxId', 'state', 'lastGoodAt', 'lastFailure']) : 'attestation is not enabled at this KMS'));
+        return 0;
+      }
       case 'pools': {
         const { pools } = await kms.call<{ pools: Array<Record<string, unknown>> }>('pools');
         emit(pools, () => table(pools, ['pool', 'stored', 'allocated', 'free', 'generate']));
@@ -130,7 +136,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         return 0;
       }
       default:
-        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|pools|report|register|import-oem|cmd ...');
+        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|attest|pools|report|register|import-oem|cmd ...');
     }
   } finally {
     await kms.close();

@@ -149,6 +149,16 @@ mkdir -p "$stage/usr/lib/pks-image"
 if [ -f "$root/services/attest/expected-cli.ts" ]; then
   (cd "$root" && node --import tsx services/attest/expected-cli.ts --rootfs "$stage" --uki "$uki") > "$out/expected-pcrs.json"
   install -m 0644 "$out/expected-pcrs.json" "$stage/usr/lib/pks-image/expected-pcrs.json"
+  # Issue 12: the image signing key approves the UKI's PCR 11 values (one signature per boot
+  # phase); setup seals the HSM PIN to PolicyAuthorize(this key) + PCR 7, pks-unseal opens it.
+  # The dev key stays on the host (.cache/image/pcr-signing.key), like the dev site's private
+  # halves; it is kept across builds so that a new image unseals what an older one sealed.
+  signkey=$cache/pcr-signing.key
+  [ -f "$signkey" ] || (umask 077; openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$signkey" 2>/dev/null)
+  openssl pkey -in "$signkey" -pubout -out "$stage/usr/lib/pks-image/pcr-signing.pem"
+  (cd "$root" && node --import tsx services/attest/seal-cli.ts sign-policy --expected "$out/expected-pcrs.json" --key "$signkey" --out "$stage/usr/lib/pks-image/pcr11-policy.json")
+  chmod 0644 "$stage/usr/lib/pks-image/pcr-signing.pem" "$stage/usr/lib/pks-image/pcr11-policy.json"
+  cp "$stage/usr/lib/pks-image/pcr11-policy.json" "$out/pcr11-policy.json"
 fi
 
 # 6. file systems and disk

@@ -2,6 +2,7 @@
 // takes in verification files and acknowledges them, keeps each box's fleet state from what
 // it publishes (status, alerts, events, command results), relays signed ops commands, answers
 // rotate-cert CSRs with client certificates (client-ca.ts), and serves pks-fleet on a local socket.
+import type { Attestor } from './attest.js';
 import { readFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
@@ -71,6 +72,8 @@ export interface KmsOptions {
   clientCa?: ClientCa | null;
   mqttKey: string;
   log: Logger;
+  /** issue 12: when set, stock goes only to boxes that attested within its window (scripts/kms/attest.ts) */
+  attest?: Attestor | null;
 }
 
 export class Kms {
@@ -181,6 +184,7 @@ export class Kms {
 
   private onReorder(boxId: string, r: { requestId: string; pool: string; count: number }, log: Logger): void {
     try {
+      this.o.attest?.mayRelease(boxId);
       const { batch, created } = allocate(this.store, boxId, r.requestId, r.pool, r.count);
       log.info(created ? 're-order answered' : 're-order repeated, same batch again', { requestId: r.requestId, batchId: batch.batchId, keys: batch.count, chunks: batch.chunks });
       this.queueSend(batch.batchId);
@@ -288,6 +292,7 @@ export class Kms {
     };
     return {
       boxes: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: () => ({ boxes: [...this.store.boxes.getRange()].map((e) => this.summary(e.value)) }) },
+      attestation: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: () => ({ enabled: Boolean(this.o.attest), boxes: this.o.attest?.status() ?? [] }) },
       box: {
         request: { type: 'object', additionalProperties: false, required: ['boxId'], properties: { boxId: NAME } },
         handler: (r: { boxId: string }) => {

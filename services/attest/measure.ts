@@ -59,7 +59,8 @@ export const pcr15Of = (events: readonly TreeMeasurement[]): Buffer => replay(ev
 
 // ---- tpm2-tools ------------------------------------------------------------------------------
 
-function tpm2(tool: string, args: string[], tcti: string): Promise<string> {
+/** Runs one tpm2-tools command against `tcti`; failures are coded, stderr's last line kept. */
+export function tpm2(tool: string, args: string[], tcti: string): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(tool, ['-T', tcti, ...args], { timeout: 30_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       if (err) {

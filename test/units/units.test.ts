@@ -112,9 +112,9 @@ test.after(() => {
 // ---- the unit files themselves --------------------------------------------------------------
 
 // pks-measure.service is the boot-time oneshot of the image (measured boot), checked by the image tests
-test('the unit directory holds exactly the five PKS services, the measurement oneshot and pks.target', () => {
+test('the unit directory holds exactly the five PKS services, the measurement and unseal oneshots and pks.target', () => {
   const found = readdirSync(unitDir).filter((f) => f.startsWith('pks')).sort();
-  const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks-measure.service', 'pks.target'].sort();
+  const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks-measure.service', 'pks-unseal.service', 'pks.target'].sort();
   assert.equal(found, want);
 });
 
@@ -185,7 +185,7 @@ test('pks-vault.service: no network at all, HSM PIN as a credential, no W+X memo
   assert.is(last(u, 'Service', 'PrivateNetwork'), 'yes');
   assert.equal(words(u, 'Service', 'RestrictAddressFamilies'), ['AF_UNIX']);
   assert.is(last(u, 'Service', 'IPAddressDeny'), 'any');
-  assert.ok(words(u, 'Service', 'LoadCredential').includes('hsm-pin:/etc/pks/credentials/hsm-pin'));
+  assert.ok(words(u, 'Service', 'LoadCredential').includes('hsm-pin:/run/credstore/hsm-pin'), 'the PIN from the TPM unseal (tmpfs), never from the disk');
   assert.is(last(u, 'Service', 'MemoryDenyWriteExecute'), 'yes');
   assert.is(words(u, 'Service', 'Environment').some((e) => /PIN/i.test(e)), false, 'no PIN in the environment');
 });

@@ -36,7 +36,20 @@ WKS_FILE = "pks-ab.wks.in"
 EFI_PROVIDER = "systemd-boot"
 
 # Writable state lives on /data (mounted by the wks), not on the read-only root.
-ROOTFS_POSTPROCESS_COMMAND += "pks_mask_pcr15_users; pks_expected_pcrs;"
+ROOTFS_POSTPROCESS_COMMAND += "pks_mask_pcr15_users; pks_expected_pcrs; pks_pcr_signing_key;"
+
+# Issue 12: the public half of the image signing key that approves PCR 11 (the UKI) for the
+# sealed HSM PIN (services/attest/seal.ts; setup seals to it, pks-unseal.service opens). The
+# private half stays with the release signer, like the RAUC and Secure Boot keys.
+PKS_PCR_SIGNING_PUB ?= ""
+pks_pcr_signing_key() {
+    install -d ${IMAGE_ROOTFS}${nonarch_libdir}/pks-image
+    if [ -n "${PKS_PCR_SIGNING_PUB}" ]; then
+        install -m 0644 ${PKS_PCR_SIGNING_PUB} ${IMAGE_ROOTFS}${nonarch_libdir}/pks-image/pcr-signing.pem
+    else
+        bbwarn "pks-image: PKS_PCR_SIGNING_PUB not set: setup will refuse to provision (it never leaves the PIN in clear)"
+    fi
+}
 
 # systemd 253+ measures the machine id (systemd-pcrmachine) and file systems (systemd-pcrfs@)
 # into PCR 15, which is ours (pks-measure.service); mask them on this image.

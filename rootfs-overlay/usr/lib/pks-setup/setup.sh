@@ -13,7 +13,8 @@
 #   random PINs, /etc/pks/softhsm2.conf; the tester API's server key (never leaves the box) and
 #   certificate from a box CA kept in /var/lib/pks/setup; /etc/pks/<service>.json for the five
 #   services (validated against the services' own schemas); the credentials the units load
-#   (/etc/pks/credentials/{hsm-pin,tls-key,mqtt-key}); and the provisioning record of the config
+#   (/etc/pks/credentials/{hsm-pin.sealed,hsm-so-pin.sealed}: TPM-sealed, opened at boot by
+#   pks-unseal.service; tls-key, mqtt-key still files); and the provisioning record of the config
 #   measurement (/var/lib/pks/attest/config-expected.json, see services/attest/site-expected.ts).
 # The mqtt-client.key is moved, not copied, out of SITE_DIR.
 # Idempotent only as a whole: it refuses to run on a provisioned box (/var/lib/pks/.provisioned).
@@ -55,9 +56,24 @@ label=${label:0:32}
 install -d -m 0700 -o pks-vault -g pks-vault /var/lib/pks/vault
 pin=$(openssl rand -hex 16)
 so_pin=$(openssl rand -hex 16)
-printf '%s\n' "$so_pin" >/etc/pks/credentials/hsm-so-pin
-printf '%s\n' "$pin" >/etc/pks/credentials/hsm-pin
+# The PINs never touch the disk (issue 12): made in RAM, sealed to the TPM, then gone. Sealed to
+# PCR 7 (Secure Boot state now) and to PCR 11 values the image signing key approved
+# (/usr/lib/pks-image/pcr11-policy.json, made by the image build), so a signed update needs no
+# re-provisioning and a changed UKI, kernel, initrd or command line does not unseal.
+ram=/run/pks-setup
+install -d -m 0700 "$ram"
+printf '%s\n' "$so_pin" >"$ram/hsm-so-pin"
+printf '%s\n' "$pin" >"$ram/hsm-pin"
 runuser -u pks-vault -- env PKCS11_MODULE="$module" "$lib/softhsm-token.sh" /var/lib/pks/vault "$label" "$so_pin" "$pin" >/dev/null
+[ -f /usr/lib/pks-image/pcr-signing.pem ] || die "no image signing key (/usr/lib/pks-image/pcr-signing.pem): refusing to leave the PIN in clear"
+for p in hsm-pin hsm-so-pin; do
+  PKS_SEAL_TMP=$ram node /usr/lib/pks/dist/services/attest/seal-cli.js seal --tcti device:/dev/tpmrm0 \
+    --in "$ram/$p" --out "/etc/pks/credentials/$p.sealed" --pubkey /usr/lib/pks-image/pcr-signing.pem || die "sealing $p failed"
+done
+rm -f /etc/pks/credentials/hsm-pin /etc/pks/credentials/hsm-so-pin
+rm -rf "$ram"
+unset pin so_pin
+log "HSM PINs sealed to the TPM (PCR 7 + signed PCR 11)"
 printf 'directories.tokendir = /var/lib/pks/vault/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' >/etc/pks/softhsm2.conf
 chmod 0644 /etc/pks/softhsm2.conf
 log "HSM token '$label' ready"

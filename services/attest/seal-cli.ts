@@ -1,0 +1,68 @@
+// The sealing steps as commands, for the image build, setup and the unseal unit (issue 12):
+//   sign-policy --expected expected-pcrs.json --key IMAGE_KEY.pem [--out FILE]
+//       build: signs PolicyPCR(11) for every PCR 11 value of the UKI's boot phases
+//   seal --in FILE --out BLOB --pubkey IMAGE_PUB.pem [--tcti T]
+//       setup: seals a secret (the HSM PIN; a TLS/MQTT key file through a sealed AES key) to PCR 7 + the
+//       signed PCR 11 policy; the caller then deletes the clear file
+//   unseal --blob BLOB --pubkey IMAGE_PUB.pem --signed FILE --out FILE [--tcti T]
+//       boot (root oneshot before the vault): opens it into a file on tmpfs (0400) for
+//       LoadCredential=; refuses with PKS_TPM_UNSEAL under another UKI or Secure Boot state
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { asPksError, pksError } from '../../appliance/errors.js';
+import { readExpected } from './expected.js';
+import { DEFAULT_TCTI } from './measure.js';
+import { parseDigestHex } from './pcr.js';
+import { decodeBlob, encodeBlob, parseSignedPolicyFile, sealFile, signPcr11Policies, unsealFile } from './seal.js';
+
+async function writeAtomic(file: string, data: string | Buffer, mode: number): Promise<void> {
+  await writeFile(`${file}.tmp`, data, { mode });
+  await rename(`${file}.tmp`, file);
+}
+
+export async function sealCli(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  const { values: o } = parseArgs({
+    args: rest,
+    options: { expected: { type: 'string' }, key: { type: 'string' }, out: { type: 'string' }, in: { type: 'string' }, pubkey: { type: 'string' }, blob: { type: 'string' }, signed: { type: 'string' }, tcti: { type: 'string' } },
+    strict: true,
+  });
+  const need = (k: keyof typeof o): string => o[k] ?? (() => { throw pksError('PKS_BAD_REQUEST', `${cmd} needs --${k}`); })();
+  const tcti = o.tcti ?? process.env.PKS_TPM_TCTI ?? DEFAULT_TCTI;
+  switch (cmd) {
+    case 'sign-policy': {
+      const expected = await readExpected(need('expected'));
+      const values = [...new Set(Object.values(expected.pcr11Phases))].map(parseDigestHex);
+      if (values.length === 0) throw pksError('PKS_CONFIG_INVALID', 'expected-pcrs.json has no PCR 11 phases (no UKI?)');
+      const text = JSON.stringify(signPcr11Policies(values, await readFile(need('key'), 'utf8')), null, 1) + '\n';
+      if (o.out) await writeAtomic(o.out, text, 0o644);
+      else process.stdout.write(text);
+      return 0;
+    }
+    case 'seal': {
+      const secret = await readFile(need('in'));
+      const blob = await sealFile({ tcti, data: secret, publicKeyPem: await readFile(need('pubkey'), 'utf8') });
+      await writeAtomic(need('out'), encodeBlob(blob), 0o600);
+      return 0;
+    }
+    case 'unseal': {
+      const signed = parseSignedPolicyFile(JSON.parse(await readFile(need('signed'), 'utf8')));
+      const secret = await unsealFile({ tcti, blob: decodeBlob(await readFile(need('blob'), 'utf8')), publicKeyPem: await readFile(need('pubkey'), 'utf8'), signed });
+      await writeAtomic(need('out'), secret, 0o400);
+      return 0;
+    }
+    default:
+      throw pksError('PKS_BAD_REQUEST', 'usage: seal-cli sign-policy|seal|unseal ...');
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('seal-cli.js')) {
+  sealCli(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (err) => {
+      const e = asPksError(err);
+      process.stderr.write(`pks-seal: ${e.code}: ${e.detail}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
