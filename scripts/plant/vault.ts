@@ -39,7 +39,8 @@ export async function startVault(opts: { dir: string; runDir: string; logDir: st
   const configFile = path.join(opts.dir, 'vault.json');
   await writeFile(
     configFile,
-    JSON.stringify({ boxId: opts.boxId, hsm: { module: token.module, tokenLabel: token.label, pinFile, softhsm2Conf: token.conf } }, null, 2),
+    // unlock: the user CA and the OEM's token key for the unlock service (scripts/plant/unlock.ts)
+    JSON.stringify({ boxId: opts.boxId, hsm: { module: token.module, tokenLabel: token.label, pinFile, softhsm2Conf: token.conf }, unlock: { tokenKeys: ['oem1'] } }, null, 2),
   );
   const proc = startService('vault', { PKS_CONFIG: configFile, PKS_RUN_DIR: opts.runDir, SOFTHSM2_CONF: token.conf }, opts.logDir);
   const clients: IpcClient[] = [];

@@ -105,7 +105,8 @@ export class Keystore {
     };
   }
 
-  private async commit<T>(fn: () => T): Promise<T> {
+  /** One transaction, on disk before it resolves (unlock-log.ts writes through it too). */
+  async commit<T>(fn: () => T): Promise<T> {
     let out: T;
     try {
       out = await this.dbs.root.transaction(fn);

@@ -5,6 +5,7 @@ import { ID, NAME, POOL, hex } from '../../appliance/schema.js';
 import { MAX_CHUNK_BYTES } from '../../appliance/batch-format.js';
 import type { Keystore } from './keystore.js';
 import type { TesterRecord } from './contract.js';
+import { UNLOCK_KEYSTORE_VERBS, unlockKeystoreVerbs } from './unlock-log.js';
 
 const obj = (required: string[], properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required, properties });
 const REASON = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[\\x20-\\x7e]+$' } as const;
@@ -108,6 +109,7 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
         return { ok: true };
       },
     },
+    ...unlockKeystoreVerbs(ks),
   };
 }
 
@@ -116,6 +118,7 @@ export const KEYSTORE_CALLERS: Readonly<Record<string, readonly string[]>> = Obj
   uplink: ['import-chunk', 'outbox-peek', 'outbox-ack', 'outbox-put', 'stats', 'pool-set', 'tester-revoke', 'checkpoint'],
   sentinel: ['stats', 'outbox-put', 'tester-list'],
   pksctl: ['stats', 'import-chunk', 'tester-put', 'tester-get', 'tester-list', 'tester-revoke', 'pool-set', 'checkpoint', 'history'],
+  unlock: UNLOCK_KEYSTORE_VERBS,
 });
 
 

@@ -2,11 +2,14 @@
 // call which verb. The PIN itself is never in the config: it is the systemd credential
 // `hsm-pin` (or, for development, the file named by hsm.pinFile).
 import { HSM_TOKEN, NAME } from '../../appliance/schema.js';
+import { TOKEN_KEY_NAME } from './unlock-keys.js';
 
 export interface VaultConfig {
   boxId: string;
   hsm: { module: string; tokenLabel: string; pinFile?: string; softhsm2Conf?: string };
   ipc: { callers?: Record<string, string[]>; groups?: Record<string, number> };
+  /** the unlock service's HSM keys: the user CA and one token key per name (OEM or ECU type) */
+  unlock?: { tokenKeys: string[] };
 }
 
 export const vaultSchema = {
@@ -16,6 +19,12 @@ export const vaultSchema = {
   properties: {
     boxId: NAME,
     hsm: HSM_TOKEN,
+    unlock: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['tokenKeys'],
+      properties: { tokenKeys: { type: 'array', minItems: 1, maxItems: 32, uniqueItems: true, items: TOKEN_KEY_NAME } },
+    },
     ipc: {
       type: 'object',
       additionalProperties: false,

@@ -9,8 +9,8 @@ import type { Logger } from '../../appliance/log.js';
 import { sheMessages, sheVerify, type SheUpdate } from '../../appliance/she.js';
 import { Hsm, type HsmConfig, type KeyName } from './hsm.js';
 
-export type SignKey = 'identity' | 'audit' | 'ecu-ca';
-export type PublicKeyName = 'identity' | 'transport' | 'audit' | 'ecu-ca';
+export type SignKey = 'identity' | 'audit' | 'ecu-ca' | `unlock-${string}`;
+export type PublicKeyName = 'identity' | 'transport' | 'audit' | 'ecu-ca' | `unlock-${string}`;
 
 export interface SheRequest {
   batchId: string;

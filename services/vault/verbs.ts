@@ -4,6 +4,7 @@
 import type { VerbTable } from '../../appliance/ipc.js';
 import { ID, POOL, b64, hex } from '../../appliance/schema.js';
 import type { PublicKeyName, SheRequest, SignKey, Vault } from './vault.js';
+import { UNLOCK_CALLER_VERBS, unlockVerbs } from './unlock-verbs.js';
 
 const she = {
   batchId: ID,
@@ -101,6 +102,7 @@ export function vaultVerbs(vault: Vault): VerbTable {
       maxBytes: 8192,
       handler: (b: { id: string; blob: string }) => ({ data: vault.open(b.id, Buffer.from(b.blob, 'base64')).toString('base64') }),
     },
+    ...unlockVerbs(vault),
   };
 }
 
@@ -115,5 +117,6 @@ export const DEFAULT_CALLERS: Readonly<Record<string, readonly string[]>> = Obje
   'tester-api': ['status', 'public-key', 'sign-ecu-ca'],
   uplink: ['status', 'public-key', 'sign-identity', 'sign-audit'],
   sentinel: ['status'],
-  pksctl: ['status', 'public-key'],
+  pksctl: ['status', 'public-key', 'unlock-public-key'],
+  unlock: UNLOCK_CALLER_VERBS,
 });
