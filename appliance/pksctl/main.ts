@@ -14,6 +14,7 @@ const commands: Record<string, { help: string; load: () => Promise<Command> }> =
   alerts: { help: 'alerts [--all] [--json] | alerts check', load: async () => (await import('./alerts.js')).alertsCommand },
   status: { help: 'measured boot: PCRs and measurements vs the expected values', load: async () => (await import('./status.js')).statusCommand },
   vault: { help: 'vault status | vault public-key NAME', load: async () => (await import('./vault.js')).vaultCommand },
+  unlock: { help: 'unlock onboard|approve|reject|revoke|cert|users|requests|log|tokens|public-key|show ...', load: async () => (await import('./unlock.js')).unlockCommand },
 };
 
 function usage(): string {
