@@ -248,6 +248,7 @@ export function unlockKeystoreVerbs(ks: Keystore): VerbTable {
         ecuType: { type: 'string', maxLength: 32, pattern: '^[\\x21-\\x7e]*$' },
         uid: { type: 'string', maxLength: 64, pattern: '^[0-9a-fA-F]*$' },
         permissions: { type: 'string', maxLength: 32, pattern: '^[0-9a-f]*$' },
+        action: { type: 'string', pattern: '^[a-z][a-z-]{0,31}$' },
         reason: { type: 'string', pattern: '^PKS_[A-Z_]{2,40}$' },
         detail: DETAIL,
       }),

@@ -25,6 +25,7 @@ import { connectLink, publish } from './mqtt.js';
 import { StateFile } from './state.js';
 import { BOX_INBOUND, boxTopic, parseTopic } from './topics.js';
 import { fileDigest, packFile } from './verification.js';
+import { isUnlockCommand, runUnlockCommand } from './unlock-commands.js';
 
 export interface UplinkDeps {
   cfg: UplinkConfig;
@@ -312,6 +313,7 @@ export class Uplink {
 
   private async execute(cmd: CommandPayload): Promise<Record<string, unknown>> {
     const a = cmd.args as Record<string, any>;
+    if (isUnlockCommand(cmd.command)) return runUnlockCommand(cmd.command, a);
     switch (cmd.command) {
       case 'set-quota':
         return (await this.d.keystore.call('pool-set', a)) as Record<string, unknown>;

@@ -166,6 +166,13 @@ test('access ends by itself, and revocation takes effect on the next request, ke
   assert.is(after.body.code, 'PKS_UNLOCK_REVOKED');
   const log = (await svc.admin.call<{ items: { ev: string; reason?: string }[] }>('log', { user: 'eng-rolf' })).items.map((e) => `${e.ev}${e.reason ? ':' + e.reason : ''}`);
   assert.ok(log.includes('revoke') && log.includes('grant') && log.includes('deny:PKS_UNLOCK_REVOKED'), log.join(' '));
+  // a console login of the revoked user is a logged denial too
+  assert.is((await unlockCall<{ code: string }>(rc, 'GET', '/v1/me')).body.code, 'PKS_UNLOCK_REVOKED');
+  const last = (await svc.admin.call<{ items: { ev: string; action?: string }[] }>('log', { user: 'eng-rolf', limit: 1 })).items[0]!;
+  assert.equal([last.ev, last.action], ['deny', 'login']);
+  // and an engineer on an admin route
+  const adminTry = await unlockCall<{ code: string }>(engClient, 'GET', '/v1/admin/users');
+  assert.is(adminTry.body.code, 'PKS_UNLOCK_FORBIDDEN');
 });
 
 test('per-user rate limit: a burst over the limit is refused with PKS_RATE_LIMITED', async () => {
