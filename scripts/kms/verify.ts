@@ -16,6 +16,7 @@ import { sheVerify } from '../../appliance/she.js';
 import type { OutboxItem } from '../../services/keystore/contract.js';
 import { verifyFile } from '../../services/uplink/verification.js';
 import { parseRecordId } from './batches.js';
+import { takeUnlock } from './unlock.js';
 import { pushCapped, type BoxRecord, type FileRecord, type InjectionRecord, type KmsStore } from './store.js';
 
 export interface FileResult extends FileRecord {
@@ -136,6 +137,9 @@ function takeItem(store: KmsStore, b: BoxRecord, fileId: string, item: OutboxIte
       if (!b.lastCheckpoint || s > b.lastCheckpoint.seq) b.lastCheckpoint = { seq: s, head: head as string };
       return;
     }
+    case 'unlock':
+      takeUnlock(store, b.boxId, item);
+      return;
     case 'alert':
       pushCapped(b.alerts, { ...body, at: item.at, id: item.id, source: 'box' });
       return;

@@ -86,5 +86,17 @@ export async function runUnlockPhase(plant: Plant, base: string, say: (s: string
     const keep = ['role', 'ecuType', 'uid', 'permissions', 'serial', 'reason', 'by', 'tokenId'].filter((k) => rest[k] !== undefined && rest[k] !== '');
     say(`  ${at} #${seq} ${ev.padEnd(11)} ${cn.padEnd(11)} ${keep.map((k) => `${k}=${String(rest[k])}`).join(' ')}`);
   }
+  // the same entries reach the KMS through the outbox; central ops queries tokens across the fleet
+  const atKms = await waitFor(
+    'unlock entries at the KMS',
+    async () => {
+      const r = await plant.kms.fleet.call<{ items: { ev: string }[] }>('unlock-tokens', { boxId: box.boxId, ev: 'all', since });
+      return r.items.length >= log.length ? r.items : undefined;
+    },
+    60_000,
+    300,
+  );
+  const grants = await plant.kms.fleet.call<{ items: { cn: string; uid: string; tokenId: string }[] }>('unlock-tokens', { since });
+  say(`KMS: ${atKms.length} unlock entries from ${box.boxId} arrived through the outbox; pks-fleet tokens: ${grants.items.map((g) => `${g.cn} → ${g.uid} (${g.tokenId.slice(0, 8)}...)`).join(', ')}`);
   return { unlock_tokens: tokens, unlock_refused: refused, unlock_logged: log.length, svc };
 }
