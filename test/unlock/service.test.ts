@@ -3,7 +3,11 @@
 // and the simulated ECU doing the 0x29 exchange. Onboarding with four eyes, certificates from
 // the HSM CA, tokens for exactly the role's permissions, every refusal coded and logged,
 // revocation at once, the audit chain verifying over all of it.
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { ipcClient } from '../../appliance/ipc.js';
+import { socketPath } from '../../appliance/paths.js';
+import { signCommand, verifyCommand } from '../../services/uplink/commands.js';
+import { runUnlockCommand } from '../../services/uplink/unlock-commands.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { openDbs } from '../../services/keystore/db.js';
@@ -173,6 +177,30 @@ test('access ends by itself, and revocation takes effect on the next request, ke
   // and an engineer on an admin route
   const adminTry = await unlockCall<{ code: string }>(engClient, 'GET', '/v1/admin/users');
   assert.is(adminTry.body.code, 'PKS_UNLOCK_FORBIDDEN');
+});
+
+test('central ops: signed unlock commands verify, bad ones are refused, and the uplink\'s relay onboards and revokes', async () => {
+  const ops = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const cmd = (command: string, args: Record<string, unknown>, seq = 10) =>
+    JSON.stringify(signCommand({ v: 1, seq, expiresAt: new Date(Date.now() + 60_000).toISOString(), boxId: box.boxId, command: command as never, args }, ops.privateKey));
+  const verify = (raw: string) => verifyCommand(raw, { opsKey: ops.publicKey, boxId: box.boxId, lastSeq: 1 });
+  const ok = verify(cmd('unlock-onboard', { cn: 'eng-ops', role: 'TESTING', accessSeconds: 3600 }));
+  assert.is(ok.command, 'unlock-onboard');
+  for (const bad of [cmd('unlock-onboard', { cn: 'eng ops', role: 'TESTING', accessSeconds: 3600 }), cmd('unlock-revoke', {}), cmd('unlock-approve', { id: 'x' })])
+    assert.is(await code(Promise.resolve().then(() => verify(bad))), 'PKS_COMMAND_INVALID');
+  const relay = ipcClient(socketPath('unlock', 'uplink', box.runDir));
+  try {
+    const req = (await runUnlockCommand('unlock-onboard', ok.args, relay)) as unknown as UnlockRequest;
+    assert.is(req.requestedBy, 'ops');
+    const done = (await runUnlockCommand('unlock-approve', { id: req.id }, relay)) as { user?: UnlockUser };
+    assert.is(done.user?.state, 'ACTIVE');
+    const gone = (await runUnlockCommand('unlock-revoke', { cn: 'eng-ops', reason: 'ops' }, relay)) as unknown as UnlockUser;
+    assert.is(gone.state, 'REVOKED');
+    // the uplink's socket allows only these: no certificates, no logs
+    assert.is(await code(relay.call('certificate', { cn: 'eng-ops', passphrase: 'long-enough-1' })), 'PKS_IPC_FORBIDDEN');
+  } finally {
+    await relay.close();
+  }
 });
 
 test('per-user rate limit: a burst over the limit is refused with PKS_RATE_LIMITED', async () => {
