@@ -57,6 +57,32 @@ test.after(async () => {
   await box?.stop();
 });
 
+// looked at from outside the vault, in a child process on the same SoftHSM token
+const P11_PROBE = `
+const p = require('pkcs11js'); const x = new p.PKCS11(); x.load(process.argv[1]); x.C_Initialize();
+const slot = x.C_GetSlotList(true).find((s) => x.C_GetTokenInfo(s).label.trim() === process.argv[2]);
+const h = x.C_OpenSession(slot, p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION); x.C_Login(h, p.CKU_USER, process.argv[3]);
+const out = {};
+for (const label of ['pks-unlock-user-ca', 'pks-unlock-token-oem1']) {
+  x.C_FindObjectsInit(h, [{ type: p.CKA_CLASS, value: p.CKO_PRIVATE_KEY }, { type: p.CKA_LABEL, value: label }]);
+  const [k] = x.C_FindObjects(h, 2); x.C_FindObjectsFinal(h);
+  const a = x.C_GetAttributeValue(h, k, [{ type: p.CKA_SENSITIVE }, { type: p.CKA_EXTRACTABLE }, { type: p.CKA_COPYABLE }, { type: p.CKA_NEVER_EXTRACTABLE }, { type: p.CKA_SIGN }, { type: p.CKA_DERIVE }]).map((v) => v.value[0] === 1);
+  let value = 'readable'; try { x.C_GetAttributeValue(h, k, [{ type: p.CKA_VALUE }]); } catch (e) { value = /CKR_[A-Z_]+/.exec(e.message)[0]; }
+  let copy = 'copied'; try { x.C_CopyObject(h, k, [{ type: p.CKA_TOKEN, value: false }]); } catch (e) { copy = /CKR_[A-Z_]+/.exec(e.message)[0]; }
+  out[label] = { sensitive: a[0], extractable: a[1], copyable: a[2], neverExtractable: a[3], sign: a[4], derive: a[5], value, copy };
+}
+console.log(JSON.stringify(out));`;
+
+test('the HSM holds the user CA and the token key sensitive, never extractable, not copyable, sign only', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const tok = box.vault.token;
+  const out = JSON.parse(execFileSync(process.execPath, ['-e', P11_PROBE, tok.module, tok.label, tok.pin], { env: { ...process.env, SOFTHSM2_CONF: tok.conf }, cwd: process.cwd() }).toString()) as Record<string, Record<string, unknown>>;
+  for (const [label, a] of Object.entries(out)) {
+    assert.equal(a, { sensitive: true, extractable: false, copyable: false, neverExtractable: true, sign: true, derive: false, value: 'CKR_ATTRIBUTE_SENSITIVE', copy: a.copy }, label);
+    assert.is.not(a.copy, 'copied', `${label} could be copied`);
+  }
+});
+
 test('an onboarded engineer gets a token for the challenge; the ECU opens a session with exactly the granted permissions, once', async () => {
   const ecu = ecuFor();
   const r = await askToken(engClient, { ecuType: 'bcm', uid: UID, challenge: challengeFrom(ecu) });
