@@ -324,4 +324,3 @@ export class Unlock {
   }
 }
 
-export const isPks = (e: unknown): e is PksError => e instanceof PksError;
