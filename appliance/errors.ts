@@ -98,6 +98,15 @@ export const CATALOGUE = Object.freeze({
   PKS_ATTEST_UNTRUSTED: spec(403, 'box attestation failed'),
   PKS_ATTEST_STALE: spec(403, 'attestation nonce is unknown, used or expired'),
   PKS_ATTEST_REQUIRED: spec(403, 'box has not attested within the window'),
+  // ECU unlock tokens (services/unlock)
+  PKS_UNLOCK_USER_UNKNOWN: spec(403, 'not an onboarded unlock user'),
+  PKS_UNLOCK_REVOKED: spec(403, 'unlock access or certificate is revoked'),
+  PKS_UNLOCK_EXPIRED: spec(403, 'unlock access or certificate has expired'),
+  PKS_UNLOCK_FORBIDDEN: spec(403, 'role does not allow this'),
+  PKS_UNLOCK_LIFETIME: spec(400, 'token lifetime is over the role maximum'),
+  PKS_UNLOCK_APPROVAL: spec(409, 'approval not allowed (same admin twice, own request, or already decided)'),
+  PKS_UNLOCK_CSRF: spec(403, 'request lacks the console anti-forgery proof'),
+  PKS_UNLOCK_TOKEN_INVALID: spec(422, 'unlock token is malformed'),
 
   // anything we did not foresee: never leak internals, say so
   PKS_INTERNAL: spec(500, 'internal error'),

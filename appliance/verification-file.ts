@@ -67,7 +67,7 @@ const payloadSchema = {
         required: ['id', 'kind', 'at', 'body'],
         properties: {
           id: ID,
-          kind: { enum: ['injection', 'burn', 'alert', 'event', 'checkpoint', 'cert'] },
+          kind: { enum: ['injection', 'burn', 'alert', 'event', 'checkpoint', 'cert', 'unlock'] },
           at: { type: 'string', maxLength: 40 },
           body: { type: 'object' },
         },

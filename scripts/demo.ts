@@ -12,6 +12,7 @@ import { verifyAudit } from '../services/keystore/audit.js';
 import type { StatsResponse } from '../appliance/contracts/keystore.js';
 import { openDbs } from '../services/keystore/db.js';
 import { runPlant, type Plant } from './plant/plant.js';
+import { runUnlockPhase } from './plant/unlock-phase.js';
 
 const { values } = parseArgs({
   options: { keep: { type: 'boolean' }, testers: { type: 'string', default: '8' }, ecus: { type: 'string', default: '400' } },
@@ -53,6 +54,10 @@ try {
   say(`== alert mails (${smtp.mails.length}) on the demo SMTP server 127.0.0.1:${smtp.port}:`);
   for (const m of smtp.mails) say(`   ${m.subject}`);
 
+  // issue 14: unlock tokens on the same box (scripts/plant/unlock-phase.ts)
+  const unlock = await runUnlockPhase(plant, base, say);
+  const { svc: unlockSvc, ...unlockFigures } = unlock;
+  Object.assign(summary, unlockFigures);
   const auditSpki = Buffer.from((await box.vault.client('pksctl').call<{ spki: string }>('public-key', { name: 'audit' })).spki, 'base64');
   const dbs = openDbs(box.keystore.dataDir, { readOnly: true });
   const audit = verifyAudit(dbs, createPublicKey({ key: auditSpki, format: 'der', type: 'spki' }));
@@ -78,6 +83,7 @@ try {
     process.on('SIGINT', () => void stop());
     process.on('SIGTERM', () => void stop());
   } else {
+    await unlockSvc.stop();
     await plant.stop();
     await rm(base, { recursive: true, force: true });
     say(JSON.stringify(summary));

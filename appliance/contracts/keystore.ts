@@ -131,7 +131,7 @@ export interface ImportChunkResponse {
   missing: number[];
 }
 
-export type OutboxKind = 'injection' | 'burn' | 'alert' | 'event' | 'checkpoint' | 'cert';
+export type OutboxKind = 'injection' | 'burn' | 'alert' | 'event' | 'checkpoint' | 'cert' | 'unlock';
 export interface OutboxItem {
   id: string; // monotonic, sortable
   kind: OutboxKind;

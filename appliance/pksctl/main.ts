@@ -16,6 +16,7 @@ const commands: Record<string, { help: string; load: () => Promise<Command> }> =
   status: { help: 'measured boot: PCRs and measurements vs the expected values', load: async () => (await import('./status.js')).statusCommand },
   vault: { help: 'vault status | vault public-key NAME', load: async () => (await import('./vault.js')).vaultCommand },
   ipc: { help: 'ipc SERVICE VERB [JSON] [--as CALLER]: one verb on a service socket (debugging)', load: async () => (await import('./ipc.js')).ipcCommand },
+  unlock: { help: 'unlock onboard|approve|reject|revoke|cert|users|requests|log|tokens|public-key|show ...', load: async () => (await import('./unlock.js')).unlockCommand },
 };
 
 function usage(): string {

@@ -7,6 +7,7 @@
 //   pks-fleet [--socket PATH] [--json] show BOX
 //   pks-fleet [--socket PATH] [--json] pools
 //   pks-fleet [--socket PATH] [--json] report [--oem OEM] [--ecu-type TYPE] [--box BOX]
+//   pks-fleet [--socket PATH] [--json] tokens [--box BOX] [--user CN] [--ecu UID] [--ecu-type T] [--ev grant|deny|all] [--since ISO]
 //   pks-fleet [--socket PATH] register BOX --identity B64 --transport B64 --audit B64
 //   pks-fleet [--socket PATH] import-oem FILE
 //   pks-fleet [--socket PATH] cmd BOX COMMAND [ARGS-JSON] --ops-key PEMFILE [--ttl SECONDS] [--seq N]
@@ -105,6 +106,14 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         emit(items, () => table(items, ['oem', 'ecuType', 'slot', 'recordId', 'boxId', 'state', 'uid', 'at']));
         return 0;
       }
+      case 'tokens': {
+        // unlock tokens across the fleet, as the boxes' audits reported them (scripts/kms/unlock.ts)
+        const q: Record<string, unknown> = {};
+        for (const [o, k] of [['box', 'boxId'], ['user', 'user'], ['ecu', 'ecu'], ['ecu-type', 'ecuType'], ['ev', 'ev'], ['since', 'since']] as const) if (typeof opt[o] === 'string') q[k] = opt[o];
+        const { items } = await kms.call<{ items: Array<Record<string, unknown>> }>('unlock-tokens', q);
+        emit(items, () => table(items, ['at', 'boxId', 'ev', 'cn', 'role', 'ecuType', 'uid', 'permissions', 'tokenId', 'reason']));
+        return 0;
+      }
       case 'register': {
         if (!rest[0]) throw pksError('PKS_BAD_REQUEST', 'register BOX --identity B64 --transport B64 --audit B64');
         emit(await kms.call('register', { boxId: rest[0], identity: opt.identity, transport: opt.transport, audit: opt.audit }), () => `registered ${rest[0]}`);
@@ -136,7 +145,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         return 0;
       }
       default:
-        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|attest|pools|report|register|import-oem|cmd ...');
+        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|attest|pools|report|tokens|register|import-oem|cmd ...');
     }
   } finally {
     await kms.close();

@@ -20,6 +20,7 @@ import type { KmsConfig } from './config.js';
 import { importOem } from './oem.js';
 import { KmsStore, pushCapped, type BoxRecord } from './store.js';
 import { takeFile } from './verify.js';
+import { unlockKmsVerbs } from './unlock.js';
 
 const checkReorder = compileChecker<{ requestId: string; pool: string; count: number }>(
   {
@@ -392,6 +393,7 @@ export class Kms {
           return { boxId: r.boxId, sent: true };
         },
       },
+      ...unlockKmsVerbs(this.store),
       report: {
         request: {
           type: 'object',

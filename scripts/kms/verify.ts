@@ -16,6 +16,7 @@ import { sheVerify } from '../../appliance/she.js';
 import type { OutboxItem } from '../../appliance/contracts/keystore.js';
 import { verifyFile } from '../../appliance/verification-file.js';
 import { parseRecordId } from './batches.js';
+import { takeUnlock } from './unlock.js';
 import { pushCapped, type BoxRecord, type FileRecord, type InjectionRecord, type KmsStore } from './store.js';
 
 export interface FileResult extends FileRecord {
@@ -144,6 +145,9 @@ function takeItem(store: KmsStore, b: BoxRecord, fileId: string, item: OutboxIte
       if (!b.lastCheckpoint || s > b.lastCheckpoint.seq) b.lastCheckpoint = { seq: s, head: head as string };
       return;
     }
+    case 'unlock':
+      takeUnlock(store, b.boxId, item);
+      return;
     case 'alert':
       pushCapped(b.alerts, { ...body, at: item.at, id: item.id, source: 'box' });
       return;

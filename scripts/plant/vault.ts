@@ -36,7 +36,7 @@ export interface VaultHandle {
 }
 
 /** The callers the vault has a socket for on the box, each with its pair group. */
-export const VAULT_CALLERS = ['keystore', 'tester-api', 'uplink', 'sentinel'] as const;
+export const VAULT_CALLERS = ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock'] as const;
 
 /**
  * `separate` (default on; PKS_SEPARATE_USERS=0 turns it off): as root, the vault runs as pks-vault with its supplementary pair groups and
@@ -66,6 +66,8 @@ export async function startVault(opts: {
         boxId: opts.boxId,
         hsm: { module: token.module, tokenLabel: token.label, pinFile, softhsm2Conf: token.conf },
         ...(opts.ecuCa ? { ecuCa: { cert: ecuCaFile, subject: opts.ecuCa.subject ?? 'CN=Plant ECU issuing CA,O=OEM1', profiles: opts.ecuCa.profiles } } : {}),
+        // unlock: the user CA and the OEM's token key for the unlock service (scripts/plant/unlock.ts)
+        unlock: { tokenKeys: ['oem1'] },
         ...(user ? { ipc: { groups: pairGroups('vault', VAULT_CALLERS) } } : {}),
       },
       null,

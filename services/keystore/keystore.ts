@@ -154,7 +154,8 @@ export class Keystore {
     };
   }
 
-  private async commit<T>(fn: () => T): Promise<T> {
+  /** One transaction, on disk before it resolves (unlock-log.ts writes through it too). */
+  async commit<T>(fn: () => T): Promise<T> {
     let out: T;
     try {
       // resolves only once flushed: lmdb-js resolves a commit before it is on disk (overlappingSync)

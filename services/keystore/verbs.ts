@@ -4,6 +4,7 @@ import type { VerbTable } from '../../appliance/ipc.js';
 import { CERT_PROFILE, ID, NAME, POOL, hex } from '../../appliance/schema.js';
 import { MAX_CHUNK_BYTES } from '../../appliance/batch-format.js';
 import type { Keystore } from './keystore.js';
+import { UNLOCK_KEYSTORE_VERBS, unlockKeystoreVerbs } from './unlock-log.js';
 import type { EcuCertRequest, TesterRecord } from '../../appliance/contracts/keystore.js';
 
 const obj = (required: string[], properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required, properties });
@@ -124,6 +125,7 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
         return { ok: true };
       },
     },
+    ...unlockKeystoreVerbs(ks),
   };
 }
 
@@ -132,6 +134,7 @@ export const KEYSTORE_CALLERS: Readonly<Record<string, readonly string[]>> = Obj
   uplink: ['import-chunk', 'outbox-peek', 'outbox-file', 'outbox-ack', 'outbox-reject', 'outbox-put', 'stats', 'pool-set', 'tester-revoke', 'checkpoint'],
   sentinel: ['stats', 'outbox-put', 'tester-list', 'outbox-rejected'],
   pksctl: ['stats', 'outbox-rejected', 'import-chunk', 'tester-put', 'tester-get', 'tester-list', 'tester-revoke', 'pool-set', 'checkpoint', 'history', 'handover'],
+  unlock: UNLOCK_KEYSTORE_VERBS,
 });
 
 

@@ -5,7 +5,7 @@
 // Payload:
 //   { "v": 1, "seq": <integer, strictly increasing per box>, "expiresAt": "<ISO time>",
 //     "boxId": "<box CN>", "command": "set-quota"|"set-schedule"|"sync-now"|"revoke-tester"|
-//     "rotate-cert", "args": {...} }
+//     "rotate-cert"|"unlock-onboard"|"unlock-approve"|"unlock-revoke", "args": {...} }
 // rotate-cert takes no arguments: the box makes its new key itself (identity.ts) and reports
 // on cmd-result only once it is connected with the new certificate.
 // The box refuses (coded error, published on cmd-result, logged, alerted) anything unsigned,
@@ -15,8 +15,9 @@ import { createHash, createPublicKey, createSign, createVerify, type KeyObject }
 import { compileChecker } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
 import { NAME, POOL } from '../../appliance/schema.js';
+import { UNLOCK_ARG_SCHEMAS, UNLOCK_COMMANDS } from './unlock-commands.js';
 
-export const COMMANDS = ['set-quota', 'set-schedule', 'sync-now', 'revoke-tester', 'rotate-cert'] as const;
+export const COMMANDS = ['set-quota', 'set-schedule', 'sync-now', 'revoke-tester', 'rotate-cert', ...UNLOCK_COMMANDS] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 export interface CommandPayload {
@@ -89,6 +90,7 @@ const argSchemas: Record<CommandName, Record<string, unknown>> = {
   'revoke-tester': { type: 'object', additionalProperties: false, required: ['cn'], properties: { cn: NAME } },
   // the box makes the new key itself (identity.ts): ops never handles a private key
   'rotate-cert': { type: 'object', additionalProperties: false, properties: {} },
+  ...UNLOCK_ARG_SCHEMAS,
 };
 
 const checkEnvelope = compileChecker<SignedCommand>(envelopeSchema, 'command', 'PKS_COMMAND_INVALID');

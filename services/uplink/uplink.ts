@@ -32,6 +32,7 @@ import { checkIssuedCert, loadStoredIdentity, makeCsr, removeIdentity, serialOf,
 import { connectLink, publish } from '../../appliance/mqtt-link.js';
 import { StateFile } from './state.js';
 import { BOX_INBOUND, boxTopic, parseTopic } from '../../appliance/contracts/topics.js';
+import { isUnlockCommand, runUnlockCommand } from './unlock-commands.js';
 
 export interface UplinkDeps {
   cfg: UplinkConfig;
@@ -424,6 +425,7 @@ export class Uplink {
 
   private async execute(cmd: CommandPayload): Promise<Record<string, unknown>> {
     const a = cmd.args as Record<string, any>;
+    if (isUnlockCommand(cmd.command)) return runUnlockCommand(cmd.command, a);
     switch (cmd.command) {
       case 'set-quota':
         return (await this.d.keystore.call('pool-set', a)) as Record<string, unknown>;

@@ -2,6 +2,7 @@
 // call which verb. The PIN itself is never in the config: it is the systemd credential
 // `hsm-pin` (or, for development, the file named by hsm.pinFile).
 import { CERT_PROFILE, HSM_TOKEN, NAME, PATH } from '../../appliance/schema.js';
+import { TOKEN_KEY_NAME } from './unlock-keys.js';
 import type { EcuCaConfig } from './signed-structures.js';
 
 export interface VaultConfig {
@@ -10,6 +11,8 @@ export interface VaultConfig {
   /** ECU certificates: the issuing CA certificate over the HSM key and the profiles (issue 9) */
   ecuCa?: EcuCaConfig;
   ipc: { callers?: Record<string, string[]>; groups?: Record<string, number> };
+  /** the unlock service's HSM keys: the user CA and one token key per name (OEM or ECU type) */
+  unlock?: { tokenKeys: string[] };
 }
 
 export const vaultSchema = {
@@ -42,6 +45,12 @@ export const vaultSchema = {
           },
         },
       },
+    },
+    unlock: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['tokenKeys'],
+      properties: { tokenKeys: { type: 'array', minItems: 1, maxItems: 32, uniqueItems: true, items: TOKEN_KEY_NAME } },
     },
     ipc: {
       type: 'object',

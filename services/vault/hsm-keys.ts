@@ -5,13 +5,16 @@ import pkcs11js from 'pkcs11js';
 import type { Template } from 'pkcs11js';
 import { P256_EC_PARAMS } from '../../appliance/ec-der.js';
 
-export const KEY_NAMES = ['identity', 'transport', 'storage', 'audit', 'ecu-ca'] as const;
-export type KeyName = (typeof KEY_NAMES)[number];
-export type SigningKeyName = 'identity' | 'audit' | 'ecu-ca';
+const BUILTIN_KEYS = ['identity', 'transport', 'storage', 'audit', 'ecu-ca'] as const;
+/** `unlock-*`: keys of the unlock service, added by registerKey() from the vault config (unlock-keys.ts) */
+export type KeyName = (typeof BUILTIN_KEYS)[number] | `unlock-${string}`;
+export type SigningKeyName = 'identity' | 'audit' | 'ecu-ca' | `unlock-${string}`;
 export type PublicKeyName = Exclude<KeyName, 'storage'>;
 
-export const SIGNING_KEYS: readonly SigningKeyName[] = ['identity', 'audit', 'ecu-ca'];
-export const PUBLIC_KEYS: readonly PublicKeyName[] = ['identity', 'transport', 'audit', 'ecu-ca'];
+// mutable only through registerKey(), before the HSM is opened
+export const KEY_NAMES: KeyName[] = [...BUILTIN_KEYS];
+export const SIGNING_KEYS: SigningKeyName[] = ['identity', 'audit', 'ecu-ca'];
+export const PUBLIC_KEYS: PublicKeyName[] = ['identity', 'transport', 'audit', 'ecu-ca'];
 
 export interface KeySpec {
   readonly name: KeyName;
@@ -19,15 +22,26 @@ export interface KeySpec {
   readonly kind: 'ec' | 'aes';
   readonly sign: boolean;
   readonly derive: boolean;
+  /** CKA_COPYABLE false on the private half: not even C_CopyObject inside the token */
+  readonly noCopy?: boolean;
 }
 
-export const KEY_SPECS: Readonly<Record<KeyName, KeySpec>> = Object.freeze({
+export const KEY_SPECS: Record<KeyName, KeySpec> = {
   identity: { name: 'identity', kind: 'ec', sign: true, derive: false },
   transport: { name: 'transport', kind: 'ec', sign: false, derive: true },
   storage: { name: 'storage', kind: 'aes', sign: false, derive: false },
   audit: { name: 'audit', kind: 'ec', sign: true, derive: false },
   'ecu-ca': { name: 'ecu-ca', kind: 'ec', sign: true, derive: false },
-});
+};
+
+/** Adds a P-256 signing key to the hierarchy (created by ensureHierarchy, checked by checkHierarchy). */
+export function registerKey(spec: KeySpec & { name: `unlock-${string}` }): void {
+  if (KEY_SPECS[spec.name]) return;
+  KEY_SPECS[spec.name] = Object.freeze({ ...spec });
+  KEY_NAMES.push(spec.name);
+  if (spec.sign) SIGNING_KEYS.push(spec.name);
+  PUBLIC_KEYS.push(spec.name);
+}
 
 /** private: EC private key or AES secret key (the sensitive half); public: EC public key */
 export type KeyPart = 'private' | 'public';
@@ -93,6 +107,7 @@ export function expectations(spec: KeySpec, part: KeyPart): Expectation[] {
       [A.CKA_NEVER_EXTRACTABLE, true, 'CKA_NEVER_EXTRACTABLE'],
       [A.CKA_MODIFIABLE, false, 'CKA_MODIFIABLE'],
     );
+    if (spec.noCopy) base.push([A.CKA_COPYABLE, false, 'CKA_COPYABLE']);
   }
   return [...base, ...usage(spec, part)];
 }
@@ -129,6 +144,7 @@ export function ecPairTemplates(spec: KeySpec): { pub: Template; priv: Template 
       { type: A.CKA_PRIVATE, value: true },
       { type: A.CKA_SENSITIVE, value: true },
       { type: A.CKA_EXTRACTABLE, value: false },
+      ...(spec.noCopy ? [{ type: A.CKA_COPYABLE, value: false }] : []),
       ...attrs(usage(spec, 'private')),
     ],
   };

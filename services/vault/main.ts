@@ -8,10 +8,12 @@ import { vaultSchema, type VaultConfig } from './config.js';
 import type { EcuCaConfig } from './signed-structures.js';
 import { Vault } from './vault.js';
 import { DEFAULT_CALLERS, vaultVerbs } from './verbs.js';
+import { registerUnlockKeys } from './unlock-keys.js';
 
 await runService('vault', async (log) => {
   const cfg = loadConfig<VaultConfig>(vaultSchema);
   const pin = readCredential('hsm-pin', cfg.hsm.pinFile);
+  if (cfg.unlock) registerUnlockKeys(cfg.unlock.tokenKeys);
   const vault = new Vault(
     { module: cfg.hsm.module, tokenLabel: cfg.hsm.tokenLabel, pin, ...(cfg.hsm.softhsm2Conf ? { softhsm2Conf: cfg.hsm.softhsm2Conf } : {}) },
     cfg.boxId,

@@ -12,8 +12,8 @@ import { newSerial } from '../../appliance/x509.js';
 import { Hsm, type HsmConfig, type KeyName } from './hsm.js';
 import { EcuCa, checkpointToSign, verificationFileToSign, type EcuCaConfig, type IssuedCertificate } from './signed-structures.js';
 
-type SignKey = 'identity' | 'audit' | 'ecu-ca';
-export type PublicKeyName = 'identity' | 'transport' | 'audit' | 'ecu-ca';
+export type SignKey = 'identity' | 'audit' | 'ecu-ca' | `unlock-${string}`;
+export type PublicKeyName = 'identity' | 'transport' | 'audit' | 'ecu-ca' | `unlock-${string}`;
 
 export interface SheRequest {
   batchId: string;
@@ -135,6 +135,14 @@ export class Vault {
   // raw signing stays inside the vault: every caller asks for a typed structure below
   private sign(name: SignKey, data: Buffer): Buffer {
     return this.use((h) => h.sign(name, data));
+  }
+
+  /**
+   * The unlock keys sign only what services/vault/unlock-verbs.ts builds inside this process
+   * from validated fields (a token, a user certificate): never bytes a caller sent.
+   */
+  signUnlockStructure(name: `unlock-${string}`, built: Buffer): Buffer {
+    return this.sign(name, built);
   }
 
   /** An audit checkpoint from its fields (the keystore's verb). */

@@ -7,6 +7,7 @@ import type { PublicKeyName, SheRequest, Vault } from './vault.js';
 
 const HASH = hex(32);
 const TIME = { type: 'string', maxLength: 40 } as const;
+import { UNLOCK_CALLER_VERBS, unlockVerbs } from './unlock-verbs.js';
 
 const she = {
   batchId: ID,
@@ -114,6 +115,7 @@ export function vaultVerbs(vault: Vault): VerbTable {
         ok: vault.sheVerify(toShe(b), Buffer.from(b.m4, 'hex'), Buffer.from(b.m5, 'hex')),
       }),
     },
+    ...unlockVerbs(vault),
   };
 }
 
@@ -128,5 +130,6 @@ export const DEFAULT_CALLERS: Readonly<Record<string, readonly string[]>> = Obje
   'tester-api': ['status', 'public-key'],
   uplink: ['status', 'public-key'],
   sentinel: ['status'],
-  pksctl: ['status', 'public-key', 'ecu-ca-certificate'],
+  pksctl: ['status', 'public-key', 'ecu-ca-certificate', 'unlock-public-key'],
+  unlock: UNLOCK_CALLER_VERBS,
 });

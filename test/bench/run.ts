@@ -35,6 +35,7 @@ import { meter, type Metered } from './meter.js';
 import { startPostgres } from './postgres.js';
 import { makeCerts, startKeystorePg, startQuietServices, startTesterApi, TESTER, type Certs } from './stack.js';
 import { stockCost, type StockResult } from './stock.js';
+import { unlockBench } from './unlock.js';
 import { curveSvg } from './svg.js';
 
 const QUICK = process.env.PKS_BENCH_QUICK === '1';
@@ -311,6 +312,8 @@ async function main(): Promise<void> {
     `ratios     ours/postgres ${f2(vsPg)} (>= 2)   buffer ${f2(bufRatio)} (>= 5)   ours/floor ${f2(vsFloor)} (>= 0.8)   single p50 ${f2(oursOne.p50)} / p99 ${f2(oursOne.p99)} ms (<= 2 / 5; postgres ${f2(pgOne.p50)} / ${f2(pgOne.p99)})   open 50% p99 ${f1(at(0.5).p99)} ms (<= 25)   rss ${f1(rss)} MB (<= 300)   import ${f1(imp.keysPerS)}/s (>= 250000)   stock ${f2(stockRatio)} (<= 1.2)`,
   );
   say(`targets    ${Object.entries(targets).map(([k, v]) => `${k} ${v ? 'met' : 'MISSED'}`).join(', ')}; total ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  // issue 14: unlock tokens (test/bench/unlock.ts)
+  const unlockFigures = await unlockBench({ say });
   say(
     JSON.stringify({
       vs_postgres: r2(vsPg),
@@ -347,6 +350,7 @@ async function main(): Promise<void> {
       measure_s: MEASURE_MS / 1000,
       errors: { ours: ours.load.errors, floor: floorR.errors, postgres: pgm.load.errors, open: open.map((r) => r.errors + r.dropped) },
       targets_met: targets,
+      ...unlockFigures,
     }),
   );
 }

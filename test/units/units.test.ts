@@ -15,15 +15,16 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'
 const overlay = path.join(repoRoot, 'rootfs-overlay');
 const unitDir = path.join(overlay, 'usr/lib/systemd/system');
 
-const SERVICES = ['vault', 'keystore', 'tester-api', 'uplink', 'sentinel'] as const;
-const NETWORK_FACING = new Set<string>(['tester-api', 'uplink', 'sentinel']);
+const SERVICES = ['vault', 'keystore', 'tester-api', 'uplink', 'sentinel', 'unlock'] as const;
+const NETWORK_FACING = new Set<string>(['tester-api', 'uplink', 'sentinel', 'unlock']);
 // Servers and the callers each has a socket for: /run/pks/<server>/<caller>.sock, group
 // pks-<server>-<caller> (sysusers.d/pks.conf).
 const SOCKET_PAIRS: Record<string, readonly string[]> = {
-  vault: ['keystore', 'tester-api', 'uplink', 'sentinel'],
-  keystore: ['tester-api', 'uplink', 'sentinel'],
+  vault: ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock'],
+  keystore: ['tester-api', 'uplink', 'sentinel', 'unlock'],
   'tester-api': ['sentinel'],
   uplink: ['sentinel'],
+  unlock: ['uplink'],
 };
 
 // ---- a minimal unit-file reader -------------------------------------------------------------
@@ -112,7 +113,7 @@ test.after(() => {
 // ---- the unit files themselves --------------------------------------------------------------
 
 // pks-measure.service is the boot-time oneshot of the image (measured boot), checked by the image tests
-test('the unit directory holds exactly the five PKS services, the measurement and unseal oneshots and pks.target', () => {
+test('the unit directory holds exactly the PKS services, the measurement and unseal oneshots and pks.target', () => {
   const found = readdirSync(unitDir).filter((f) => f.startsWith('pks')).sort();
   const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks-measure.service', 'pks-unseal.service', 'pks.target'].sort();
   assert.equal(found, want);
@@ -337,6 +338,7 @@ if (!canNft) console.log('SKIP nftables: needs root, nft (Debian package "nftabl
   const chain = (name: string) => r.stdout.split(/\n\s*chain /).find((c) => c.startsWith(`${name} {`)) ?? '';
   for (const name of ['input', 'forward', 'output']) assert.match(chain(name), /policy drop;/, `${name} policy drop`);
   assert.match(chain('input'), /tcp dport 8443 accept/);
+  assert.match(chain('input'), /tcp dport 9443 accept/);
   assert.not.match(chain('input'), /^\s*tcp dport 22 accept/m, 'ssh stays off by default');
   assert.match(chain('output'), /tcp dport 8883 accept/);
 });

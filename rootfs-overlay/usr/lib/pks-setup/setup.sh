@@ -14,7 +14,7 @@
 #   certificate from a box CA kept in /var/lib/pks/setup; /etc/pks/<service>.json for the five
 #   services (validated against the services' own schemas); the credentials the units load
 #   (/etc/pks/credentials/{hsm-pin.sealed,hsm-so-pin.sealed}: TPM-sealed, opened at boot by
-#   pks-unseal.service; tls-key, mqtt-key still files); and the provisioning record of the config
+#   pks-unseal.service; tls-key, unlock-tls-key, mqtt-key still files); and the provisioning record of the config
 #   measurement (/var/lib/pks/attest/config-expected.json, see services/attest/site-expected.ts).
 # The mqtt-client.key is moved, not copied, out of SITE_DIR.
 # Idempotent only as a whole: it refuses to run on a provisioned box (/var/lib/pks/.provisioned).
@@ -86,6 +86,10 @@ install -m 0644 /var/lib/pks/setup/box-ca.crt /etc/pks/tls/box-ca.crt
 install -m 0600 /var/lib/pks/setup/server.key /etc/pks/credentials/tls-key
 install -m 0644 "$site/tester-ca.crt" /etc/pks/tls/tester-ca.crt
 log "tester API certificate issued for ${env[TLS_SAN]}"
+# the unlock service's own server certificate (port 9443), from the same box CA
+"$lib/pki.sh" issue /var/lib/pks/setup box-ca unlock-server --cn pks.local --server --san "${env[TLS_SAN]}" --days 3650 --force >/dev/null
+install -m 0644 /var/lib/pks/setup/unlock-server.crt /etc/pks/tls/unlock-server.crt
+install -m 0600 /var/lib/pks/setup/unlock-server.key /etc/pks/credentials/unlock-tls-key
 
 # 3. the KMS side: pinned CA, broker CA, the box's MQTT identity, the ops key
 install -m 0644 "$site/kms-ca.crt" /etc/pks/kms-ca.crt

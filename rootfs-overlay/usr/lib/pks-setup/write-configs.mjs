@@ -1,4 +1,4 @@
-// Writes /etc/pks/<service>.json for the five services from the site's settings (PKS_SITE_*
+// Writes /etc/pks/<service>.json for the services from the site's settings (PKS_SITE_*
 // environment, see setup.sh) and the IPC pair groups' numbers from /etc/group, and checks each
 // against the service's own schema first: a box is never set up with a config its service
 // would refuse at start.
@@ -14,6 +14,7 @@ const { keystoreSchema } = await load('services/keystore/config.js');
 const { testerApiSchema } = await load('services/tester-api/config.js');
 const { uplinkSchema } = await load('services/uplink/config.js');
 const { parseSentinelConfig } = await load('services/sentinel/config.js');
+const { unlockSchema } = await load('services/unlock/config.js');
 
 const dir = process.argv[2];
 if (!dir) {
@@ -51,6 +52,9 @@ const groups = (server, callers) =>
 const boxId = site('BOX_ID');
 const pools = site('POOLS').split(',').filter(Boolean);
 const mailTo = site('MAIL_TO').split(',').filter(Boolean);
+// unlock tokens: one token key per OEM of the site's pools, each ECU type signed by its OEM's key
+const unlockEcuTypes = Object.fromEntries(pools.map((p) => p.split('.')).map(([oem, type]) => [type, { tokenKey: oem.toLowerCase().slice(0, 16) }]));
+const unlockTokenKeys = [...new Set(Object.values(unlockEcuTypes).map((e) => e.tokenKey))];
 
 const configs = {
   vault: validateConfig(
@@ -58,7 +62,8 @@ const configs = {
     {
       boxId,
       hsm: { module: site('HSM_MODULE', '/usr/lib/softhsm/libsofthsm2.so'), tokenLabel: `pks-${boxId}`.slice(0, 32), softhsm2Conf: '/etc/pks/softhsm2.conf' },
-      ipc: { groups: groups('vault', ['keystore', 'tester-api', 'uplink', 'sentinel']) },
+      ipc: { groups: groups('vault', ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock']) },
+      unlock: { tokenKeys: unlockTokenKeys },
     },
     'vault.json',
   ),
@@ -77,7 +82,7 @@ const configs = {
         testerPerHour: Number(site('RESERVATIONS_PER_HOUR', '500')),
         poolPerHour: Number(site('POOL_RESERVATIONS_PER_HOUR', '20000')),
       },
-      ipc: { groups: groups('keystore', ['tester-api', 'uplink', 'sentinel']) },
+      ipc: { groups: groups('keystore', ['tester-api', 'uplink', 'sentinel', 'unlock']) },
     },
     'keystore.json',
   ),
@@ -104,6 +109,17 @@ const configs = {
       ipc: { groups: groups('uplink', ['sentinel']) },
     },
     'uplink.json',
+  ),
+  unlock: validateConfig(
+    unlockSchema,
+    {
+      boxId,
+      listen: { host: '::', port: 9443 },
+      tls: { cert: '/etc/pks/tls/unlock-server.crt' },
+      ecuTypes: unlockEcuTypes,
+      ipc: { groups: groups('unlock', ['uplink']) },
+    },
+    'unlock.json',
   ),
   sentinel: parseSentinelConfig(
     {
