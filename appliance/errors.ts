@@ -76,6 +76,25 @@ export const CATALOGUE = Object.freeze({
   // sentinel / mail
   PKS_MAIL_FAILED: spec(503, 'alert mail could not be sent', true),
 
+  // ECU protocols (DoIP, ISO-TP, UDS) and pks-inject: what the ECU side sent or failed to send
+  PKS_DOIP_HEADER: spec(400, 'DoIP header is malformed (version pattern)'),
+  PKS_DOIP_LENGTH: spec(400, 'DoIP payload length is wrong for its type'),
+  PKS_DOIP_UNKNOWN_TYPE: spec(400, 'DoIP payload type is unknown'),
+  PKS_DOIP_TOO_LARGE: spec(413, 'DoIP message is larger than allowed'),
+  PKS_DOIP_NACK: spec(502, 'DoIP entity refused the message (NACK)'),
+  PKS_DOIP_ROUTING_DENIED: spec(403, 'DoIP routing activation was denied'),
+  PKS_DOIP_TIMEOUT: spec(504, 'DoIP entity did not answer in time', true),
+  PKS_DOIP_CLOSED: spec(503, 'DoIP connection closed', true),
+  PKS_ISOTP_FRAME: spec(400, 'ISO-TP frame is malformed'),
+  PKS_ISOTP_SEQUENCE: spec(400, 'ISO-TP frame is out of sequence'),
+  PKS_ISOTP_TIMEOUT: spec(504, 'ISO-TP peer did not answer in time', true),
+  PKS_ISOTP_OVERFLOW: spec(413, 'ISO-TP message too large for the receiver'),
+  PKS_CAN_UNAVAILABLE: spec(503, 'CAN interface is not available'),
+  PKS_UDS_NEGATIVE: spec(502, 'ECU answered with a UDS negative response'),
+  PKS_UDS_PROTOCOL: spec(502, 'ECU answered out of the UDS protocol'),
+  PKS_UDS_TIMEOUT: spec(504, 'ECU did not answer the UDS request in time', true),
+  PKS_UDS_MAPPING_INVALID: spec(400, 'UDS mapping of an ECU type is invalid'),
+
   // anything we did not foresee: never leak internals, say so
   PKS_INTERNAL: spec(500, 'internal error'),
 } satisfies Record<string, ErrorSpec>);
