@@ -11,6 +11,8 @@ import {
   ACTIVATION_TYPE,
   DIAG_NACK,
   DOIP_HEADER_LEN,
+  DOIP_VERSION,
+  DOIP_VERSION_2012,
   DoipDecodeError,
   DoipStream,
   HEADER_NACK,
@@ -48,6 +50,8 @@ interface Conn {
   sock: net.Socket;
   tls: boolean;
   sa: number | undefined;
+  /** the tester's protocol version: answers go out in it (scapy and 2012 testers match on it) */
+  version: number;
   idle: NodeJS.Timeout;
   alive?: (sa: number) => void;
 }
@@ -66,7 +70,8 @@ export async function startEntity(o: EntityOptions): Promise<DoipEntity> {
   const maxData = o.maxDataSize ?? 4096 + 4;
   const [loSa, hiSa] = o.testerRange ?? [0x0e00, 0x0fff];
   const conns = new Set<Conn>();
-  const id: VehicleId = { furtherAction: 0x00, ...o.identity };
+  // with the VIN/GID sync status byte: 33 bytes, as scapy and most testers expect
+  const id: VehicleId = { furtherAction: 0x00, syncStatus: 0x00, ...o.identity };
   const err = (e: Error): void => o.onError?.(e);
   const timers = new Set<NodeJS.Timeout>();
   const later = (ms: number, f: () => void): void => {
@@ -78,7 +83,7 @@ export async function startEntity(o: EntityOptions): Promise<DoipEntity> {
   };
 
   const send = (c: Conn, m: Message): void => {
-    if (!c.sock.destroyed) c.sock.write(encode(m));
+    if (!c.sock.destroyed) c.sock.write(encode(m, c.version));
   };
   const touch = (c: Conn, ms: number): void => {
     clearTimeout(c.idle);
@@ -186,7 +191,7 @@ export async function startEntity(o: EntityOptions): Promise<DoipEntity> {
 
   const accept = (sock: net.Socket, isTls: boolean): void => {
     sock.setNoDelay(true);
-    const c: Conn = { sock, tls: isTls, sa: undefined, idle: setTimeout(() => sock.destroy(), t.T_TCP_Initial_Inactivity) };
+    const c: Conn = { sock, tls: isTls, sa: undefined, version: DOIP_VERSION, idle: setTimeout(() => sock.destroy(), t.T_TCP_Initial_Inactivity) };
     if (conns.size >= maxSockets) {
       // ISO 13400-2 checks free sockets at routing activation; with none left we refuse the
       // activation there, so the socket is accepted and answered 0x01 when it asks
@@ -207,7 +212,10 @@ export async function startEntity(o: EntityOptions): Promise<DoipEntity> {
     }
     conns.add(c);
     const stream = new DoipStream(maxData, {
-      message: (m) => onMessage(c, m),
+      message: (m, version) => {
+        if (version === DOIP_VERSION || version === DOIP_VERSION_2012) c.version = version;
+        onMessage(c, m);
+      },
       error: (e: DoipDecodeError) => {
         send(c, { type: PT.GENERIC_NACK, code: e.nack });
         if (e.close) sock.end();
@@ -250,13 +258,15 @@ export async function startEntity(o: EntityOptions): Promise<DoipEntity> {
   }
   if (o.udp) {
     const u: UdpSocket = createSocket({ type: 'udp4', reuseAddr: true });
+    let udpVersion = DOIP_VERSION;
     const udpAnswer = (m: Message, to: RemoteInfo): void => {
-      u.send(encode(m), to.port, to.address);
+      u.send(encode(m, udpVersion), to.port, to.address);
     };
     u.on('message', (b: Buffer, from: RemoteInfo) => {
       let m: Message;
       try {
         const h = decodeHeader(b, maxData);
+        udpVersion = h.version === DOIP_VERSION_2012 ? DOIP_VERSION_2012 : DOIP_VERSION;
         if (b.length !== DOIP_HEADER_LEN + h.length) throw new DoipDecodeError('PKS_DOIP_LENGTH', HEADER_NACK.INVALID_LENGTH, false, 'datagram length does not match the header');
         m = decodePayload(h, b.subarray(DOIP_HEADER_LEN));
       } catch (e) {
