@@ -10,6 +10,7 @@ import { startEntity, type DoipEntity, type EntityOptions } from '../../applianc
 import { AUTH, AUTH_RETURN, challengeResponse, parseProof, proofResponse, type EcuAuthenticator } from '../../appliance/uds/auth.js';
 import { NRC, SESSION, SID, SUPPRESS, negative } from '../../appliance/uds/codec.js';
 import { devSecuritySecret, securityKey, type EcuTypeMapping } from '../../appliance/uds/mapping.js';
+import { IsoTp, type FrameLink, type IsoTpOptions } from '../../appliance/isotp/transport.js';
 import { SheEcu, SheError } from './ecu-sim.js';
 
 export interface UdsEcuOptions {
@@ -283,4 +284,10 @@ export async function serveDoip(o: Omit<EntityOptions, 'resolve'> & { ecus: (add
       return ecu ? (req, reply) => ecu.handle(req.data, reply) : undefined;
     },
   });
+}
+
+/** One ECU on a CAN bus: ISO-TP on its request/response ids (classic or FD per `o`). */
+export function serveIsoTp(link: FrameLink, ecu: UdsEcu, o: Omit<IsoTpOptions, 'onMessage'>): IsoTp {
+  const tp: IsoTp = new IsoTp(link, { ...o, onMessage: (req) => ecu.handle(req, (res) => void tp.send(res).catch((e: Error) => o.onError?.(e as never))) });
+  return tp;
 }
