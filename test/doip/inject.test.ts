@@ -18,6 +18,7 @@ import { startBox, type Box } from '../../scripts/plant/box.js';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
 import { UdsEcu, serveDoip } from '../../scripts/plant/ecu-uds.js';
 import { ROOT } from '../../scripts/plant/process.js';
+import { runDoipPhase } from '../../scripts/plant/doip-phase.js';
 import { startTesterApi, type TesterApiHandle } from '../../scripts/plant/tester-api.js';
 
 const run = promisify(execFile);
@@ -158,6 +159,14 @@ s('the CLI: bin/pks-inject over DoIP, progress on stderr, one JSON result per EC
   );
   assert.is(bad?.code, 1);
   assert.match(bad!.stderr, /FAILED PKS_DOIP_NACK/);
+});
+
+s("the demo's DoIP phase: a bench of ECUs over one DoIP connection, one reworked", async () => {
+  const r = await runDoipPhase({ api, pools: POOLS.map((p) => ({ pool: p.pool, masterKey: master })), ecus: 6, failEvery: 3 });
+  assert.equal(r.doip_ecus, 6);
+  assert.equal(r.doip_injected, 6);
+  assert.equal(r.doip_verified, 6);
+  assert.equal(r.doip_burned, 2);
 });
 
 s.run();
