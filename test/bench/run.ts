@@ -24,6 +24,7 @@ import { runLoad, uidMaker, type LoadResult } from './load.js';
 import { startPostgres } from './postgres.js';
 import { makeCerts, startKeystorePg, startTesterApi, TESTER, type Certs } from './stack.js';
 import { stockCost, type StockResult } from './stock.js';
+import { benchDoip } from './doip.js';
 
 const QUICK = process.env.PKS_BENCH_QUICK === '1';
 const CONCURRENCY = Number(process.env.PKS_BENCH_TESTERS ?? 64);
@@ -212,6 +213,8 @@ async function main(): Promise<void> {
   const vsFloor = oursR.perS / floorR.perS;
   const targets = { vs_postgres: vsPg >= 2, vs_floor: vsFloor >= 0.5, p99_ms: oursR.p99 <= 25, stock_10m_vs_10k: stockRatio <= 1.2, import_keys_per_s: imp.keysPerS >= 50_000 };
   say(`ratios    ours/postgres ${vsPg.toFixed(2)} (target >= 2)   ours/floor ${vsFloor.toFixed(2)} (target >= 0.5)   p99 ${f1(oursR.p99)} ms (target <= 25)   stock ${stockRatio.toFixed(2)} (target <= 1.2)   import ${f1(imp.keysPerS)}/s (target >= 50000)`);
+  note('doip: injections per DoIP connection and one ECU\'s time (test/bench/doip.ts)');
+  const doip = await benchDoip({ say });
   say(`targets   ${Object.entries(targets).map(([k, v]) => `${k} ${v ? 'met' : 'MISSED'}`).join(', ')}; total ${((performance.now() - started) / 1000).toFixed(0)} s`);
   say(
     JSON.stringify({
@@ -240,6 +243,7 @@ async function main(): Promise<void> {
       measure_s: MEASURE_MS / 1000,
       errors: { ours: oursR.errors, floor: floorR.errors, postgres: pgR.errors },
       targets_met: targets,
+      ...doip,
     }),
   );
 }
