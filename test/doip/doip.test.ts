@@ -262,4 +262,30 @@ tcp('A_DoIP_Diagnostic_Message: no ACK in time is PKS_DOIP_TIMEOUT; no UDS answe
   }
 });
 
+tcp('all sockets taken: routing activation answered 0x01; T_TCP_General_Inactivity closes an idle active socket', async () => {
+  const cs = await Promise.all([0x0e90, 0x0e91, 0x0e92].map((sa) => connect(entity.tcpPort!, sa)));
+  try {
+    await Promise.all(cs.map((c) => c.activate()));
+    const extra = await connect(entity.tcpPort!, 0x0e93);
+    await extra.activate().then(
+      () => assert.unreachable(),
+      (e) => assert.match(String(e), new RegExp(`0x0${ROUTING.NO_FREE_SOCKET}`)),
+    );
+  } finally {
+    for (const c of cs) c.close();
+  }
+  const idle = await startEntity({ identity: ID, resolve: echo(), tcp: { host: '127.0.0.1', port: 0 }, timers: { T_TCP_General_Inactivity: 200 } });
+  try {
+    const c = await connect(idle.tcpPort!);
+    await c.activate();
+    await new Promise((r) => setTimeout(r, 400));
+    await c.link(0x1001).send(Buffer.from([0x3e, 0x00])).then(
+      () => assert.unreachable(),
+      (e) => assert.is((e as { code: string }).code, 'PKS_DOIP_CLOSED'),
+    );
+  } finally {
+    await idle.close();
+  }
+});
+
 tcp.run();
