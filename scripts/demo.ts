@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { verifyAudit } from '../services/keystore/audit.js';
 import type { StatsResponse } from '../appliance/contracts/keystore.js';
 import { openDbs } from '../services/keystore/db.js';
+import { runDoipPhase } from './plant/doip-phase.js';
 import { runPlant, type Plant } from './plant/plant.js';
 import { runUnlockPhase } from './plant/unlock-phase.js';
 
@@ -43,6 +44,9 @@ if (!values.keep) {
 try {
   plant = await runPlant({ base, testers: testersN, ecus: ecusN, say });
   const { box, summary, smtp, kms } = plant;
+  // part of the line injects over DoIP + UDS into simulated ECUs (scripts/plant/doip-phase.ts)
+  const doipN = Math.max(10, Math.floor(ecusN / 20));
+  summary.doip_injected = (await runDoipPhase({ api: plant.api, pools: plant.linePools, ecus: doipN, failEvery: 10, say })).doip_injected;
   say(`\n== line: ${summary.injected}/${summary.ecus} ECUs injected, p50 ${summary.p50_ms} ms, p99 ${summary.p99_ms} ms`);
   say(`proofs verified ${summary.verified}, keys burned ${summary.burned} (every 50th ECU failed once, got a fresh key), keys issued twice ${summary.duplicates}`);
   say(`rework on the strict SHE simulator: ${summary.reworked} ECUs loaded a key whose proof was lost and took the replacement (higher SHE counter); ${summary.occupied} ECUs whose slot already held a newer key refused the package (key burned, ECU to analysis)`);
@@ -87,7 +91,7 @@ try {
     await plant.stop();
     await rm(base, { recursive: true, force: true });
     say(JSON.stringify(summary));
-    const good = summary.duplicates === 0 && summary.injected === summary.ecus && summary.kms_verified === summary.injected && audit.ok;
+    const good = summary.duplicates === 0 && summary.injected === summary.ecus && summary.kms_verified === summary.injected && audit.ok && summary.doip_injected === doipN;
     if (!good) process.exitCode = 1;
   }
 } catch (e) {

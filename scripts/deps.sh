@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 base=(softhsm2 opensc openssl libsystemd-dev jq)
-test=(mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools python3-aiosmtpd python3-cryptography systemd tshark nftables iproute2 socat strace chromium libnss3-tools)
+test=(mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools python3-aiosmtpd python3-cryptography systemd tshark nftables iproute2 socat strace chromium libnss3-tools python3-scapy)
 demo=(mosquitto mosquitto-clients)
 bench=(postgresql)
 image=(debootstrap qemu-system-x86 qemu-utils ovmf systemd-boot-efi binutils dosfstools mtools fdisk e2fsprogs cpio zstd swtpm swtpm-tools tpm2-tools jq)

@@ -41,6 +41,8 @@ export interface PlantSummary {
   reorders: number;
   alert_mails: number;
   audit_ok?: boolean;
+  /** ECUs injected over DoIP + UDS by the demo's DoIP phase (scripts/plant/doip-phase.ts) */
+  doip_injected?: number;
 }
 
 export interface Plant {
@@ -52,6 +54,8 @@ export interface Plant {
   uplink: Proc;
   sentinel: Proc;
   summary: PlantSummary;
+  /** the line's pools with their SHE master keys (what simulated ECUs start with) */
+  linePools: { pool: string; masterKey: Buffer }[];
   stop(): Promise<void>;
 }
 
@@ -215,7 +219,7 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
       reorders: upState.reorders ?? 0,
       alert_mails: smtp.mails.length,
     };
-    return { box, broker, kms, smtp, api, uplink, sentinel, summary, stop };
+    return { box, broker, kms, smtp, api, uplink, sentinel, summary, linePools, stop };
   } catch (e) {
     await stop();
     throw e;

@@ -35,6 +35,7 @@ import { meter, type Metered } from './meter.js';
 import { startPostgres } from './postgres.js';
 import { makeCerts, startKeystorePg, startQuietServices, startTesterApi, TESTER, type Certs } from './stack.js';
 import { stockCost, type StockResult } from './stock.js';
+import { benchDoip } from './doip.js';
 import { unlockBench } from './unlock.js';
 import { curveSvg } from './svg.js';
 
@@ -314,6 +315,8 @@ async function main(): Promise<void> {
   say(`targets    ${Object.entries(targets).map(([k, v]) => `${k} ${v ? 'met' : 'MISSED'}`).join(', ')}; total ${((performance.now() - started) / 1000).toFixed(0)} s`);
   // issue 14: unlock tokens (test/bench/unlock.ts)
   const unlockFigures = await unlockBench({ say });
+  note('doip: injections per DoIP connection and one ECU\'s time (test/bench/doip.ts)');
+  const doip = await benchDoip({ say });
   say(
     JSON.stringify({
       vs_postgres: r2(vsPg),
@@ -351,6 +354,7 @@ async function main(): Promise<void> {
       errors: { ours: ours.load.errors, floor: floorR.errors, postgres: pgm.load.errors, open: open.map((r) => r.errors + r.dropped) },
       targets_met: targets,
       ...unlockFigures,
+      ...doip,
     }),
   );
 }
