@@ -73,6 +73,20 @@ export const CATALOGUE = Object.freeze({
   PKS_COMMAND_INVALID: spec(400, 'command is malformed'),
   PKS_UPLINK_DOWN: spec(503, 'KMS link is down', true),
 
+  // updates (services/updater): every refusal changes nothing, the booted slot stays
+  PKS_UPDATE_DOWNGRADE: spec(409, 'bundle is older than the version floor or the running version'),
+  PKS_UPDATE_SIGNATURE: spec(422, 'bundle signature does not verify against the maintenance keyring'),
+  PKS_UPDATE_INCOMPATIBLE: spec(422, 'bundle is for another kind of system'),
+  PKS_UPDATE_CORRUPT: spec(422, 'bundle is truncated or corrupted'),
+  PKS_UPDATE_MANIFEST: spec(422, 'update manifest is malformed or not signed by the KMS'),
+  PKS_UPDATE_FLOOR: spec(503, 'version floor in the TPM cannot be read or raised', true),
+  PKS_UPDATE_BUSY: spec(409, 'another update is in progress', true),
+  PKS_UPDATE_DRAINING: spec(503, 'box is draining for an update', true),
+  PKS_UPDATE_DOWNLOAD: spec(503, 'bundle download failed', true),
+  PKS_UPDATE_INSTALL_FAILED: spec(500, 'bundle could not be installed; the booted slot stays'),
+  PKS_UPDATE_HEALTH_FAILED: spec(500, 'new slot failed its health check; the box fell back'),
+  PKS_UPDATE_INTERRUPTED: spec(500, 'update was interrupted (power cut); the box stayed on a good slot'),
+
   // sentinel / mail
   PKS_MAIL_FAILED: spec(503, 'alert mail could not be sent', true),
 
