@@ -58,13 +58,15 @@ export interface BundleOpts {
   bytes?: number;
   out: string;
   keys?: string;
+  /** written into the payload's first line (the fault tests' health command looks for it) */
+  marker?: string;
 }
 
 /** A plain-format bundle (host) with a random rootfs image whose first bytes name the version. */
 export function makeBundle(o: BundleOpts): string {
   const img = `${o.out}.rootfs`;
   const body = Buffer.alloc(o.bytes ?? 512 * 1024);
-  for (let i = 0; i < body.length; i += 4096) body.write(`pks-root ${o.version}\n`, i);
+  for (let i = 0; i < body.length; i += 4096) body.write(`pks-root ${o.version}${o.marker ? ` ${o.marker}` : ''}\n`, i);
   spawnSync('sh', ['-c', `head -c ${Math.floor(body.length / 2)} /dev/urandom >> "${img}.rnd"`]);
   writeFileSync(img, body);
   const args = ['--format', 'plain', '--version', o.version, '--svn', String(o.svn), '--keys', o.keys ?? devKeys(), '--rootfs', img, '--out', o.out];
