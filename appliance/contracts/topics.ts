@@ -22,6 +22,9 @@
 //                                           P-256 MQTT client key, CN = the box CN (identity.ts)
 //   cert         KMS → box    1    no        {requestId, cert: PEM} issued by the broker's client
 //                                           CA, or {requestId, error{code,detail}}: the answer
+//   update       KMS → box    1    no        a signed update manifest (services/updater/manifest.ts)
+//   update-chunk KMS → box    1    no        {id, i, data: base64}: bundle chunk i of manifest id
+//   update-status box → KMS   1    no        {type: update-progress|update-result, ...} from the updater
 //
 // QoS 1 everywhere and a persistent session (clean: false + sessionExpiryInterval) on both
 // sides: what was published while the other side was away is delivered when it comes back.
@@ -30,13 +33,13 @@
 
 export const PREFIX = 'pks/v1/box';
 
-export const TOPICS = ['batch', 'reorder', 'resend', 'verify', 'ack', 'cmd', 'cmd-result', 'status', 'alert', 'event', 'csr', 'cert'] as const;
+export const TOPICS = ['batch', 'reorder', 'resend', 'verify', 'ack', 'cmd', 'cmd-result', 'status', 'alert', 'event', 'csr', 'cert', 'update', 'update-chunk', 'update-status'] as const;
 export type TopicName = (typeof TOPICS)[number];
 
 /** Topics the box subscribes to; the rest it publishes. */
-export const BOX_INBOUND: readonly TopicName[] = ['batch', 'ack', 'cmd', 'cert'];
+export const BOX_INBOUND: readonly TopicName[] = ['batch', 'ack', 'cmd', 'cert', 'update', 'update-chunk'];
 /** Topics the KMS subscribes to (for every box). */
-export const KMS_INBOUND: readonly TopicName[] = ['reorder', 'resend', 'verify', 'cmd-result', 'status', 'alert', 'event', 'csr'];
+export const KMS_INBOUND: readonly TopicName[] = ['reorder', 'resend', 'verify', 'cmd-result', 'status', 'alert', 'event', 'csr', 'update-status'];
 
 // A CN becomes a topic level: no MQTT wildcards or separators, and the same alphabet as NAME.
 const CN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

@@ -51,3 +51,12 @@ export interface UpdateStatus {
   last?: UpdateResult;
   at: string;
 }
+
+// Drain (issue 13 §4.1): while the updater drains, the keystore refuses new reservations with
+// PKS_UPDATE_DRAINING, whose detail carries the wait; the tester API turns that into
+// Retry-After (the IPC carries code and detail only).
+export const drainingDetail = (retryAfterSeconds: number): string => `draining for an update; retry after ${retryAfterSeconds} s`;
+export function retryAfterOf(detail: string): number | undefined {
+  const m = /retry after (\d{1,5}) s$/.exec(detail);
+  return m ? Number(m[1]) : undefined;
+}

@@ -5,6 +5,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileDurably } from '../../appliance/durable-file.js';
+import type { ManifestPayload } from './manifest.js';
 import { UPDATE_PHASES, type UpdatePhase, type UpdateResult } from '../../appliance/contracts/update.js';
 
 export interface Target {
@@ -30,6 +31,8 @@ export interface UpdaterState {
   last: UpdateResult | null;
   /** a downloaded bundle waiting for the maintenance window */
   staged: Target | null;
+  /** a bundle a manifest announced: being fetched, or fetched and waiting (remote.ts) */
+  download?: { manifest: ManifestPayload; file: string; installNow: boolean } | null;
 }
 
 const EMPTY: UpdaterState = { phase: 'idle', target: null, last: null, staged: null };

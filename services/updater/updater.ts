@@ -49,6 +49,10 @@ export class Updater {
   private booted = { slot: '?', version: '?' };
   private floor: number | null = null;
 
+  get stateDir(): string {
+    return this.d.stateDir;
+  }
+
   constructor(private readonly d: UpdaterDeps) {
     this.state = new UpdaterStateFile(d.stateDir);
     mkdirSync(path.join(d.stateDir, 'bundles'), { recursive: true, mode: 0o700 });
