@@ -14,6 +14,7 @@ const commands: Record<string, { help: string; load: () => Promise<Command> }> =
   alerts: { help: 'alerts [--all] [--json] | alerts check', load: async () => (await import('./alerts.js')).alertsCommand },
   status: { help: 'measured boot: PCRs and measurements vs the expected values', load: async () => (await import('./status.js')).statusCommand },
   vault: { help: 'vault status | vault public-key NAME', load: async () => (await import('./vault.js')).vaultCommand },
+  update: { help: 'update install FILE | update status: signed A/B updates', load: async () => (await import('./update.js')).updateCommand },
 };
 
 function usage(): string {
