@@ -64,6 +64,8 @@ export interface BoxRecord {
   cmdResults: Array<Record<string, unknown>>;
   counters: { batches: number; keysSent: number; verified: number; burned: number; rejected: number; files: number };
   lastCheckpoint?: { seq: number; head: string };
+  /** the box updater's last update-status (scripts/kms/updates.ts) */
+  update?: Record<string, unknown>;
 }
 
 export type InjectionState = 'VERIFIED' | 'BURNED' | 'REJECTED';

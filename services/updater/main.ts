@@ -14,6 +14,7 @@ import { runService } from '../../appliance/service.js';
 import { writeFileDurably } from '../../appliance/durable-file.js';
 import { PATH, ID, b64 } from '../../appliance/schema.js';
 import { updaterSchema, type UpdaterConfig } from './config.js';
+import { MAX_CHUNK_BYTES } from './manifest.js';
 import { RemoteUpdates } from './remote.js';
 import { Updater } from './updater.js';
 
@@ -91,8 +92,8 @@ await runService('updater', async (log) => {
         },
       },
       chunk: {
-        request: { type: 'object', additionalProperties: false, required: ['id', 'i', 'data'], properties: { id: ID, i: { type: 'integer', minimum: 0, maximum: 1_000_000 }, data: b64(192 * 1024) } },
-        maxBytes: 300 * 1024,
+        request: { type: 'object', additionalProperties: false, required: ['id', 'i', 'data'], properties: { id: ID, i: { type: 'integer', minimum: 0, maximum: 1_000_000 }, data: b64(MAX_CHUNK_BYTES) } },
+        maxBytes: 200 * 1024,
         handler: (b: { id: string; i: number; data: string }) => {
           if (!remote) throw pksError('PKS_UPDATE_MANIFEST', 'this box takes no manifests');
           return remote.onChunk(b);

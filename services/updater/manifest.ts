@@ -39,7 +39,8 @@ export interface SignedManifest {
 }
 
 export const MAX_MANIFEST_BYTES = 16 * 1024;
-export const MAX_CHUNK_BYTES = 192 * 1024;
+// base64 of a chunk plus its JSON must fit the broker's 256 KiB packet limit (scripts/broker.sh)
+export const MAX_CHUNK_BYTES = 128 * 1024;
 
 const envelope = compileChecker<SignedManifest>(
   {
