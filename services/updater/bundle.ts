@@ -48,7 +48,13 @@ export function compareVersions(a: string, b: string): number {
 
 /** Maps RAUC's words for a refused bundle onto our codes (rauc info, rauc install). */
 export function raucError(text: string, fallback: 'PKS_UPDATE_INSTALL_FAILED' | 'PKS_UPDATE_CORRUPT' = 'PKS_UPDATE_INSTALL_FAILED'): PksError {
-  const t = text.replace(/\s+/g, ' ').trim();
+  // RAUC's info chatter ("rauc-Message: 09:10:30.141: Using ...") says nothing about the refusal
+  const t = text
+    .split('\n')
+    .filter((l) => !/^\s*rauc-Message:|^\s*\d{1,3}% /.test(l))
+    .join(' ')
+    .replace(/\s+/g, ' ')
+    .trim();
   const last = t.slice(-300);
   if (/PKS_UPDATE_DOWNGRADE/.test(t)) return pksError('PKS_UPDATE_DOWNGRADE', /PKS_UPDATE_DOWNGRADE: ([^\n]*?)(?:$| rauc)/.exec(t)?.[1]?.slice(0, 200) ?? 'below the version floor');
   if (/PKS_UPDATE_FLOOR/.test(t)) return pksError('PKS_UPDATE_FLOOR', 'version floor unreadable in the pre-install handler');
