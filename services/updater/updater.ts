@@ -16,6 +16,7 @@ import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createHash, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { asPksError, pksError, type PksError } from '../../appliance/errors.js';
+import { allowMigrations } from '../../appliance/data-format.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
 import type { UpdatePhase, UpdateResult, UpdateStatus } from '../../appliance/contracts/update.js';
@@ -256,6 +257,8 @@ export class Updater {
       }
       await raucMark('mark-good', 'booted', this.d.rauc);
       this.floor = await raiseFloor(t.svn, this.d.tcti);
+      // only now may services move the data partition forward (appliance/data-format.ts)
+      allowMigrations(this.d.stateDir, t.version);
       this.booted = { slot: t.slot, version: t.version };
       this.finish({ ok: true, version: t.version });
       return;
