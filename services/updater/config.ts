@@ -15,6 +15,8 @@ export interface UpdaterConfig {
   drain: { retryAfterSeconds: number; timeoutSeconds: number };
   /** a file whose creation pks-update-reboot.path turns into `systemctl reboot` */
   rebootFile: string;
+  /** pair groups of the caller sockets (sysusers.d/pks.conf: pks-updater-<caller>) */
+  ipc: { groups?: Record<string, number> };
   manifests?: {
     /** the pinned KMS CA: a manifest's signer must be issued by it */
     kmsCaFile: string;
@@ -62,6 +64,12 @@ export const updaterSchema = {
       },
     },
     rebootFile: { ...PATH, default: '/run/pks/updater/reboot' },
+    ipc: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } } },
+    },
     manifests: {
       type: 'object',
       additionalProperties: false,

@@ -100,7 +100,8 @@ await runService('updater', async (log) => {
         },
       },
     },
-    callers: { pksctl: ['status', 'install'], uplink: ['status', 'manifest', 'chunk'], sentinel: ['status'] },
+    callers: { pksctl: ['status', 'install'], uplink: ['status', 'manifest', 'chunk'] },
+    ...(cfg.ipc.groups ? { groups: cfg.ipc.groups as Record<string, number> } : {}),
     log,
   });
   return {

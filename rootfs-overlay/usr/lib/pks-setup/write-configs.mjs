@@ -1,4 +1,4 @@
-// Writes /etc/pks/<service>.json for the five services from the site's settings (PKS_SITE_*
+// Writes /etc/pks/<service>.json for the services from the site's settings (PKS_SITE_*
 // environment, see setup.sh) and the IPC pair groups' numbers from /etc/group, and checks each
 // against the service's own schema first: a box is never set up with a config its service
 // would refuse at start.
@@ -14,6 +14,7 @@ const { keystoreSchema } = await load('services/keystore/config.js');
 const { testerApiSchema } = await load('services/tester-api/config.js');
 const { uplinkSchema } = await load('services/uplink/config.js');
 const { parseSentinelConfig } = await load('services/sentinel/config.js');
+const { updaterSchema } = await load('services/updater/config.js');
 
 const dir = process.argv[2];
 if (!dir) {
@@ -71,7 +72,7 @@ const configs = {
       mapSizeMb: Number(site('KEYSTORE_MAP_MB', '1024')),
       pools: pools.map((pool) => ({ pool, minimum: 100, reorder: 500 })),
       audit: { checkpointEvery: 100, checkpointSeconds: 10 },
-      ipc: { groups: groups('keystore', ['tester-api', 'uplink', 'sentinel']) },
+      ipc: { groups: groups('keystore', ['tester-api', 'uplink', 'sentinel', 'updater']) },
     },
     'keystore.json',
   ),
@@ -120,6 +121,8 @@ const configs = {
     },
     'sentinel.json',
   ),
+  // skipped by its unit where the image has no RAUC config (no A/B layout)
+  updater: validateConfig(updaterSchema, { boxId, stateDir: '/var/lib/pks/updater', ipc: { groups: groups('updater', ['uplink']) } }, 'updater.json'),
 };
 
 for (const [name, cfg] of Object.entries(configs)) {
