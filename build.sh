@@ -6,6 +6,7 @@
 #   ./build.sh bench      the benchmarks under test/bench/; the last line is one JSON object
 #   ./build.sh image      the bootable dev image of the appliance (QEMU, OVMF, swtpm)
 #   ./build.sh vm-test    builds the image, boots it and runs the system tests in it
+#   ./build.sh bundle     a signed RAUC update bundle of the current tree (--version V --svn N ...)
 set -euo pipefail
 cd "$(dirname "$0")"
 cmd="${1:-build}"
@@ -20,7 +21,7 @@ case "$cmd" in
     echo "built into dist/"
     ;;
   test)
-    scripts/deps.sh base test
+    scripts/deps.sh base test update
     npx --no-install tsc -p tsconfig.json --noEmit
     exec node --import tsx test/run.ts "$@"
     ;;
@@ -42,8 +43,13 @@ case "$cmd" in
     build
     exec scripts/vm-test.sh "$@"
     ;;
+  bundle)
+    scripts/deps.sh base update
+    build
+    exec scripts/update/bundle.sh "$@"
+    ;;
   -h|--help|help)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
     echo "build.sh: unknown subcommand '$cmd' (try ./build.sh help)" >&2

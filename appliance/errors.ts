@@ -89,6 +89,21 @@ export const CATALOGUE = Object.freeze({
   // uplink state unreadable: commands refused until the KMS re-synchronises the box
   PKS_SAFE_MODE: spec(503, 'uplink is in safe mode until the KMS re-synchronises it', true),
 
+  // updates (services/updater): every refusal changes nothing, the booted slot stays
+  PKS_UPDATE_DOWNGRADE: spec(409, 'bundle is older than the version floor or the running version'),
+  PKS_UPDATE_SIGNATURE: spec(422, 'bundle signature does not verify against the maintenance keyring'),
+  PKS_UPDATE_INCOMPATIBLE: spec(422, 'bundle is for another kind of system'),
+  PKS_UPDATE_CORRUPT: spec(422, 'bundle is truncated or corrupted'),
+  PKS_UPDATE_MANIFEST: spec(422, 'update manifest is malformed or not signed by the KMS'),
+  PKS_UPDATE_FLOOR: spec(503, 'version floor in the TPM cannot be read or raised', true),
+  PKS_UPDATE_BUSY: spec(409, 'another update is in progress', true),
+  PKS_UPDATE_DRAINING: spec(503, 'box is draining for an update', true),
+  PKS_UPDATE_DOWNLOAD: spec(503, 'bundle download failed', true),
+  PKS_UPDATE_INSTALL_FAILED: spec(500, 'bundle could not be installed; the booted slot stays'),
+  PKS_UPDATE_HEALTH_FAILED: spec(500, 'new slot failed its health check; the box fell back'),
+  PKS_UPDATE_INTERRUPTED: spec(500, 'update was interrupted (power cut); the box stayed on a good slot'),
+  PKS_DATA_FORMAT_NEWER: spec(500, 'data on the data partition is in a newer format than this software reads'),
+
   // sentinel / mail
   PKS_MAIL_FAILED: spec(503, 'alert mail could not be sent', true),
 

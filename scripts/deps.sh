@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the dev machine and CI need, idempotently: Debian packages that are missing
 # (one apt-get update, only when something is missing) and the npm lockfile.
-# Usage: scripts/deps.sh [base|test|demo|bench|image]...
+# Usage: scripts/deps.sh [base|test|demo|bench|image|update]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,8 @@ base=(softhsm2 opensc openssl libsystemd-dev jq)
 test=(mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools python3-aiosmtpd python3-cryptography systemd tshark nftables iproute2 socat strace chromium libnss3-tools python3-scapy)
 demo=(mosquitto mosquitto-clients)
 bench=(postgresql)
+# RAUC bundles and their host tests: rauc (1.8), mksquashfs/unsquashfs, a private D-Bus for `rauc service`
+update=(rauc squashfs-tools dbus-daemon openssl swtpm swtpm-tools tpm2-tools)
 image=(debootstrap qemu-system-x86 qemu-utils ovmf systemd-boot-efi binutils dosfstools mtools fdisk e2fsprogs cpio zstd swtpm swtpm-tools tpm2-tools jq)
 
 want=("${base[@]}")
@@ -19,6 +21,7 @@ for set in "$@"; do
     demo) want+=("${demo[@]}") ;;
     bench) want+=("${bench[@]}") ;;
     image) want+=("${image[@]}") ;;
+    update) want+=("${update[@]}") ;;
     *) echo "deps.sh: unknown set '$set'" >&2; exit 2 ;;
   esac
 done

@@ -17,6 +17,7 @@ const commands: Record<string, { help: string; load: () => Promise<Command> }> =
   vault: { help: 'vault status | vault public-key NAME', load: async () => (await import('./vault.js')).vaultCommand },
   ipc: { help: 'ipc SERVICE VERB [JSON] [--as CALLER]: one verb on a service socket (debugging)', load: async () => (await import('./ipc.js')).ipcCommand },
   unlock: { help: 'unlock onboard|approve|reject|revoke|cert|users|requests|log|tokens|public-key|show ...', load: async () => (await import('./unlock.js')).unlockCommand },
+  update: { help: 'update install FILE | update status: signed A/B updates', load: async () => (await import('./update.js')).updateCommand },
 };
 
 function usage(): string {

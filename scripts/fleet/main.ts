@@ -11,6 +11,9 @@
 //   pks-fleet [--socket PATH] register BOX --identity B64 --transport B64 --audit B64
 //   pks-fleet [--socket PATH] import-oem FILE
 //   pks-fleet [--socket PATH] cmd BOX COMMAND [ARGS-JSON] --ops-key PEMFILE [--ttl SECONDS] [--seq N]
+//   pks-fleet [--socket PATH] [--json] updates
+//   pks-fleet [--socket PATH] [--json] rollout --version V --svn N --bundle FILE --url BASE
+//       [--boxes B1,B2|all] [--canary 0.1] [--waves 3] [--install now|window] [--wave-timeout S]
 // --socket defaults to $PKS_KMS_SOCKET. The command seq defaults to the current time in ms,
 // which only grows, so no counter has to be kept between invocations.
 import { readFileSync } from 'node:fs';
@@ -18,6 +21,7 @@ import path from 'node:path';
 import { asPksError, pksError } from '../../appliance/errors.js';
 import { ipcClient } from '../../appliance/ipc.js';
 import { COMMANDS, signCommand, type CommandName } from '../../services/uplink/commands.js';
+import { rolloutCommand, updatesTable } from './rollout.js';
 
 interface Args {
   pos: string[];
@@ -144,8 +148,15 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         emit({ ...(r as object), seq }, () => `sent ${command} to ${boxId} (seq ${seq}); its result appears in 'show ${boxId}'`);
         return 0;
       }
+      case 'updates': {
+        const { boxes } = await kms.call<{ boxes: Array<Record<string, unknown>> }>('boxes');
+        emit(boxes.map((b) => ({ boxId: b.boxId, version: b.version, update: b.update })), () => updatesTable(boxes, table));
+        return 0;
+      }
+      case 'rollout':
+        return await rolloutCommand(kms, opt, emit);
       default:
-        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|attest|pools|report|tokens|register|import-oem|cmd ...');
+        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|attest|pools|report|tokens|register|import-oem|cmd|updates|rollout ...');
     }
   } finally {
     await kms.close();

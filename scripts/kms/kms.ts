@@ -2,6 +2,7 @@
 // takes in verification files and acknowledges them, keeps each box's fleet state from what
 // it publishes (status, alerts, events, command results), relays signed ops commands, answers
 // rotate-cert CSRs with client certificates (client-ca.ts), and serves pks-fleet on a local socket.
+import { kmsUpdateVerbs } from './updates.js';
 import type { Attestor } from './attest.js';
 import { readFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
@@ -163,6 +164,12 @@ export class Kms {
           });
           return;
         }
+        case 'update-status': {
+          const doc = parseJson(payload) as Record<string, unknown>;
+          if (!doc || typeof doc !== 'object' || payload.length > 16 * 1024) throw pksError('PKS_BAD_REQUEST', 'update-status is not a small object');
+          this.store.updateBox(t.boxCn, (b) => void (b.update = { ...doc, receivedAt: new Date().toISOString() }));
+          return;
+        }
         case 'alert':
         case 'event':
         case 'cmd-result': {
@@ -282,6 +289,8 @@ export class Kms {
       lastSeen: b.lastSeen ?? null,
       lastSync: st.lastSync ?? null,
       counters: b.counters,
+      // the newer of what came on update-status and what the retained status carries
+      update: [b.update, st.update as Record<string, unknown> | undefined].filter((u): u is Record<string, unknown> => !!u).sort((x, y) => Date.parse(String(y.at ?? y.receivedAt)) - Date.parse(String(x.at ?? x.receivedAt)))[0] ?? null,
     };
   }
 
@@ -362,6 +371,10 @@ export class Kms {
           pools: [...this.store.pools.getRange()].map(({ value: p }) => ({ pool: p.pool, she: p.she, stored: p.count, allocated: p.next, free: p.count - p.next, generate: p.generate })),
         }),
       },
+      ...kmsUpdateVerbs({ signer: this.o.signer, box, publish: async (boxId, m) => {
+        if (!this.client?.connected) throw pksError('PKS_UPLINK_DOWN', 'KMS is not connected to the broker');
+        await publish(this.client, boxTopic(boxId, 'update'), JSON.stringify(m));
+      } }),
       'send-command': {
         request: {
           type: 'object',

@@ -66,6 +66,8 @@ export interface BoxRecord {
   lastCheckpoint?: { seq: number; head: string };
   /** highest ops command seq relayed to the box (its answer to a box in safe mode, `sync`) */
   lastCmdSeq?: number;
+  /** the box updater's last update-status (scripts/kms/updates.ts) */
+  update?: Record<string, unknown>;
 }
 
 export type InjectionState = 'VERIFIED' | 'BURNED' | 'REJECTED';

@@ -14,6 +14,7 @@ import { Keystore } from './keystore.js';
 import { beginOutboxEpoch } from './outbox.js';
 import { ipcVaultPort } from './vault-port.js';
 import { KEYSTORE_CALLERS, keystoreVerbs } from './verbs.js';
+import { Drain, UPDATE_CALLERS, updateVerbs, withDrain } from './update-verbs.js';
 
 await runService('keystore', async (log) => {
   // lmdb-js rejects a promise per write of a failed commit (a full disk), also of writes no
@@ -51,11 +52,13 @@ await runService('keystore', async (log) => {
   );
   for (const p of cfg.pools) await ks.setPool({ pool: p.pool, minimum: p.minimum, reorder: p.reorder, critical: p.critical ?? Math.floor(p.minimum / 4) });
   ks.start();
+  const drain = new Drain();
   const ipc = await startIpcServer({
     service: 'keystore',
     dir: path.join(runDir(), 'keystore'),
-    verbs: keystoreVerbs(ks),
-    callers: KEYSTORE_CALLERS,
+    // the updater's drain and health check (update-verbs.ts)
+    verbs: { ...withDrain(keystoreVerbs(ks), drain), ...updateVerbs(ks, vault, drain) },
+    callers: { ...KEYSTORE_CALLERS, ...UPDATE_CALLERS },
     ...(cfg.ipc.groups ? { groups: cfg.ipc.groups as Record<string, number> } : {}),
     log,
   });

@@ -2,6 +2,7 @@
 // certificate (CN = tester id, checked by TLS against the tester CA) and the tester registry in
 // the keystore (station, allowed pools, expiry, revocation). Every route validates its input
 // against the schemas in routes.ts; every error is an RFC 9457 problem carrying our code.
+import { retryAfterOf } from '../../appliance/contracts/update.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type https from 'node:https';
@@ -96,6 +97,7 @@ const UPSTREAM_DETAIL = new Set<ErrorCode>([
   'PKS_CONFLICT',
   'PKS_POOL_UNKNOWN',
   'PKS_POOL_EMPTY',
+  'PKS_UPDATE_DRAINING',
   'PKS_POOL_FORBIDDEN',
   'PKS_CSR_INVALID',
   'PKS_STATE_INVALID',
@@ -236,7 +238,7 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
   // --- errors
   const sendProblem = (reply: FastifyReply, req: FastifyRequest, e: PksError, extra: Record<string, unknown> = {}): FastifyReply => {
     metrics.errors[e.code] = (metrics.errors[e.code] ?? 0) + 1;
-    const retryAfter = (e as PksError & { retryAfterS?: number }).retryAfterS;
+    const retryAfter = (e as PksError & { retryAfterS?: number }).retryAfterS ?? (e.code === 'PKS_UPDATE_DRAINING' ? retryAfterOf(e.detail) : undefined);
     if (retryAfter) void reply.header('retry-after', String(retryAfter));
     return reply
       .code(e.status)

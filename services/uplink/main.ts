@@ -14,6 +14,7 @@ import { runService } from '../../appliance/service.js';
 import { loadOpsKey } from './commands.js';
 import { uplinkSchema, type UplinkConfig } from './config.js';
 import { Uplink } from './uplink.js';
+import { UpdateRelay } from './update-relay.js';
 
 function version(): string {
   try {
@@ -33,7 +34,10 @@ await runService('uplink', async (log) => {
   }
   const keystore = ipcClient(socketPath('keystore', 'uplink'), { timeoutMs: 30_000 });
   const vault = ipcClient(socketPath('vault', 'uplink'), { timeoutMs: 10_000 });
-  const uplink = new Uplink({ cfg, keystore, vault, opsKey: loadOpsKey(opsPem), mqttKey: readCredential('mqtt-key', cfg.mqtt.keyFile), log, version: version() });
+  const updaterClient = ipcClient(socketPath('updater', 'uplink'), { timeoutMs: 30_000, connections: 2 });
+  // the relay publishes through the uplink it is handed to (called only once both exist)
+  const updates: UpdateRelay = new UpdateRelay(updaterClient, (body): Promise<void> => uplink.publishUpdateStatus(body), log);
+  const uplink = new Uplink({ cfg, keystore, vault, opsKey: loadOpsKey(opsPem), mqttKey: readCredential('mqtt-key', cfg.mqtt.keyFile), log, version: version(), updates });
   await uplink.start();
   // what the sentinel watches: a status file in the runtime dir (last sync) and a socket that
   // answers (liveness); pksctl can ask the same
@@ -51,8 +55,15 @@ await runService('uplink', async (log) => {
   const local = await startIpcServer({
     service: 'uplink',
     dir,
-    verbs: { status: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: status } },
-    callers: { sentinel: ['status'], pksctl: ['status'] },
+    verbs: {
+      status: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: status },
+      'update-report': {
+        request: { type: 'object', additionalProperties: false, required: ['event'], properties: { event: { type: 'object', maxProperties: 16 } } },
+        maxBytes: 8192,
+        handler: (b: { event: Record<string, unknown> }) => (updates.report(b.event), { ok: true }),
+      },
+    },
+    callers: { sentinel: ['status'], pksctl: ['status'], updater: ['update-report'] },
     ...(cfg.ipc?.groups ? { groups: cfg.ipc.groups } : {}),
     log,
   });
@@ -62,7 +73,7 @@ await runService('uplink', async (log) => {
       clearInterval(statusTimer);
       await local.close();
       await uplink.stop();
-      await Promise.all([keystore.close(), vault.close()]);
+      await Promise.all([keystore.close(), vault.close(), updaterClient.close()]);
     },
   };
 });

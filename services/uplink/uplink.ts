@@ -31,6 +31,7 @@ import type { Schedule, UplinkConfig } from './config.js';
 import { checkIssuedCert, loadStoredIdentity, makeCsr, removeIdentity, serialOf, storeIdentity } from './identity.js';
 import { connectLink, publish } from '../../appliance/mqtt-link.js';
 import { StateFile } from './state.js';
+import type { UpdateRelay } from './update-relay.js';
 import { BOX_INBOUND, boxTopic, parseTopic } from '../../appliance/contracts/topics.js';
 import { isUnlockCommand, runUnlockCommand } from './unlock-commands.js';
 
@@ -42,6 +43,8 @@ export interface UplinkDeps {
   mqttKey: string;
   log: Logger;
   version: string;
+  /** the updater's relay (update-relay.ts); absent on a box without an updater */
+  updates?: UpdateRelay;
 }
 
 interface AckWaiter {
@@ -261,6 +264,7 @@ export class Uplink {
     if (t.name === 'ack') return this.onAck(payload);
     if (t.name === 'cert') return this.onCert(payload);
     if (t.name === 'sync') return this.onSync(payload);
+    if (t.name === 'update' || t.name === 'update-chunk') return this.d.updates?.onMessage(t.name, payload);
   }
 
   /** A KMS message whose signature or shape fails: counted, alert rate-limited, nothing else. */
@@ -629,8 +633,14 @@ export class Uplink {
       openAlerts: this.openAlerts(),
       health: ok ? (this.openAlerts().length > 0 ? 'degraded' : 'ok') : 'failing',
       checks: { ...this.health, mqtt: this.connected },
+      ...(this.d.updates?.last ? { update: this.d.updates.last } : {}),
       at: new Date().toISOString(),
     };
+  }
+
+  /** update-status for the updater's relay; dropped while the link is down (the status document keeps the last one) */
+  async publishUpdateStatus(body: string): Promise<void> {
+    if (this.connected) await publish(this.client!, boxTopic(this.d.cfg.boxId, 'update-status'), body);
   }
 
   async publishStatus(): Promise<void> {

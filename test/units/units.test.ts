@@ -15,16 +15,17 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'
 const overlay = path.join(repoRoot, 'rootfs-overlay');
 const unitDir = path.join(overlay, 'usr/lib/systemd/system');
 
-const SERVICES = ['vault', 'keystore', 'tester-api', 'uplink', 'sentinel', 'unlock'] as const;
-const NETWORK_FACING = new Set<string>(['tester-api', 'uplink', 'sentinel', 'unlock']);
+const SERVICES = ['vault', 'keystore', 'tester-api', 'uplink', 'sentinel', 'unlock', 'updater'] as const;
+const NETWORK_FACING = new Set<string>(['tester-api', 'uplink', 'sentinel', 'unlock', 'updater']);
 // Servers and the callers each has a socket for: /run/pks/<server>/<caller>.sock, group
 // pks-<server>-<caller> (sysusers.d/pks.conf).
 const SOCKET_PAIRS: Record<string, readonly string[]> = {
   vault: ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock'],
-  keystore: ['tester-api', 'uplink', 'sentinel', 'unlock'],
+  keystore: ['tester-api', 'uplink', 'sentinel', 'unlock', 'updater'],
   'tester-api': ['sentinel'],
-  uplink: ['sentinel'],
+  uplink: ['sentinel', 'updater'],
   unlock: ['uplink'],
+  updater: ['uplink'],
 };
 
 // ---- a minimal unit-file reader -------------------------------------------------------------
@@ -113,9 +114,10 @@ test.after(() => {
 // ---- the unit files themselves --------------------------------------------------------------
 
 // pks-measure.service is the boot-time oneshot of the image (measured boot), checked by the image tests
-test('the unit directory holds exactly the PKS services, the measurement and unseal oneshots and pks.target', () => {
+// pks-update-reboot.{path,service} turn the updater's reboot request into a reboot (root, no daemon)
+test('the unit directory holds exactly the PKS services, the measurement and unseal oneshots, the update reboot pair and pks.target', () => {
   const found = readdirSync(unitDir).filter((f) => f.startsWith('pks')).sort();
-  const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks-measure.service', 'pks-unseal.service', 'pks.target'].sort();
+  const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks-measure.service', 'pks-unseal.service', 'pks-update-reboot.path', 'pks-update-reboot.service', 'pks.target'].sort();
   assert.equal(found, want);
 });
 

@@ -18,7 +18,7 @@ inherit features_check npm systemd
 REQUIRED_DISTRO_FEATURES = "pks systemd"
 
 DEPENDS += "nodejs-native"
-RDEPENDS:${PN} += "nodejs tpm2-tools libtss2-tcti-device bash"
+RDEPENDS:${PN} += "nodejs tpm2-tools libtss2-tcti-device bash rauc squashfs-tools"
 
 NPM_INSTALL_DEV = "1"
 
@@ -52,10 +52,10 @@ do_install() {
 }
 
 SYSTEMD_SERVICE:${PN} = "pks.target pks-setup.service pks-measure.service pks-unseal.service pks-vault.service pks-keystore.service \
-    pks-tester-api.service pks-uplink.service pks-sentinel.service"
+    pks-tester-api.service pks-uplink.service pks-sentinel.service pks-unlock.service pks-updater.service pks-update-reboot.path"
 SYSTEMD_AUTO_ENABLE = "enable"
 
-FILES:${PN} += "${nonarch_libdir}/pks ${nonarch_libdir}/pks-image ${nonarch_libdir}/pks-setup ${systemd_system_unitdir} \
+FILES:${PN} += "${nonarch_libdir}/pks ${nonarch_libdir}/pks-image ${nonarch_libdir}/pks-setup ${nonarch_libdir}/pks-update ${datadir}/dbus-1 ${systemd_system_unitdir} \
     ${nonarch_libdir}/systemd ${nonarch_libdir}/sysusers.d ${nonarch_libdir}/tmpfiles.d \
     ${nonarch_libdir}/sysctl.d ${sysconfdir}"
 # prebuilt .node files of other architectures that npm packages ship are not ours to fix

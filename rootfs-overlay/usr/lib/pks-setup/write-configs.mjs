@@ -15,6 +15,7 @@ const { testerApiSchema } = await load('services/tester-api/config.js');
 const { uplinkSchema } = await load('services/uplink/config.js');
 const { parseSentinelConfig } = await load('services/sentinel/config.js');
 const { unlockSchema } = await load('services/unlock/config.js');
+const { updaterSchema } = await load('services/updater/config.js');
 
 const dir = process.argv[2];
 if (!dir) {
@@ -82,7 +83,7 @@ const configs = {
         testerPerHour: Number(site('RESERVATIONS_PER_HOUR', '500')),
         poolPerHour: Number(site('POOL_RESERVATIONS_PER_HOUR', '20000')),
       },
-      ipc: { groups: groups('keystore', ['tester-api', 'uplink', 'sentinel', 'unlock']) },
+      ipc: { groups: groups('keystore', ['tester-api', 'uplink', 'sentinel', 'unlock', 'updater']) },
     },
     'keystore.json',
   ),
@@ -148,6 +149,8 @@ const configs = {
     },
     'sentinel.json',
   ),
+  // skipped by its unit where the image has no RAUC config (no A/B layout)
+  updater: validateConfig(updaterSchema, { boxId, stateDir: '/var/lib/pks/updater', ipc: { groups: groups('updater', ['uplink']) } }, 'updater.json'),
 };
 
 for (const [name, cfg] of Object.entries(configs)) {

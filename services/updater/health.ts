@@ -1,0 +1,75 @@
+// The new slot's health check before mark-good: every PKS service READY (systemd's
+// ActiveState=active, which a Type=notify unit reaches only after READY=1), then the keystore's
+// `update-health` verb: the vault unsealed (HSM logged in), the audit chain verifies with the
+// vault's audit key, and the data is the same the old slot left (the audit entry recorded at
+// drain time is still there with the same hash). Waits up to a deadline, since the services
+// come up one after another on first boot.
+import { execFile } from 'node:child_process';
+import { pksError, asPksError } from '../../appliance/errors.js';
+import type { IpcClient } from '../../appliance/ipc.js';
+
+export interface HealthConfig {
+  units: readonly string[];
+  keystore: boolean;
+  /** an extra executable check (exit 0 = healthy); tests use it for a bundle that fails */
+  command?: readonly string[];
+  timeoutSeconds: number;
+  intervalSeconds: number;
+}
+
+export interface UpdateHealth {
+  vaultOk: boolean;
+  auditOk: boolean;
+  headSeq: number;
+  headHash: string;
+  /** hash of the entry at the asked seq, null when it is not there */
+  hashAt: string | null;
+  problems: string[];
+}
+
+const run = (cmd: string, args: string[], timeoutMs = 10_000): Promise<{ code: number; out: string }> =>
+  new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 1 << 20 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }));
+  });
+
+export async function checkOnce(cfg: HealthConfig, keystore: IpcClient | null, mark: { headSeq: number; headHash: string } | null | undefined): Promise<string[]> {
+  const problems: string[] = [];
+  if (cfg.units.length > 0) {
+    const r = await run('systemctl', ['show', '-p', 'Id,ActiveState,SubState', ...cfg.units]);
+    const blocks = r.out.trim().split(/\n\n+/);
+    for (const b of blocks) {
+      const id = /Id=(.*)/.exec(b)?.[1];
+      const active = /ActiveState=(.*)/.exec(b)?.[1];
+      if (id && active !== 'active') problems.push(`${id} is ${active ?? 'unknown'}`);
+    }
+    if (r.code !== 0) problems.push('systemctl show failed');
+  }
+  if (cfg.keystore && keystore) {
+    try {
+      const h = await keystore.call<UpdateHealth>('update-health', mark ? { seq: mark.headSeq } : {}, 60_000);
+      if (!h.vaultOk) problems.push('vault is not unsealed');
+      if (!h.auditOk) problems.push(`audit does not verify: ${h.problems.slice(0, 3).join('; ')}`);
+      if (mark && mark.headSeq > 0 && h.hashAt !== mark.headHash) problems.push(`keystore data differs: audit entry ${mark.headSeq} ${h.hashAt === null ? 'is missing' : 'has another hash'}`);
+    } catch (e) {
+      problems.push(`keystore: ${asPksError(e).code}`);
+    }
+  }
+  if (cfg.command && cfg.command.length > 0) {
+    const r = await run(cfg.command[0]!, cfg.command.slice(1), 60_000);
+    if (r.code !== 0) problems.push(`health command: ${r.out.trim().slice(-200) || `exit ${r.code}`}`);
+  }
+  return problems;
+}
+
+/** Healthy within the deadline, or PKS_UPDATE_HEALTH_FAILED naming what was not. */
+export async function waitHealthy(cfg: HealthConfig, keystore: IpcClient | null, mark: { headSeq: number; headHash: string } | null | undefined): Promise<void> {
+  const end = Date.now() + cfg.timeoutSeconds * 1000;
+  let problems: string[] = [];
+  for (;;) {
+    problems = await checkOnce(cfg, keystore, mark);
+    if (problems.length === 0) return;
+    if (Date.now() >= end) break;
+    await new Promise((r) => setTimeout(r, cfg.intervalSeconds * 1000));
+  }
+  throw pksError('PKS_UPDATE_HEALTH_FAILED', problems.join('; ').slice(0, 300));
+}

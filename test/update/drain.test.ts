@@ -1,0 +1,81 @@
+// The keystore's update hooks (services/keystore/update-verbs.ts) on real LMDB: drain refuses
+// new reservations with PKS_UPDATE_DRAINING whose detail carries the Retry-After the tester API
+// sends, while confirm goes on; update-health verifies the audit chain with the vault's key and
+// finds the entry the old slot left (the same data) or says it is gone.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { isPksError } from '../../appliance/errors.js';
+import type { IpcClient, VerbTable } from '../../appliance/ipc.js';
+import { silentLogger } from '../../appliance/log.js';
+import { retryAfterOf } from '../../appliance/contracts/update.js';
+import { appendAudit, auditHead } from '../../services/keystore/audit.js';
+import { openDbs } from '../../services/keystore/db.js';
+import type { Keystore } from '../../services/keystore/keystore.js';
+import { Drain, updateVerbs, withDrain } from '../../services/keystore/update-verbs.js';
+
+const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const spki = publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
+const vault = { call: async (verb: string) => (verb === 'status' ? { ready: true } : { spki }), close: async () => undefined } as unknown as IpcClient;
+const ctx = { caller: 'tester-api', log: silentLogger };
+
+test('drain: reserve refused with a coded 503 and its Retry-After, confirm still served, open count reported', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pks-drain-'));
+  const dbs = openDbs(dir, { mapSizeMb: 16 });
+  try {
+    let reserved = 2;
+    const ks = { dbs, stats: () => ({ 'oem.ecu.k1': { reserved } }) } as unknown as Keystore;
+    const calls: string[] = [];
+    const base: VerbTable = {
+      reserve: { request: {}, handler: () => (calls.push('reserve'), { ok: true }) },
+      confirm: { request: {}, handler: () => (calls.push('confirm'), { ok: true }) },
+    };
+    const drain = new Drain();
+    const verbs = { ...withDrain(base, drain), ...updateVerbs(ks, vault, drain) };
+    await verbs.reserve!.handler({}, ctx);
+    assert.equal(await verbs.drain!.handler({ on: true, retryAfterSeconds: 45 }, ctx), { draining: true, open: 2 });
+    let err: unknown;
+    try {
+      await verbs.reserve!.handler({}, ctx);
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(isPksError(err) && err.code === 'PKS_UPDATE_DRAINING' && err.status === 503 && err.retry);
+    assert.is(retryAfterOf((err as { detail: string }).detail), 45);
+    await verbs.confirm!.handler({}, ctx);
+    reserved = 0;
+    assert.equal(await verbs.drain!.handler({ on: true }, ctx), { draining: true, open: 0 });
+    await verbs.drain!.handler({ on: false }, ctx);
+    await verbs.reserve!.handler({}, ctx);
+    assert.equal(calls, ['reserve', 'confirm', 'reserve']);
+  } finally {
+    await dbs.root.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('update-health: same data found by the mark, lost data found missing', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pks-uh-'));
+  const dbs = openDbs(dir, { mapSizeMb: 16 });
+  try {
+    for (let i = 1; i <= 5; i++) await dbs.root.transaction(() => appendAudit(dbs, 1000 * i, { ev: 'reserve', id: `k-${i}` }));
+    await dbs.root.flushed;
+    const ks = { dbs, stats: () => ({}) } as unknown as Keystore;
+    const verbs = updateVerbs(ks, vault, new Drain());
+    const head = auditHead(dbs);
+    const h = (await verbs['update-health']!.handler({ seq: head.seq }, ctx)) as { vaultOk: boolean; auditOk: boolean; hashAt: string | null; headSeq: number };
+    assert.ok(h.vaultOk && h.auditOk);
+    assert.is(h.hashAt, head.hash);
+    assert.is(h.headSeq, 5);
+    const gone = (await verbs['update-health']!.handler({ seq: 9 }, ctx)) as { hashAt: string | null };
+    assert.is(gone.hashAt, null);
+  } finally {
+    await dbs.root.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.run();
