@@ -83,7 +83,7 @@ write_config() { # $1 = port
 # and never box ids, so the pattern below grants them nothing they would not have anyway.
 
 # Every box writes only its outbound topics and reads only its inbound ones, in its own subtree
-# (services/uplink/topics.ts BOX_OUTBOUND / BOX_INBOUND): someone holding a box's MQTT key can
+# (appliance/contracts/topics.ts BOX_OUTBOUND / BOX_INBOUND): someone holding a box's MQTT key can
 # neither publish an `ack` or `cmd` to it nor read what it sends (and what the KMS sends is
 # signed anyway). The test test/uplink/broker-acl.test.ts checks these lists against topics.ts.
 pattern write pks/v1/box/%u/reorder
@@ -95,11 +95,14 @@ pattern write pks/v1/box/%u/alert
 pattern write pks/v1/box/%u/event
 pattern write pks/v1/box/%u/csr
 pattern write pks/v1/box/%u/resync
+pattern write pks/v1/box/%u/update-status
 pattern read pks/v1/box/%u/batch
 pattern read pks/v1/box/%u/ack
 pattern read pks/v1/box/%u/cmd
 pattern read pks/v1/box/%u/cert
 pattern read pks/v1/box/%u/sync
+pattern read pks/v1/box/%u/update
+pattern read pks/v1/box/%u/update-chunk
 
 # The KMS talks to every box.
 user kms
