@@ -22,8 +22,6 @@ export interface KeySpec {
   readonly kind: 'ec' | 'aes';
   readonly sign: boolean;
   readonly derive: boolean;
-  /** CKA_COPYABLE false on the private half: not even C_CopyObject inside the token */
-  readonly noCopy?: boolean;
 }
 
 export const KEY_SPECS: Record<KeyName, KeySpec> = {
@@ -107,7 +105,6 @@ export function expectations(spec: KeySpec, part: KeyPart): Expectation[] {
       [A.CKA_NEVER_EXTRACTABLE, true, 'CKA_NEVER_EXTRACTABLE'],
       [A.CKA_MODIFIABLE, false, 'CKA_MODIFIABLE'],
     );
-    if (spec.noCopy) base.push([A.CKA_COPYABLE, false, 'CKA_COPYABLE']);
   }
   return [...base, ...usage(spec, part)];
 }
@@ -144,7 +141,6 @@ export function ecPairTemplates(spec: KeySpec): { pub: Template; priv: Template 
       { type: A.CKA_PRIVATE, value: true },
       { type: A.CKA_SENSITIVE, value: true },
       { type: A.CKA_EXTRACTABLE, value: false },
-      ...(spec.noCopy ? [{ type: A.CKA_COPYABLE, value: false }] : []),
       ...attrs(usage(spec, 'private')),
     ],
   };

@@ -10,6 +10,6 @@ export const tokenKeyName = (name: string): `unlock-token-${string}` => `unlock-
 export const TOKEN_KEY_NAME = { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,15}$' } as const;
 
 export function registerUnlockKeys(tokenKeys: readonly string[]): void {
-  registerKey({ name: USER_CA_KEY, kind: 'ec', sign: true, derive: false, noCopy: true });
-  for (const k of tokenKeys) registerKey({ name: tokenKeyName(k), kind: 'ec', sign: true, derive: false, noCopy: true });
+  registerKey({ name: USER_CA_KEY, kind: 'ec', sign: true, derive: false });
+  for (const k of tokenKeys) registerKey({ name: tokenKeyName(k), kind: 'ec', sign: true, derive: false });
 }
