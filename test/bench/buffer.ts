@@ -107,6 +107,8 @@ export async function pgBuffer(o: { pg: Postgres; keys: number; concurrency: num
       },
     });
   } finally {
+    // keystore-pg creates tables of the same names in this cluster afterwards
+    await db.query('DROP TABLE IF EXISTS avail, issued, audit').catch(() => {});
     await db.end();
   }
 }

@@ -45,7 +45,7 @@ const MEASURE_MS = Number(process.env.PKS_BENCH_SECONDS ?? (QUICK ? 8 : 12)) * 1
 const OPEN_MS = Number(process.env.PKS_BENCH_OPEN_SECONDS ?? (QUICK ? 6 : 10)) * 1000;
 const WARMUP_MS = 3000;
 const SINGLE_MS = 4000;
-const KEYS_PER_RUN = Number(process.env.PKS_BENCH_KEYS ?? 40_000);
+const KEYS_PER_RUN = Number(process.env.PKS_BENCH_KEYS ?? 20_000);
 const STOCK_LARGE = QUICK ? 1_000_000 : 10_000_000;
 const STOCK_RESERVES = 20_000;
 const ROUNDS = Number(process.env.PKS_BENCH_ROUNDS ?? 2);
@@ -136,6 +136,24 @@ async function openScenario(o: { base: string; box: Box; certs: Certs; answers: 
   }
 }
 
+async function flushProbe(dir: string): Promise<{ p50: number; p99: number }> {
+  const { openDbs } = await import('../../services/keystore/db.js');
+  const dbs = openDbs(dir, { mapSizeMb: 64 });
+  const xs: number[] = [];
+  try {
+    for (let i = 0; i < 200; i++) {
+      const t = performance.now();
+      await dbs.meta.put(`p${i}`, i);
+      await dbs.root.flushed;
+      xs.push(performance.now() - t);
+    }
+  } finally {
+    await dbs.root.close();
+  }
+  xs.sort((a, b) => a - b);
+  return { p50: xs[100]!, p99: xs[197]! };
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   // the PostgreSQL baseline needs the `pg` client: fail now, not after the first scenarios
@@ -153,9 +171,13 @@ async function main(): Promise<void> {
   note(`PKS bench: ${CONCURRENCY} testers, ${MEASURE_MS / 1000} s per scenario after ${WARMUP_MS / 1000} s warm-up, ${os.cpus().length} CPUs, load average ${os.loadavg().map(f1).join(' ')}${QUICK ? ', QUICK' : ''}; work dir ${base}`);
   const master = randomBytes(16);
 
+  // --- what one flush costs on this disk right now: it bounds everything durable below
+  const flushMs = await flushProbe(path.join(base, 'flush-probe'));
+  say(`flush      one durable LMDB put + flushed, serial: p50 ${f2(flushMs.p50)} ms, p99 ${f2(flushMs.p99)} ms`);
+
   // --- floor: everything in this process
   note('floor: in-process keystore (group commit) + vault, precomputed ECU answers');
-  const floor = await startFloor({ dir: path.join(base, 'floor'), boxId: BOX_ID, pool: FLOOR_POOL, master, keys: randomSheKeys('floor', KEYS_PER_RUN) });
+  const floor = await startFloor({ dir: path.join(base, 'floor'), boxId: BOX_ID, pool: FLOOR_POOL, master, keys: randomSheKeys('floor', 2 * KEYS_PER_RUN) });
   let floorR: LoadResult;
   let floorM: Metered;
   {
@@ -169,7 +191,7 @@ async function main(): Promise<void> {
     }
   }
   say(loadLine('floor', floorR));
-  note(`floor bound: its one JS thread (HSM calls through PKCS#11, LMDB transactions, SHE KDFs in the vault) was busy ${f2(floorM.loadgenCores)} cores of the ${os.cpus().length}; the disk's flushes overlap with it (group commit)`);
+  note(`floor bound: its one JS thread (HSM calls through PKCS#11, LMDB transactions, SHE in the vault) kept ${f2(floorM.loadgenCores)} of ${os.cpus().length} cores busy; the rest of the time the ${CONCURRENCY} injections in flight wait for the disk: two flushes each (reserve, confirm), shared by group commit, at the flush times measured above`);
 
   // --- the buffer alone
   const pgs = await startPostgres();
@@ -189,7 +211,7 @@ async function main(): Promise<void> {
   const certs = await makeCerts(path.join(base, 'certs'));
   const admin = box.keystore.client('pksctl');
   await registerTester(admin);
-  const oursKeys = randomSheKeys('ours', KEYS_PER_RUN * (ROUNDS + 3));
+  const oursKeys = randomSheKeys('ours', KEYS_PER_RUN * (ROUNDS + 2));
   const pgKeys = randomSheKeys('pg', KEYS_PER_RUN * ROUNDS);
   const p0 = performance.now();
   const answers = new EcuAnswers(SHE).add(oursKeys).add(pgKeys);
@@ -342,6 +364,8 @@ async function main(): Promise<void> {
       postgres_per_s: r2(pgm.load.perS),
       floor_per_s: r2(floorR.perS),
       floor_cores: r2(floorM.loadgenCores),
+      flush_p50_ms: r2(flushMs.p50),
+      flush_p99_ms: r2(flushMs.p99),
       buffer_lmdb_per_s: r2(bufL.perS),
       buffer_postgres_per_s: r2(bufP.perS),
       loadgen_cpu_share: r2(loadgen.loadgenShare),

@@ -76,7 +76,8 @@ test(`SIGKILL of the keystore during ${TOTAL} issuances loses nothing and issues
             }
             errors++;
             lastError.set(uid, `${(e as { code?: string }).code ?? ''} ${(e as Error).message}`);
-            await new Promise((r) => setTimeout(r, 20));
+            // back off: a restart of the keystore takes seconds on a loaded machine
+            await new Promise((r) => setTimeout(r, Math.min(500, 20 * (attempt + 1))));
           }
         }
         if (!ok) gaveUp.push(`${uid}: ${lastError.get(uid)}`);
