@@ -19,16 +19,15 @@ import type { TLSSocket } from 'node:tls';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { MqttClient } from 'mqtt';
 import { loadTrustAnchor, verifyChunk, type TrustAnchor } from '../../appliance/batch-format.js';
-import { compileChecker } from '../../appliance/config.js';
 import { asPksError, isErrorCode, pksError } from '../../appliance/errors.js';
-import { verifyKmsMessage } from '../../appliance/kms-message.js';
-import { ID } from '../../appliance/schema.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
 import type { ImportChunkResponse, OutboxFileResponse, StatsResponse } from '../../appliance/contracts/keystore.js';
 import { commandRef, peekSeq, verifyCommand, type CommandPayload } from './commands.js';
 import type { Schedule, UplinkConfig } from './config.js';
 import { checkIssuedCert, loadStoredIdentity, makeCsr, removeIdentity, serialOf, storeIdentity } from './identity.js';
+import { AlertGate, KmsAnswers, SentFiles, Waiters, type AckMessage, type CertAnswer } from './kms-answers.js';
+import { connectLink, publish } from '../../appliance/mqtt-link.js';
 import { connectLink, publish } from '../../appliance/mqtt-link.js';
 import { StateFile } from './state.js';
 import type { UpdateRelay } from './update-relay.js';
@@ -47,54 +46,6 @@ export interface UplinkDeps {
   updates?: UpdateRelay;
 }
 
-interface AckWaiter {
-  resolve(ack: AckMessage): void;
-}
-interface AckMessage {
-  fileId: string | null;
-  ids: string[];
-  rejected?: Array<{ id: string; code: string; detail: string }>;
-  error?: { code: string; detail: string };
-}
-const CODED = {
-  type: 'object',
-  required: ['code', 'detail'],
-  properties: { code: { type: 'string', maxLength: 64 }, detail: { type: 'string', maxLength: 1000 } },
-} as const;
-const checkAck = compileChecker<AckMessage>(
-  {
-    type: 'object',
-    additionalProperties: false,
-    required: ['fileId', 'ids'],
-    properties: {
-      fileId: { anyOf: [ID, { type: 'null' }] },
-      ids: { type: 'array', maxItems: 5000, items: ID },
-      rejected: { type: 'array', maxItems: 5000, items: { ...CODED, required: ['id', 'code', 'detail'], properties: { ...CODED.properties, id: ID } } },
-      error: CODED,
-    },
-  },
-  'ack',
-  'PKS_KMS_MESSAGE_INVALID',
-);
-const checkCertAnswer = compileChecker<CertAnswer>(
-  { type: 'object', additionalProperties: false, required: ['requestId'], properties: { requestId: ID, cert: { type: 'string', maxLength: 8192 }, error: CODED } },
-  'cert answer',
-  'PKS_KMS_MESSAGE_INVALID',
-);
-const checkSync = compileChecker<{ requestId: string; lastSeq: number }>(
-  { type: 'object', additionalProperties: false, required: ['requestId', 'lastSeq'], properties: { requestId: ID, lastSeq: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } } },
-  'sync answer',
-  'PKS_KMS_MESSAGE_INVALID',
-);
-/** verification files sent and not yet acknowledged, remembered for late acks */
-const MAX_SENT_FILES = 32;
-
-interface CertAnswer {
-  requestId: string;
-  cert?: unknown;
-  error?: { code: string; detail: string };
-}
-
 const BATCH_REFUSALS = new Set(['PKS_BATCH_INVALID', 'PKS_BATCH_SIGNATURE', 'PKS_BATCH_NOT_FOR_US', 'PKS_SEAL_INVALID', 'PKS_BAD_REQUEST', 'PKS_POOL_UNKNOWN', 'PKS_CONFLICT']);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -107,18 +58,18 @@ export class Uplink {
   private windowTask: ScheduledTask | null = null;
   private windowEnd: NodeJS.Timeout | null = null;
   private syncing: Promise<void> | null = null;
-  private readonly ackWaiters = new Map<string, AckWaiter>();
+  private readonly ackWaiters = new Waiters<AckMessage>();
   private stopped = false;
   private health: Record<string, boolean> = { keystore: false, vault: false };
   private mqttCert: string;
   private mqttKey: string;
-  private readonly certWaiters = new Map<string, (answer: CertAnswer) => void>();
+  private readonly certWaiters = new Waiters<CertAnswer>();
   private rotating = false;
   private readonly trust: TrustAnchor;
+  private readonly answers: KmsAnswers;
   /** fileId → the outbox ids sent in it: an ack can delete only these */
-  private readonly sentFiles = new Map<string, Set<string>>();
-  /** per alert code: when one last went out and how many were held back since */
-  private readonly alertGate = new Map<string, { at: number; held: number }>();
+  private readonly sentFiles = new SentFiles();
+  private readonly alertGate: AlertGate;
   /** the resync request of this safe-mode episode (answers to any other are ignored) */
   private resyncId: string | null = null;
   /** counts for tests and status: what happened since start */
@@ -133,6 +84,8 @@ export class Uplink {
       throw pksError('PKS_CONFIG_INVALID', 'KMS CA certificate file cannot be read');
     }
     this.trust = loadTrustAnchor(caPem);
+    this.answers = new KmsAnswers(this.trust, d.cfg.boxId);
+    this.alertGate = new AlertGate((d.cfg.timing.alertIntervalSeconds ?? 60) * 1000);
     if (this.state.lost) d.log.error('uplink state lost; safe mode until the KMS re-synchronises', { code: this.state.lost.code, detail: this.state.lost.detail });
     this.mqttCert = readFileSync(d.cfg.mqtt.certFile, 'utf8');
     this.mqttKey = d.mqttKey;
@@ -322,16 +275,11 @@ export class Uplink {
   private onAck(payload: Buffer): Promise<void> {
     let ack: AckMessage;
     try {
-      ack = checkAck(verifyKmsMessage(payload, 'ack', this.trust, this.d.cfg.boxId));
+      ack = this.answers.ack(payload);
     } catch (err) {
       return this.refuseMessage('ack', err);
     }
-    const w = typeof ack.fileId === 'string' ? this.ackWaiters.get(ack.fileId) : undefined;
-    if (w) {
-      this.ackWaiters.delete(ack.fileId!);
-      w.resolve(ack);
-      return Promise.resolve();
-    }
+    if (typeof ack.fileId === 'string' && this.ackWaiters.settle(ack.fileId, ack)) return Promise.resolve();
     // a late ack (after our wait timed out) still counts: the KMS has those items stored
     return this.applyAck(ack);
   }
@@ -341,16 +289,15 @@ export class Uplink {
       await this.raise(ack.error.code, `KMS refused verification file: ${ack.error.detail}`);
       return;
     }
-    const sent = ack.fileId === null ? undefined : this.sentFiles.get(ack.fileId);
-    if (!sent) {
+    const taken = this.sentFiles.take(ack);
+    if (!taken) {
       // genuine but not for a file we are waiting on (a replay, or from before a restart:
       // those items go out again in a new file, which the KMS takes idempotently by id)
       this.d.log.info('ack for no file in flight ignored', { fileId: ack.fileId, ids: ack.ids.length });
       return;
     }
-    this.sentFiles.delete(ack.fileId!);
-    const ids = ack.ids.filter((id) => sent.has(id));
-    if (ids.length < ack.ids.length) await this.raise('PKS_KMS_MESSAGE_INVALID', `ack of ${ack.fileId} names ${ack.ids.length - ids.length} id(s) not sent in it; those are kept`);
+    const { ids, foreign, sent } = taken;
+    if (foreign > 0) await this.raise('PKS_KMS_MESSAGE_INVALID', `ack of ${ack.fileId} names ${foreign} id(s) not sent in it; those are kept`);
     if (ids.length === 0) return;
     // a rejected item is never deleted: the keystore keeps it and raises a critical alert
     const rejected = (ack.rejected ?? []).filter((r) => sent.has(r.id)).slice(0, 5000);
@@ -375,7 +322,7 @@ export class Uplink {
   private onSync(payload: Buffer): Promise<void> {
     let a: { requestId: string; lastSeq: number };
     try {
-      a = checkSync(verifyKmsMessage(payload, 'sync', this.trust, this.d.cfg.boxId));
+      a = this.answers.sync(payload);
     } catch (err) {
       return this.refuseMessage('sync answer', err);
     }
@@ -459,31 +406,13 @@ export class Uplink {
   private onCert(payload: Buffer): Promise<void> {
     let a: CertAnswer;
     try {
-      a = checkCertAnswer(verifyKmsMessage(payload, 'cert', this.trust, this.d.cfg.boxId));
+      a = this.answers.cert(payload);
     } catch (err) {
       return this.refuseMessage('cert answer', err);
     }
-    const w = this.certWaiters.get(a.requestId);
     // an answer nobody waits for (late, repeated, for a rotation that gave up) changes nothing
-    if (w) {
-      this.certWaiters.delete(a.requestId);
-      w(a);
-    }
+    this.certWaiters.settle(a.requestId, a);
     return Promise.resolve();
-  }
-
-  private waitCert(requestId: string, ms: number): Promise<CertAnswer | null> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.certWaiters.delete(requestId);
-        resolve(null);
-      }, ms);
-      timer.unref();
-      this.certWaiters.set(requestId, (a) => {
-        clearTimeout(timer);
-        resolve(a);
-      });
-    });
   }
 
   /** Disconnects and connects again with the current identity; true once the broker took it. */
@@ -525,7 +454,7 @@ export class Uplink {
       if (!this.connected) throw pksError('PKS_UPLINK_DOWN', 'not connected to the broker');
       const fresh = await makeCsr(boxId);
       const requestId = `csr-${randomUUID()}`;
-      const answer = this.waitCert(requestId, ms);
+      const answer = this.certWaiters.wait(requestId, ms);
       await publish(this.client!, boxTopic(boxId, 'csr'), JSON.stringify({ requestId, csr: fresh.csrPem }));
       const a = await answer;
       if (!a) throw pksError('PKS_UPLINK_DOWN', 'no certificate from the KMS in time');
@@ -579,17 +508,13 @@ export class Uplink {
    * back are counted and named in the next.
    */
   async raise(code: string, detail: string, outbox = true): Promise<void> {
-    const t = Date.now();
-    const gate = this.alertGate.get(code);
-    if (gate && t - gate.at < (this.d.cfg.timing.alertIntervalSeconds ?? 60) * 1000) {
-      gate.held++;
+    const note = this.alertGate.pass(code);
+    if (note === null) {
       this.counters.alertsHeld++;
       return;
     }
-    if (gate?.held) detail = `${detail} (and ${gate.held} more since ${new Date(gate.at).toISOString()})`;
-    this.alertGate.set(code, { at: t, held: 0 });
-    if (this.alertGate.size > 256) this.alertGate.delete(this.alertGate.keys().next().value as string);
-    const at = new Date(t).toISOString();
+    detail += note;
+    const at = new Date().toISOString();
     this.d.log.warn('alert', { code, detail });
     this.state.update((s) => {
       s.alerts.push({ code, detail: detail.slice(0, 300), at });
@@ -716,24 +641,12 @@ export class Uplink {
       // packed by the keystore from flushed items only and signed by the vault (issue 9)
       const { fileId, payload: text, sig, ids } = await this.d.keystore.call<OutboxFileResponse>('outbox-file', { limit: 5000 });
       if (ids.length === 0) return true;
-      this.sentFiles.set(fileId, new Set(ids));
-      if (this.sentFiles.size > MAX_SENT_FILES) this.sentFiles.delete(this.sentFiles.keys().next().value as string);
-      const ack = new Promise<AckMessage | null>((resolve) => {
-        const timer = setTimeout(() => {
-          this.ackWaiters.delete(fileId);
-          resolve(null);
-        }, this.d.cfg.timing.ackTimeoutSeconds * 1000);
-        this.ackWaiters.set(fileId, {
-          resolve: (a) => {
-            clearTimeout(timer);
-            resolve(a);
-          },
-        });
-      });
+      this.sentFiles.sent(fileId, ids);
+      const ack = this.ackWaiters.wait(fileId, this.d.cfg.timing.ackTimeoutSeconds * 1000);
       try {
         await publish(this.client!, boxTopic(this.d.cfg.boxId, 'verify'), JSON.stringify({ v: 1, payload: text, sig }));
       } catch {
-        this.ackWaiters.delete(fileId);
+        this.ackWaiters.cancel(fileId);
         return false;
       }
       const a = await ack;

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ipcClient } from '../../appliance/ipc.js';
+import { ipcClient, startIpcServer } from '../../appliance/ipc.js';
+import { silentLogger } from '../../appliance/log.js';
 import { Collector } from '../../services/sentinel/collect.js';
 import { mailerConfig, parseSentinelConfig } from '../../services/sentinel/config.js';
 import { plantSentinelConfig } from '../../services/sentinel/plant-config.js';
@@ -140,6 +141,35 @@ t('measured boot: a TPM that cannot be read is a critical alert; off unless enab
   } finally {
     await vault.close();
     await keystore.close();
+  }
+});
+
+t("the uplink's last sync from its status socket, as the image configures it (issue 9, item 12)", async ({ dir }) => {
+  const run = path.join(dir, 'run-socket');
+  const cfg = parseSentinelConfig(base(dir, { uplink: { service: true, maxSyncAgeMinutes: 30 } }));
+  const vault = ipcClient(path.join(run, 'vault', 'sentinel.sock'), { timeoutMs: 500 });
+  const keystore = ipcClient(path.join(run, 'keystore', 'sentinel.sock'), { timeoutMs: 500 });
+  const uplink = ipcClient(path.join(run, 'uplink', 'sentinel.sock'), { timeoutMs: 500 });
+  const col = new Collector(cfg, { vault, keystore, uplink, runDir: run, timeoutMs: 500 });
+  const now = new Date();
+  try {
+    assert.equal((await col.collect('uplink', now)).skipped, ['uplink: not reachable']);
+    const srv = await startIpcServer({
+      service: 'uplink',
+      dir: path.join(run, 'uplink'),
+      verbs: { status: { request: { type: 'object' }, handler: () => ({ lastSyncAt: new Date(now.getTime() - 45 * 60_000).toISOString() }) } },
+      callers: { sentinel: ['status'] },
+      log: silentLogger,
+    });
+    try {
+      const u = await col.collect('uplink', now);
+      assert.equal(u.observations.map((o) => [o.key, o.severity]), [['uplink-stale:kms', 'warning'], ['collector:uplink', 'ok']]);
+    } finally {
+      await srv.close();
+    }
+    assert.throws(() => parseSentinelConfig(base(dir, { uplink: { maxSyncAgeMinutes: 30 } })), /service: true or a statusFile/);
+  } finally {
+    await Promise.all([vault.close(), keystore.close(), uplink.close()]);
   }
 });
 
