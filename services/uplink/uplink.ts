@@ -28,7 +28,6 @@ import type { Schedule, UplinkConfig } from './config.js';
 import { checkIssuedCert, loadStoredIdentity, makeCsr, removeIdentity, serialOf, storeIdentity } from './identity.js';
 import { AlertGate, KmsAnswers, SentFiles, Waiters, type AckMessage, type CertAnswer } from './kms-answers.js';
 import { connectLink, publish } from '../../appliance/mqtt-link.js';
-import { connectLink, publish } from '../../appliance/mqtt-link.js';
 import { StateFile } from './state.js';
 import type { UpdateRelay } from './update-relay.js';
 import { BOX_INBOUND, boxTopic, parseTopic } from '../../appliance/contracts/topics.js';
