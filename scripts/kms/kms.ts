@@ -18,6 +18,7 @@ import type { KmsConfig } from './config.js';
 import { importOem } from './oem.js';
 import { KmsStore, pushCapped, type BoxRecord } from './store.js';
 import { takeFile } from './verify.js';
+import { signAnchors } from './audit-anchor.js';
 
 const checkReorder = compileChecker<{ requestId: string; pool: string; count: number }>(
   {
@@ -198,7 +199,7 @@ export class Kms {
     try {
       const r = takeFile(this.store, boxId, payload);
       log.info('verification file taken', { fileId: r.fileId, items: r.ids.length, rejected: r.rejected.length, duplicate: r.duplicate });
-      ack = { fileId: r.fileId, ids: r.ids, rejected: r.rejected };
+      ack = { fileId: r.fileId, ids: r.ids, rejected: r.rejected, anchors: signAnchors(boxId, r.anchors ?? [], this.o.signer) };
     } catch (err) {
       const e = asPksError(err);
       log.warn('verification file refused', { code: e.code, detail: e.detail });

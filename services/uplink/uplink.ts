@@ -42,6 +42,8 @@ interface AckMessage {
   fileId: string | null;
   ids: string[];
   rejected?: Array<{ id: string; code: string; detail: string }>;
+  /** the KMS's signed anchors of the checkpoints in the file (issue 9): kept by the keystore */
+  anchors?: unknown[];
   error?: { code: string; detail: string };
 }
 
@@ -275,6 +277,14 @@ export class Uplink {
     this.counters.filesAcked++;
     this.counters.itemsAcked += ack.ids.length;
     for (const r of rejected) await this.raise(r.code, `KMS rejected ${r.id}: ${r.detail}`, false);
+    if (Array.isArray(ack.anchors) && ack.anchors.length) {
+      try {
+        await this.d.keystore.call('audit-anchor', { anchors: ack.anchors.slice(0, 100) });
+      } catch (err) {
+        const e = asPksError(err);
+        await this.raise(e.code, `audit anchor from the KMS refused: ${e.detail}`, false);
+      }
+    }
   }
 
   // ---- commands
