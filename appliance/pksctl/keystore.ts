@@ -8,7 +8,7 @@ import { socketPath } from '../paths.js';
 const USAGE = `usage:
   pksctl stock [--json]
   pksctl tester list [--json]
-  pksctl tester add CN --station NAME --pools P1,P2 --expires ISO-DATE
+  pksctl tester add CN --station NAME --pools P1,P2 --expires ISO-DATE [--cert-profiles OEM.TYPE,...]
   pksctl tester revoke CN
   pksctl pool set POOL --minimum N --reorder N [--critical N]`;
 
@@ -39,7 +39,7 @@ export async function stockCommand(argv: string[], out: (s: string) => void): Pr
 export async function testerCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { json: { type: 'boolean' }, station: { type: 'string' }, pools: { type: 'string' }, expires: { type: 'string' } },
+    options: { json: { type: 'boolean' }, station: { type: 'string' }, pools: { type: 'string' }, expires: { type: 'string' }, 'cert-profiles': { type: 'string' } },
     allowPositionals: true,
     strict: true,
   });
@@ -47,16 +47,17 @@ export async function testerCommand(argv: string[], out: (s: string) => void): P
   if (rest.length) throw pksError('PKS_BAD_REQUEST', USAGE);
   return withKeystore(async (ks) => {
     if (sub === 'list' && !cn) {
-      const r = await ks.call<{ items: { cn: string; station: string; pools: string[]; expiresAt: string; revoked: boolean }[] }>('tester-list');
+      const r = await ks.call<{ items: { cn: string; station: string; pools: string[]; expiresAt: string; revoked: boolean; certProfiles?: string[] }[] }>('tester-list');
       if (values.json) out(JSON.stringify(r));
-      else for (const t of r.items) out(`${t.cn.padEnd(24)} ${t.station.padEnd(16)} ${t.revoked ? 'REVOKED' : `until ${t.expiresAt}`}  pools ${t.pools.join(',')}`);
+      else for (const t of r.items) out(`${t.cn.padEnd(24)} ${t.station.padEnd(16)} ${t.revoked ? 'REVOKED' : `until ${t.expiresAt}`}  pools ${t.pools.join(',')}${t.certProfiles?.length ? `  certificates ${t.certProfiles.join(',')}` : ''}`);
       return 0;
     }
     if (sub === 'add' && cn) {
       if (!values.station || !values.pools || !values.expires) throw pksError('PKS_BAD_REQUEST', USAGE);
       const expires = new Date(values.expires);
       if (Number.isNaN(expires.getTime())) throw pksError('PKS_BAD_REQUEST', '--expires needs an ISO date');
-      await ks.call('tester-put', { cn, station: values.station, pools: values.pools.split(',').filter(Boolean), expiresAt: expires.toISOString(), revoked: false });
+      const certProfiles = values['cert-profiles']?.split(',').filter(Boolean);
+      await ks.call('tester-put', { cn, station: values.station, pools: values.pools.split(',').filter(Boolean), expiresAt: expires.toISOString(), revoked: false, ...(certProfiles ? { certProfiles } : {}) });
       out(`tester ${cn} may use ${values.pools} until ${expires.toISOString()}`);
       return 0;
     }
