@@ -47,3 +47,8 @@ export interface SignedAnchor extends AnchorFields {
   /** PEM of the KMS signer (issued by the pinned KMS CA, KMS batch-signer EKU) */
   cert: string;
 }
+
+/** Identity key: "this box (its HSM) asks for a client certificate for this new key" (rotate-cert). */
+export function boxCsrMessage(boxId: string, spkiDer: Buffer): Buffer {
+  return Buffer.from(`pks-box-csr-v1|${boxId}|${sha256hex(spkiDer)}`, 'utf8');
+}

@@ -19,6 +19,7 @@ import { importOem } from './oem.js';
 import { KmsStore, pushCapped, type BoxRecord } from './store.js';
 import { takeFile } from './verify.js';
 import { signAnchors } from './audit-anchor.js';
+import { checkEndorsement } from './client-ca.js';
 
 const checkReorder = compileChecker<{ requestId: string; pool: string; count: number }>(
   {
@@ -47,12 +48,12 @@ const parseJson = (b: Buffer): unknown => {
   }
 };
 
-const checkCsrRequest = compileChecker<{ requestId: string; csr: string }>(
+const checkCsrRequest = compileChecker<{ requestId: string; csr: string; endorsement?: string }>(
   {
     type: 'object',
     additionalProperties: false,
     required: ['requestId', 'csr'],
-    properties: { requestId: ID, csr: { type: 'string', minLength: 1, maxLength: 16384 } },
+    properties: { requestId: ID, csr: { type: 'string', minLength: 1, maxLength: 16384 }, endorsement: b64(64) },
   },
   'csr request',
 );
@@ -229,7 +230,9 @@ export class Kms {
     try {
       const r = checkCsrRequest(parseJson(payload));
       requestId = r.requestId;
-      if (!this.store.boxes.get(boxId)) throw pksError('PKS_NOT_FOUND', `box ${boxId} is not registered`);
+      const box = this.store.boxes.get(boxId);
+      if (!box) throw pksError('PKS_NOT_FOUND', `box ${boxId} is not registered`);
+      await checkEndorsement(box, r.csr, r.endorsement);
       if (!this.o.clientCa) throw pksError('PKS_SERVICE_UNAVAILABLE', 'this KMS issues no client certificates (no clientCa)');
       const issued = await this.o.clientCa.issue(boxId, r.csr);
       log.info('client certificate issued', { requestId, serial: issued.serial, notAfter: issued.notAfter });

@@ -423,7 +423,9 @@ export class Uplink {
       const fresh = await makeCsr(boxId);
       const requestId = `csr-${randomUUID()}`;
       const answer = this.waitCert(requestId, ms);
-      await publish(this.client!, boxTopic(boxId, 'csr'), JSON.stringify({ requestId, csr: fresh.csrPem }));
+      // the HSM identity key endorses the new key, so the KMS knows the CSR is this box's (issue 9)
+      const { endorsement } = await this.d.vault.call<{ endorsement: string }>('box-csr', { csr: fresh.csrPem });
+      await publish(this.client!, boxTopic(boxId, 'csr'), JSON.stringify({ requestId, csr: fresh.csrPem, endorsement }));
       const a = await answer;
       if (!a) throw pksError('PKS_UPLINK_DOWN', 'no certificate from the KMS in time');
       if (a.error) {
