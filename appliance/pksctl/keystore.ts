@@ -10,7 +10,8 @@ const USAGE = `usage:
   pksctl tester list [--json]
   pksctl tester add CN --station NAME --pools P1,P2 --expires ISO-DATE [--cert-profiles OEM.TYPE,...]
   pksctl tester revoke CN
-  pksctl pool set POOL --minimum N --reorder N [--critical N]`;
+  pksctl pool set POOL --minimum N --reorder N [--critical N]
+  pksctl outbox rejected [--json]`;
 
 async function withKeystore<T>(fn: (ks: IpcClient) => Promise<T>): Promise<T> {
   const ks = ipcClient(socketPath('keystore', 'pksctl'), { timeoutMs: 10_000, connections: 1 });
@@ -87,5 +88,16 @@ export async function poolCommand(argv: string[], out: (s: string) => void): Pro
   };
   await withKeystore((ks) => ks.call('pool-set', body));
   out(`pool ${pool}: minimum ${body.minimum}, re-order ${body.reorder}`);
+  return 0;
+}
+
+/** pksctl outbox rejected: the records the KMS refused, kept by the keystore (issue 9). */
+export async function outboxCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true, strict: true });
+  if (positionals.length !== 1 || positionals[0] !== 'rejected') throw pksError('PKS_BAD_REQUEST', USAGE);
+  const r = await withKeystore((ks) => ks.call<{ items: { id: string; kind: string; code: string; detail: string; rejectedAt: string }[] }>('outbox-rejected', { limit: 5000 }));
+  if (values.json) out(JSON.stringify(r));
+  else if (r.items.length === 0) out('the KMS has rejected no record');
+  else for (const i of r.items) out(`${i.id}  ${i.kind.padEnd(10)} ${i.code.padEnd(20)} ${i.rejectedAt}  ${i.detail}`);
   return 0;
 }

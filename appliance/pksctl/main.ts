@@ -9,6 +9,7 @@ const commands: Record<string, { help: string; load: () => Promise<Command> }> =
   stock: { help: 'stock per pool: available, reserved, injected, burned, burn rate', load: async () => (await import('./keystore.js')).stockCommand },
   tester: { help: 'tester list | add CN --station S --pools P,.. --expires DATE | revoke CN', load: async () => (await import('./keystore.js')).testerCommand },
   pool: { help: 'pool set POOL --minimum N --reorder N [--critical N]', load: async () => (await import('./keystore.js')).poolCommand },
+  outbox: { help: 'outbox rejected: records the KMS refused, kept with its reason', load: async () => (await import('./keystore.js')).outboxCommand },
   import: { help: 'import a signed key batch file (one chunk per line)', load: async () => (await import('./import.js')).importCommand },
   audit: { help: 'audit verify: check the audit chain and its signed checkpoints', load: async () => (await import('./audit.js')).auditCommand },
   alerts: { help: 'alerts [--all] [--json] | alerts check', load: async () => (await import('./alerts.js')).alertsCommand },
