@@ -39,3 +39,16 @@ export interface AnchorFields {
 export function anchorMessage(a: AnchorFields): Buffer {
   return Buffer.from(`pks-audit-anchor-v1|${a.boxId}|${a.seq}|${a.auditSeq}|${a.head}|${a.at}`, 'utf8');
 }
+
+/** An anchor as the KMS sends it in its ack and the box keeps it. */
+export interface SignedAnchor extends AnchorFields {
+  /** base64 DER ECDSA-P256-SHA256 over anchorMessage() by the KMS signer */
+  sig: string;
+  /** PEM of the KMS signer (issued by the pinned KMS CA, KMS batch-signer EKU) */
+  cert: string;
+}
+
+/** Identity key: "this box (its HSM) asks for a client certificate for this new key" (rotate-cert). */
+export function boxCsrMessage(boxId: string, spkiDer: Buffer): Buffer {
+  return Buffer.from(`pks-box-csr-v1|${boxId}|${sha256hex(spkiDer)}`, 'utf8');
+}

@@ -8,9 +8,10 @@ import { socketPath } from '../paths.js';
 const USAGE = `usage:
   pksctl stock [--json]
   pksctl tester list [--json]
-  pksctl tester add CN --station NAME --pools P1,P2 --expires ISO-DATE
+  pksctl tester add CN --station NAME --pools P1,P2 --expires ISO-DATE [--cert-profiles OEM.TYPE,...]
   pksctl tester revoke CN
-  pksctl pool set POOL --minimum N --reorder N [--critical N]`;
+  pksctl pool set POOL --minimum N --reorder N [--critical N]
+  pksctl outbox rejected [--json]`;
 
 async function withKeystore<T>(fn: (ks: IpcClient) => Promise<T>): Promise<T> {
   const ks = ipcClient(socketPath('keystore', 'pksctl'), { timeoutMs: 10_000, connections: 1 });
@@ -39,7 +40,7 @@ export async function stockCommand(argv: string[], out: (s: string) => void): Pr
 export async function testerCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { json: { type: 'boolean' }, station: { type: 'string' }, pools: { type: 'string' }, expires: { type: 'string' } },
+    options: { json: { type: 'boolean' }, station: { type: 'string' }, pools: { type: 'string' }, expires: { type: 'string' }, 'cert-profiles': { type: 'string' } },
     allowPositionals: true,
     strict: true,
   });
@@ -47,16 +48,17 @@ export async function testerCommand(argv: string[], out: (s: string) => void): P
   if (rest.length) throw pksError('PKS_BAD_REQUEST', USAGE);
   return withKeystore(async (ks) => {
     if (sub === 'list' && !cn) {
-      const r = await ks.call<{ items: { cn: string; station: string; pools: string[]; expiresAt: string; revoked: boolean }[] }>('tester-list');
+      const r = await ks.call<{ items: { cn: string; station: string; pools: string[]; expiresAt: string; revoked: boolean; certProfiles?: string[] }[] }>('tester-list');
       if (values.json) out(JSON.stringify(r));
-      else for (const t of r.items) out(`${t.cn.padEnd(24)} ${t.station.padEnd(16)} ${t.revoked ? 'REVOKED' : `until ${t.expiresAt}`}  pools ${t.pools.join(',')}`);
+      else for (const t of r.items) out(`${t.cn.padEnd(24)} ${t.station.padEnd(16)} ${t.revoked ? 'REVOKED' : `until ${t.expiresAt}`}  pools ${t.pools.join(',')}${t.certProfiles?.length ? `  certificates ${t.certProfiles.join(',')}` : ''}`);
       return 0;
     }
     if (sub === 'add' && cn) {
       if (!values.station || !values.pools || !values.expires) throw pksError('PKS_BAD_REQUEST', USAGE);
       const expires = new Date(values.expires);
       if (Number.isNaN(expires.getTime())) throw pksError('PKS_BAD_REQUEST', '--expires needs an ISO date');
-      await ks.call('tester-put', { cn, station: values.station, pools: values.pools.split(',').filter(Boolean), expiresAt: expires.toISOString(), revoked: false });
+      const certProfiles = values['cert-profiles']?.split(',').filter(Boolean);
+      await ks.call('tester-put', { cn, station: values.station, pools: values.pools.split(',').filter(Boolean), expiresAt: expires.toISOString(), revoked: false, ...(certProfiles ? { certProfiles } : {}) });
       out(`tester ${cn} may use ${values.pools} until ${expires.toISOString()}`);
       return 0;
     }
@@ -86,5 +88,16 @@ export async function poolCommand(argv: string[], out: (s: string) => void): Pro
   };
   await withKeystore((ks) => ks.call('pool-set', body));
   out(`pool ${pool}: minimum ${body.minimum}, re-order ${body.reorder}`);
+  return 0;
+}
+
+/** pksctl outbox rejected: the records the KMS refused, kept by the keystore (issue 9). */
+export async function outboxCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true, strict: true });
+  if (positionals.length !== 1 || positionals[0] !== 'rejected') throw pksError('PKS_BAD_REQUEST', USAGE);
+  const r = await withKeystore((ks) => ks.call<{ items: { id: string; kind: string; code: string; detail: string; rejectedAt: string }[] }>('outbox-rejected', { limit: 5000 }));
+  if (values.json) out(JSON.stringify(r));
+  else if (r.items.length === 0) out('the KMS has rejected no record');
+  else for (const i of r.items) out(`${i.id}  ${i.kind.padEnd(10)} ${i.code.padEnd(20)} ${i.rejectedAt}  ${i.detail}`);
   return 0;
 }

@@ -10,6 +10,7 @@ const commands: Record<string, { help: string; load: () => Promise<Command> }> =
   tester: { help: 'tester list | add CN --station S --pools P,.. --expires DATE | revoke CN', load: async () => (await import('./keystore.js')).testerCommand },
   pool: { help: 'pool set POOL --minimum N --reorder N [--critical N]', load: async () => (await import('./keystore.js')).poolCommand },
   handover: { help: 'handover (--package ID | --pool P --uid U) --to TESTER --reason TEXT: move an open reservation to a rework station', load: async () => (await import('./handover.js')).handoverCommand },
+  outbox: { help: 'outbox rejected: records the KMS refused, kept with its reason', load: async () => (await import('./keystore.js')).outboxCommand },
   import: { help: 'import a signed key batch file (one chunk per line)', load: async () => (await import('./import.js')).importCommand },
   audit: { help: 'audit verify: check the audit chain and its signed checkpoints', load: async () => (await import('./audit.js')).auditCommand },
   alerts: { help: 'alerts [--all] [--json] | alerts check', load: async () => (await import('./alerts.js')).alertsCommand },

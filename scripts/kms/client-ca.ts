@@ -3,11 +3,12 @@
 // in the dev stack the broker's own dev CA). The request is only a proof of possession of a
 // P-256 key: the subject and every extension come from here, and the one name allowed is the
 // registered box id the broker already authenticated (the topic's CN).
-import { X509Certificate, type KeyObject } from 'node:crypto';
+import { X509Certificate, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
+import { boxCsrMessage } from '../../appliance/signed-messages.js';
 import { checkP256Csr, keyIdentifier, newSerial, signCertificate, clientLeafExtensions } from '../../appliance/x509.js';
 import { p256PointFromSpki } from '../../appliance/ec-der.js';
 import { rawKeySigner } from './signer.js';
@@ -83,4 +84,22 @@ export class ClientCa {
     );
     return { cert: cert.toString('pem') + '\n', serial, notAfter: notAfter.toISOString() };
   }
+}
+
+/**
+ * rotate-cert: the CSR must be endorsed by the box's HSM identity key registered here
+ * (appliance/signed-messages.ts boxCsrMessage), so holding the box's MQTT key is not enough
+ * to get a new client certificate (issue 9).
+ */
+export async function checkEndorsement(box: { boxId: string; identity: string }, csrPem: string, endorsement: string | undefined): Promise<void> {
+  const spki = await ClientCa.checkCsr(csrPem, box.boxId);
+  if (endorsement === undefined) throw pksError('PKS_CSR_INVALID', 'csr is not endorsed by the box identity key');
+  const key = createPublicKey({ key: Buffer.from(box.identity, 'base64'), format: 'der', type: 'spki' });
+  let ok = false;
+  try {
+    ok = verify('sha256', boxCsrMessage(box.boxId, spki), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(endorsement, 'base64'));
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw pksError('PKS_CSR_INVALID', 'csr is not endorsed by the box identity key');
 }

@@ -21,6 +21,8 @@ import type { KmsConfig } from './config.js';
 import { importOem } from './oem.js';
 import { KmsStore, pushCapped, type BoxRecord } from './store.js';
 import { takeFile } from './verify.js';
+import { signAnchors } from './audit-anchor.js';
+import { checkEndorsement } from './client-ca.js';
 import { unlockKmsVerbs } from './unlock.js';
 
 const checkReorder = compileChecker<{ requestId: string; pool: string; count: number }>(
@@ -50,12 +52,12 @@ const parseJson = (b: Buffer): unknown => {
   }
 };
 
-const checkCsrRequest = compileChecker<{ requestId: string; csr: string }>(
+const checkCsrRequest = compileChecker<{ requestId: string; csr: string; endorsement?: string }>(
   {
     type: 'object',
     additionalProperties: false,
     required: ['requestId', 'csr'],
-    properties: { requestId: ID, csr: { type: 'string', minLength: 1, maxLength: 16384 } },
+    properties: { requestId: ID, csr: { type: 'string', minLength: 1, maxLength: 16384 }, endorsement: b64(64) },
   },
   'csr request',
 );
@@ -228,7 +230,7 @@ export class Kms {
     try {
       const r = takeFile(this.store, boxId, payload);
       log.info('verification file taken', { fileId: r.fileId, items: r.ids.length, rejected: r.rejected.length, duplicate: r.duplicate });
-      ack = { fileId: r.fileId, ids: r.ids, rejected: r.rejected };
+      ack = { fileId: r.fileId, ids: r.ids, rejected: r.rejected, anchors: signAnchors(boxId, r.anchors ?? [], this.o.signer) };
     } catch (err) {
       const e = asPksError(err);
       log.warn('verification file refused', { code: e.code, detail: e.detail });
@@ -259,7 +261,9 @@ export class Kms {
     try {
       const r = checkCsrRequest(parseJson(payload));
       requestId = r.requestId;
-      if (!this.store.boxes.get(boxId)) throw pksError('PKS_NOT_FOUND', `box ${boxId} is not registered`);
+      const box = this.store.boxes.get(boxId);
+      if (!box) throw pksError('PKS_NOT_FOUND', `box ${boxId} is not registered`);
+      await checkEndorsement(box, r.csr, r.endorsement);
       if (!this.o.clientCa) throw pksError('PKS_SERVICE_UNAVAILABLE', 'this KMS issues no client certificates (no clientCa)');
       const issued = await this.o.clientCa.issue(boxId, r.csr);
       log.info('client certificate issued', { requestId, serial: issued.serial, notAfter: issued.notAfter });

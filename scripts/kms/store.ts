@@ -47,6 +47,8 @@ export interface CheckpointRecord {
   prev: string;
   head: string;
   fileId: string;
+  /** the box's audit entry this checkpoint names (its head is that entry's hash) */
+  auditSeq?: number;
 }
 
 export interface BoxRecord {
@@ -87,6 +89,8 @@ export interface InjectionRecord {
 export interface FileRecord {
   ids: string[];
   rejected: Array<{ id: string; code: string; detail: string }>;
+  /** checkpoints of this file the KMS took, to be answered with signed anchors (issue 9) */
+  anchors?: Array<{ seq: number; auditSeq: number; head: string; at: string }>;
 }
 
 export class KmsStore {

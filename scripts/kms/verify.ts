@@ -47,10 +47,11 @@ export function takeFile(store: KmsStore, boxId: string, raw: Buffer | string, n
     const seen = store.files.get([boxId, file.fileId]);
     if (seen) return { fileId: file.fileId, duplicate: true, ...seen };
     const b = store.boxes.get(boxId)!;
-    const result: FileRecord = { ids: [], rejected: [] };
+    const result: FileRecord = { ids: [], rejected: [], anchors: [] };
     for (const item of file.items) {
       try {
-        takeItem(store, b, file.fileId, item, now);
+        const cp = takeItem(store, b, file.fileId, item, now);
+        if (cp) result.anchors!.push(cp);
       } catch (e) {
         const r = e instanceof Reject ? e : new Reject(asPksError(e).code, asPksError(e).detail);
         result.rejected.push({ id: item.id, code: r.code, detail: r.detail.slice(0, 200) });
@@ -78,7 +79,8 @@ function ownedRecord(store: KmsStore, b: BoxRecord, body: Record<string, unknown
   return { batch, index: rid.index, recordId: recordId as string };
 }
 
-function takeItem(store: KmsStore, b: BoxRecord, fileId: string, item: OutboxItem, now: Date): void {
+/** Takes one item; a checkpoint answers what the KMS will anchor (when it names its audit entry). */
+function takeItem(store: KmsStore, b: BoxRecord, fileId: string, item: OutboxItem, now: Date): { seq: number; auditSeq: number; head: string; at: string } | void {
   const body = item.body;
   switch (item.kind) {
     case 'injection':
@@ -132,18 +134,20 @@ function takeItem(store: KmsStore, b: BoxRecord, fileId: string, item: OutboxIte
       if (!Number.isSafeInteger(seq) || (seq as number) < 0 || typeof prev !== 'string' || typeof head !== 'string' || !HASH.test(prev) || !HASH.test(head))
         reject('PKS_BAD_REQUEST', 'checkpoint needs seq, prev and head');
       const s = seq as number;
+      const auditSeq = body.auditSeq;
+      const anchor = Number.isSafeInteger(auditSeq) && (auditSeq as number) > 0 ? { seq: s, auditSeq: auditSeq as number, head: (head as string).toLowerCase(), at: now.toISOString() } : undefined;
       const same = store.checkpoints.get([b.boxId, s]);
       if (same) {
-        if (same.head === head && same.prev === prev) return; // a repeat
+        if (same.head === head && same.prev === prev) return anchor; // a repeat: anchored again
         reject('PKS_AUDIT_BROKEN', `checkpoint ${s} differs from the one reported before`);
       }
       const before = store.checkpoints.get([b.boxId, s - 1]);
       const any = b.lastCheckpoint !== undefined;
       if (any && !before) reject('PKS_AUDIT_BROKEN', `checkpoint ${s} does not follow the last one (${b.lastCheckpoint!.seq})`);
       if (before && before.head !== prev) reject('PKS_AUDIT_BROKEN', `checkpoint ${s} does not extend checkpoint ${s - 1}`);
-      store.checkpoints.putSync([b.boxId, s], { seq: s, prev: prev as string, head: head as string, fileId });
+      store.checkpoints.putSync([b.boxId, s], { seq: s, prev: prev as string, head: head as string, fileId, ...(anchor ? { auditSeq: anchor.auditSeq } : {}) });
       if (!b.lastCheckpoint || s > b.lastCheckpoint.seq) b.lastCheckpoint = { seq: s, head: head as string };
-      return;
+      return anchor;
     }
     case 'unlock':
       takeUnlock(store, b.boxId, item);

@@ -74,7 +74,7 @@ export async function startKms(broker: TestBroker, dir: string, o: KmsOptions = 
       env: { PKS_CONFIG: configFile, PKS_LOG_LEVEL: 'debug' },
       logDir: dir,
     });
-    await waitFor('kms ready', async () => Array.isArray((await fleet.call<{ boxes: unknown[] }>('boxes')).boxes), 20_000, 50);
+    await waitFor('kms ready', async () => Array.isArray((await fleet.call<{ boxes: unknown[] }>('boxes')).boxes), 60_000, 50);
   };
   await launch();
   return {

@@ -80,6 +80,8 @@ export interface Dbs {
   checkpoints: Database<Checkpoint, number>;
   /** id → outbound item waiting for the KMS's acknowledgement */
   outbox: Database<{ kind: string; at: string; body: Record<string, unknown> }, string>;
+  /** audit seq → the KMS's signed anchor of the checkpoint at that entry (audit-anchor.ts) */
+  anchors: Database<import('./audit-anchor.js').SignedAnchor, number>;
   /** id → outbox item the KMS rejected, with its reason: kept, never silently deleted */
   rejected: Database<import('./outbox.js').RejectedItem, string>;
   testers: Database<import('../../appliance/contracts/keystore.js').TesterRecord, string>;
@@ -129,6 +131,7 @@ export function openDbs(dir: string, opts: { readOnly?: boolean; mapSizeMb?: num
     checkpoints: db('checkpoints'),
     outbox: db('outbox'),
     rejected: db('rejected'),
+    anchors: db('anchors'),
     testers: db('testers'),
     meta: db('meta'),
     sheCounters: db('she-counters'),

@@ -6,7 +6,6 @@
 // whatever it is made to do, nothing is signed that is not on record here first.
 import { createHash } from 'node:crypto';
 import { pksError } from '../../appliance/errors.js';
-import { checkP256Csr, newSerial } from '../../appliance/x509.js';
 import { appendAudit } from './audit.js';
 import type { EcuCertRequest, EcuCertResponse, TesterRecord } from '../../appliance/contracts/keystore.js';
 import type { Dbs } from './db.js';
@@ -37,6 +36,8 @@ export async function issueEcuCert(d: EcuCertDeps, r: EcuCertRequest): Promise<E
   const uid = r.uid.toLowerCase();
   if (/^0+$/.test(uid)) throw pksError('PKS_CSR_INVALID', 'uid 0 (wildcard) is not an ECU');
   const tester = grantedTester(d.dbs, r.tester, r.profile, d.now());
+  // loaded on first use: @peculiar/x509 costs the keystore seconds at every (re)start otherwise
+  const { checkP256Csr, newSerial } = await import('../../appliance/x509.js');
   const { spki, cn } = await checkP256Csr(r.csr);
   if (cn.toLowerCase() !== uid) throw pksError('PKS_CSR_INVALID', 'csr subject CN must be the ECU UID in hex');
   const serial = newSerial();

@@ -7,6 +7,7 @@ import { storageError } from './storage-error.js';
 import type { Logger } from '../../appliance/log.js';
 import { appendAudit, auditHead, lastCheckpoint } from './audit.js';
 import { issueEcuCert, type EcuCertSigner } from './ecu-cert-issue.js';
+import { storeAnchors, type SignedAnchor } from './audit-anchor.js';
 import { listRejected, newFileId, peekFlushed, rejectTx, type RejectedItem, type Rejection } from './outbox.js';
 import { packFile } from '../../appliance/verification-file.js';
 import type {
@@ -84,7 +85,7 @@ export class Keystore {
   constructor(
     readonly dbs: Dbs,
     private readonly vault: VaultPort,
-    trust: import('../../appliance/batch-format.js').TrustAnchor,
+    private readonly trust: import('../../appliance/batch-format.js').TrustAnchor,
     private readonly boxId: string,
     private readonly opts: KeystoreOptions,
     private readonly log: Logger,
@@ -317,6 +318,13 @@ export class Keystore {
   /** The KMS rejected these items: kept in `rejected`, a critical alert each (outbox.ts). */
   async outboxReject(list: readonly Rejection[]): Promise<{ rejected: number }> {
     return this.commit(() => rejectTx(this.dbs, this.now(), list, (body) => putOutbox(this.dbs, this.now(), 'alert', body)));
+  }
+
+  /** The KMS's signed anchors of our checkpoints: checked against the pinned KMS CA and kept. */
+  auditAnchor(anchors: readonly SignedAnchor[]): Promise<{ stored: number }> {
+    return storeAnchors(this.dbs, anchors, this.trust, this.boxId).catch((e: unknown) => {
+      throw storageError(e, this.dataDir);
+    });
   }
 
   outboxRejected(limit: number): RejectedItem[] {

@@ -104,6 +104,25 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
       maxBytes: 5000 * 1200,
       handler: (b: { items: { id: string; code: string; detail: string }[] }) => ks.outboxReject(b.items),
     },
+    'audit-anchor': {
+      request: obj(['anchors'], {
+        anchors: {
+          type: 'array',
+          maxItems: 100,
+          items: obj(['boxId', 'seq', 'auditSeq', 'head', 'at', 'sig', 'cert'], {
+            boxId: NAME,
+            seq: { type: 'integer', minimum: 1 },
+            auditSeq: { type: 'integer', minimum: 1 },
+            head: hex(32),
+            at: { type: 'string', maxLength: 40 },
+            sig: { type: 'string', maxLength: 200 },
+            cert: { type: 'string', maxLength: 8192 },
+          }),
+        },
+      }),
+      maxBytes: 100 * 9 * 1024,
+      handler: (b: { anchors: import('./audit-anchor.js').SignedAnchor[] }) => ks.auditAnchor(b.anchors),
+    },
     'outbox-rejected': {
       request: obj([], { limit: { type: 'integer', minimum: 1, maximum: 5000, default: 500 } }),
       handler: (b: { limit: number }) => ({ items: ks.outboxRejected(b.limit) }),
@@ -131,7 +150,7 @@ export function keystoreVerbs(ks: Keystore): VerbTable {
 
 export const KEYSTORE_CALLERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
   'tester-api': ['reserve', 'confirm', 'fail', 'history', 'stats', 'ecu-cert', 'tester-get'],
-  uplink: ['import-chunk', 'outbox-peek', 'outbox-file', 'outbox-ack', 'outbox-reject', 'outbox-put', 'stats', 'pool-set', 'tester-revoke', 'checkpoint'],
+  uplink: ['import-chunk', 'outbox-peek', 'outbox-file', 'outbox-ack', 'outbox-reject', 'audit-anchor', 'outbox-put', 'stats', 'pool-set', 'tester-revoke', 'checkpoint'],
   sentinel: ['stats', 'outbox-put', 'tester-list', 'outbox-rejected'],
   pksctl: ['stats', 'outbox-rejected', 'import-chunk', 'tester-put', 'tester-get', 'tester-list', 'tester-revoke', 'pool-set', 'checkpoint', 'history', 'handover'],
   unlock: UNLOCK_KEYSTORE_VERBS,

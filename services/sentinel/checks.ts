@@ -245,7 +245,7 @@ export function checkHsm(h: HsmInput, subject = 'vault'): Observation {
  * does not match, a broken audit chain): a person must look, whatever the box does next.
  */
 export function checkRejections(items: readonly { id: string; kind: string; code: string; detail: string }[]): Observation {
-  const action = 'The KMS refused records of this box; see pksctl outbox rejected and the KMS fleet record, and clear the cause with the OEM. The records are kept.';
+  const action = 'The KMS refused records of this box; see `pksctl outbox rejected` and the KMS fleet record, and clear the cause with the OEM. The records are kept.';
   if (items.length === 0) return obs('kms-rejected', 'outbox', 'ok', 'the KMS has rejected no record', '');
   const codes = [...new Set(items.map((i) => i.code))].slice(0, 5).join(', ');
   const last = items[items.length - 1]!;

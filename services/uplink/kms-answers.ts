@@ -11,6 +11,8 @@ export interface AckMessage {
   fileId: string | null;
   ids: string[];
   rejected?: Array<{ id: string; code: string; detail: string }>;
+  /** the KMS's signed anchors of the checkpoints in the file (issue 9): kept by the keystore, which checks each */
+  anchors?: unknown[];
   error?: { code: string; detail: string };
 }
 export interface CertAnswer {
@@ -37,6 +39,7 @@ const checkAck = compileChecker<AckMessage>(
       fileId: { anyOf: [ID, { type: 'null' }] },
       ids: { type: 'array', maxItems: 5000, items: ID },
       rejected: { type: 'array', maxItems: 5000, items: { ...CODED, required: ['id', 'code', 'detail'], properties: { ...CODED.properties, id: ID } } },
+      anchors: { type: 'array', maxItems: 1000, items: { type: 'object', maxProperties: 16 } },
       error: CODED,
     },
   },

@@ -307,6 +307,14 @@ export class Uplink {
     this.counters.filesAcked++;
     this.counters.itemsAcked += ids.length;
     for (const r of rejected) await this.raise(r.code, `KMS rejected ${r.id}: ${r.detail}`, false);
+    if (Array.isArray(ack.anchors) && ack.anchors.length) {
+      try {
+        await this.d.keystore.call('audit-anchor', { anchors: ack.anchors.slice(0, 100) });
+      } catch (err) {
+        const e = asPksError(err);
+        await this.raise(e.code, `audit anchor from the KMS refused: ${e.detail}`, false);
+      }
+    }
   }
 
   // ---- safe mode: the last accepted command seq was lost with the state file
@@ -454,7 +462,9 @@ export class Uplink {
       const fresh = await makeCsr(boxId);
       const requestId = `csr-${randomUUID()}`;
       const answer = this.certWaiters.wait(requestId, ms);
-      await publish(this.client!, boxTopic(boxId, 'csr'), JSON.stringify({ requestId, csr: fresh.csrPem }));
+      // the HSM identity key endorses the new key, so the KMS knows the CSR is this box's (issue 9)
+      const { endorsement } = await this.d.vault.call<{ endorsement: string }>('box-csr', { csr: fresh.csrPem });
+      await publish(this.client!, boxTopic(boxId, 'csr'), JSON.stringify({ requestId, csr: fresh.csrPem, endorsement }));
       const a = await answer;
       if (!a) throw pksError('PKS_UPLINK_DOWN', 'no certificate from the KMS in time');
       if (a.error) {

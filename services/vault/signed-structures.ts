@@ -8,8 +8,8 @@ import { X509Certificate as NodeX509 } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
-import { checkpointMessage, verificationFileMessage, type CheckpointFields } from '../../appliance/signed-messages.js';
-import { keyIdentifier, signCertificate, type RawSigner } from '../../appliance/x509.js';
+import { boxCsrMessage, checkpointMessage, verificationFileMessage, type CheckpointFields } from '../../appliance/signed-messages.js';
+import { checkP256Csr, keyIdentifier, signCertificate, type RawSigner } from '../../appliance/x509.js';
 import { p256PointFromSpki } from '../../appliance/ec-der.js';
 
 const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
@@ -228,4 +228,15 @@ export function verificationFileToSign(text: string, boxId: string): Buffer {
     if (typeof it.id !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,95}$/.test(it.id) || !FILE_KINDS.has(it.kind as string) || typeof it.body !== 'object') throw pksError('PKS_BAD_REQUEST', 'item is not an outbox item');
   }
   return verificationFileMessage(text);
+}
+
+/**
+ * The box's own CSR for rotate-cert: the uplink makes the new MQTT key and its CSR; the vault
+ * checks it names this box (one CN, P-256, valid self-signature) and endorses exactly that key
+ * with the HSM identity key, which the KMS registered. A stolen MQTT key alone cannot rotate.
+ */
+export async function boxCsrToSign(csrPem: string, boxId: string): Promise<Buffer> {
+  const { spki, cn } = await checkP256Csr(csrPem);
+  if (cn !== boxId) throw pksError('PKS_CSR_INVALID', `csr subject CN must be this box (${boxId})`);
+  return boxCsrMessage(boxId, spki);
 }

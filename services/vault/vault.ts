@@ -10,7 +10,7 @@ import { sheMessages, sheVerify, type SheUpdate } from '../../appliance/she.js';
 import type { CheckpointFields } from '../../appliance/signed-messages.js';
 import { newSerial } from '../../appliance/x509.js';
 import { Hsm, type HsmConfig, type KeyName } from './hsm.js';
-import { EcuCa, checkpointToSign, verificationFileToSign, type EcuCaConfig, type IssuedCertificate } from './signed-structures.js';
+import { EcuCa, boxCsrToSign, checkpointToSign, verificationFileToSign, type EcuCaConfig, type IssuedCertificate } from './signed-structures.js';
 
 export type SignKey = 'identity' | 'audit' | 'ecu-ca' | `unlock-${string}`;
 export type PublicKeyName = 'identity' | 'transport' | 'audit' | 'ecu-ca' | `unlock-${string}`;
@@ -153,6 +153,11 @@ export class Vault {
   /** A verification file of this box, as the keystore packed it. */
   signVerificationFile(payloadText: string): Buffer {
     return this.sign('audit', verificationFileToSign(payloadText, this.boxId));
+  }
+
+  /** The identity key's endorsement of the box's own rotate-cert CSR. */
+  async endorseBoxCsr(csrPem: string): Promise<Buffer> {
+    return this.sign('identity', await boxCsrToSign(csrPem, this.boxId));
   }
 
   private issuer(): EcuCa {

@@ -80,6 +80,11 @@ export function vaultVerbs(vault: Vault): VerbTable {
       handler: (b: { uid: string; spki: string; profile: string; serial: string }) =>
         vault.issueEcuCertificate({ uid: b.uid.toLowerCase(), spki: Buffer.from(b.spki, 'base64'), profile: b.profile, serial: b.serial.toLowerCase() }),
     },
+    'box-csr': {
+      request: { type: 'object', additionalProperties: false, required: ['csr'], properties: { csr: { type: 'string', minLength: 64, maxLength: 12 * 1024 } } },
+      maxBytes: 16 * 1024,
+      handler: async (b: { csr: string }) => ({ endorsement: (await vault.endorseBoxCsr(b.csr)).toString('base64') }),
+    },
     'ecu-ca-certificate': {
       request: { type: 'object', additionalProperties: false, properties: { days: { type: 'integer', minimum: 1, maximum: 36500, default: 3650 } } },
       handler: async (b: { days: number }) => ({ certificate: await vault.ecuCaCertificate(b.days) }),
@@ -122,13 +127,14 @@ export function vaultVerbs(vault: Vault): VerbTable {
 /**
  * Who may ask what. The keystore owns issuance: it issues and verifies SHE packages, has ECU
  * certificates signed once they are on record, signs audit checkpoints and the verification
- * files it packs. The tester API and the uplink face the network and sign nothing; the
- * sentinel only looks; pksctl makes the development ECU CA certificate.
+ * files it packs. The tester API and the uplink face the network: the tester API signs
+ * nothing, the uplink only gets the box's own rotate-cert CSR endorsed (checked: this box, a
+ * valid P-256 CSR); the sentinel only looks; pksctl makes the development ECU CA certificate.
  */
 export const DEFAULT_CALLERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
   keystore: ['status', 'public-key', 'batch-open', 'she-prepare', 'she-verify', 'audit-checkpoint', 'verification-file', 'ecu-cert-issue'],
   'tester-api': ['status', 'public-key'],
-  uplink: ['status', 'public-key'],
+  uplink: ['status', 'public-key', 'box-csr'],
   sentinel: ['status'],
   pksctl: ['status', 'public-key', 'ecu-ca-certificate', 'unlock-public-key'],
   unlock: UNLOCK_CALLER_VERBS,

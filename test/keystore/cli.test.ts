@@ -98,22 +98,25 @@ cli('pksctl handover moves an open reservation to a rework station, audited; the
   assert.is(conflict, 'PKS_RESERVED_BY_OTHER');
 });
 
-cli('pksctl audit verify: VERIFIED, then BROKEN after an entry is edited', async ({ box }) => {
+cli('pksctl audit verify: intact but NOT VERIFIED without a KMS anchor, then BROKEN after an entry is edited', async ({ box }) => {
   const t = box.keystore.client('tester-api');
   for (let i = 1; i <= 4; i++) await t.call('reserve', { pool: POOL, uid: (0x500 + i).toString(16).padStart(30, '0'), tester: 'cli', station: 's' });
   await box.keystore.client('uplink').call('checkpoint', {});
-  const ok = await pksctl(box, ['audit', 'verify', '--data', box.keystore.dataDir, '--json']);
-  assert.is(ok.code, 0, ok.err);
-  const r = JSON.parse(ok.out) as { ok: boolean; checkpoints: number; unsignedTail: number };
+  const ok = await pksctl(box, ['audit', 'verify', '--data', box.keystore.dataDir, '--kms-ca', box.kms.caCert, '--json']);
+  // signed by the box's own key only: intact, but nothing the KMS acknowledged (issue 9)
+  assert.is(ok.code, 3, ok.err);
+  const r = JSON.parse(ok.out) as { ok: boolean; verified: boolean; checkpoints: number; unsignedTail: number; notAnchored: number; headSeq: number };
   assert.ok(r.ok && r.checkpoints >= 1);
+  assert.is(r.verified, false);
   assert.is(r.unsignedTail, 0);
+  assert.is(r.notAnchored, r.headSeq);
 
   await box.keystore.proc.stop();
   const dbs = openDbs(box.keystore.dataDir);
   const e = dbs.audit.get(3)!;
   await dbs.audit.put(3, { ...e, line: e.line.replace('"seq":3', '"seq":3,"x":1') });
   await dbs.root.close();
-  const broken = await pksctl(box, ['audit', 'verify', '--data', box.keystore.dataDir]);
+  const broken = await pksctl(box, ['audit', 'verify', '--data', box.keystore.dataDir, '--kms-ca', box.kms.caCert]);
   assert.is(broken.code, 1);
   assert.match(broken.out, 'BROKEN');
   assert.match(broken.out, 'entry 3 was edited');

@@ -9,13 +9,17 @@ import * as assert from 'uvu/assert';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { silentLogger } from '../../appliance/log.js';
+import { ROOT } from '../../scripts/plant/process.js';
 import { startBox, type Box } from '../../scripts/plant/box.js';
 import { openDbs } from '../../services/keystore/db.js';
 import { Keystore, type VaultPort } from '../../services/keystore/keystore.js';
 import type { OutboxItem } from '../../appliance/contracts/keystore.js';
 
 const POOL = 'oem1.obx.key4';
+const run = promisify(execFile);
 const t = suite<{ box: Box }>('keystore outbox (issue 9 item 4)', {} as { box: Box });
 
 t.before(async (ctx) => {
@@ -91,6 +95,9 @@ t('an item the KMS rejects stays queryable and raises a durable critical alert',
     assert.ok(it, caller);
     assert.equal([it!.code, it!.body.what], ['PKS_CONFLICT', 'will be rejected']);
   }
+  // plant IT sees it with pksctl
+  const cli = await run(process.execPath, [path.join(ROOT, 'bin', 'pksctl.mjs'), 'outbox', 'rejected', '--json'], { env: { ...process.env, PKS_RUN_DIR: box.runDir }, timeout: 60_000 });
+  assert.ok((JSON.parse(cli.stdout) as { items: { id: string; code: string }[] }).items.some((i) => i.id === id && i.code === 'PKS_CONFLICT'));
   // an ack for it now deletes nothing: it is not in the outbox any more, and not lost either
   await up.call('outbox-ack', { ids: [id] });
   assert.ok((await box.keystore.client('pksctl').call<{ items: OutboxItem[] }>('outbox-rejected', {})).items.some((i) => i.id === id));

@@ -4,7 +4,7 @@
 // call on its vault socket) gets nothing signed; a tester without the profile's grant gets no
 // certificate; every certificate counts against the tester's limits.
 import { execFile } from 'node:child_process';
-import { X509Certificate, webcrypto } from 'node:crypto';
+import { X509Certificate, createPublicKey, verify, webcrypto } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +13,7 @@ import * as x509 from '@peculiar/x509';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { IpcClient } from '../../appliance/ipc.js';
+import { boxCsrMessage } from '../../appliance/signed-messages.js';
 import { startBox, type Box } from '../../scripts/plant/box.js';
 import { startService, waitFor, type Proc } from '../../scripts/plant/process.js';
 import { openDbs } from '../../services/keystore/db.js';
@@ -105,7 +106,7 @@ test.after(async (ctx) => {
   if (ctx.dir) await rm(ctx.dir, { recursive: true, force: true });
 });
 
-test('item 1: the tester API socket of the vault signs nothing, not "hello world", not an ECU certificate', async (ctx) => {
+test('item 1: the tester API socket of the vault signs nothing, not "hello world", not an ECU certificate; the uplink only its own CSR', async (ctx) => {
   const hello = Buffer.from('hello world').toString('base64');
   // today's main signed this with the OEM's ECU CA key
   assert.ok(['PKS_IPC_FORBIDDEN', 'PKS_IPC_UNKNOWN_VERB'].includes(await code(ctx.apiVault.call('sign-ecu-ca', { data: hello }))));
@@ -119,6 +120,14 @@ test('item 1: the tester API socket of the vault signs nothing, not "hello world
   for (const verb of ['sign-audit', 'sign-identity', 'audit-checkpoint', 'verification-file', 'ecu-cert-issue']) {
     assert.ok(['PKS_IPC_FORBIDDEN', 'PKS_IPC_UNKNOWN_VERB'].includes(await code(up.call(verb, { data: hello }))), `uplink ${verb}`);
   }
+  // its one signing verb: the box's own rotate-cert CSR, endorsed by the identity key only when it names this box
+  assert.is(await code(up.call('box-csr', { csr: await csrFor('another-box') })), 'PKS_CSR_INVALID');
+  assert.is(await code(up.call('box-csr', { csr: 'x'.repeat(100) })), 'PKS_CSR_INVALID');
+  const csr = await csrFor('box-ecu-1');
+  const { endorsement } = await up.call<{ endorsement: string }>('box-csr', { csr });
+  const idKey = createPublicKey({ key: Buffer.from((await up.call<{ spki: string }>('public-key', { name: 'identity' })).spki, 'base64'), format: 'der', type: 'spki' });
+  const csrKey = Buffer.from(new x509.Pkcs10CertificateRequest(csr).publicKey.rawData);
+  assert.ok(verify('sha256', boxCsrMessage('box-ecu-1', csrKey), { key: idKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(endorsement, 'base64')));
 });
 
 test('item 1: the keystore socket gets only well-formed structures signed', async (ctx) => {

@@ -156,6 +156,8 @@ test('the KMS refuses forged, misnamed and non-P-256 CSRs, and boxes it does not
     ['forged', await csrOf(rig.boxId, { publicKey: a.publicKey, privateKey: b.privateKey }), 'PKS_CSR_INVALID'],
     ['p384', await csrOf(rig.boxId, p384, { name: 'ECDSA', hash: 'SHA-384' } as EcdsaParams), 'PKS_CSR_INVALID'],
     ['junk', '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n', 'PKS_CSR_INVALID'],
+    // issue 9: a good CSR from whoever holds the box's MQTT key, without the HSM identity's endorsement
+    ['not-endorsed', await csrOf(rig.boxId, a), 'PKS_CSR_INVALID'],
   ];
   const box1 = await asBox(rig.boxId);
   const box9 = await asBox('box-9');
