@@ -24,10 +24,15 @@ export async function sealCli(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   const { values: o } = parseArgs({
     args: rest,
-    options: { expected: { type: 'string' }, key: { type: 'string' }, out: { type: 'string' }, in: { type: 'string' }, pubkey: { type: 'string' }, blob: { type: 'string' }, signed: { type: 'string' }, tcti: { type: 'string' } },
+    options: { expected: { type: 'string' }, key: { type: 'string' }, out: { type: 'string', multiple: true }, in: { type: 'string', multiple: true }, pubkey: { type: 'string' }, blob: { type: 'string' }, signed: { type: 'string' }, tcti: { type: 'string' } },
     strict: true,
   });
-  const need = (k: keyof typeof o): string => o[k] ?? (() => { throw pksError('PKS_BAD_REQUEST', `${cmd} needs --${k}`); })();
+  const need = (k: keyof typeof o): string => {
+    const v = o[k];
+    const one = Array.isArray(v) ? (v.length === 1 ? v[0] : undefined) : v;
+    if (typeof one !== 'string') throw pksError('PKS_BAD_REQUEST', `${cmd} needs one --${k}`);
+    return one;
+  };
   const tcti = o.tcti ?? process.env.PKS_TPM_TCTI ?? DEFAULT_TCTI;
   switch (cmd) {
     case 'sign-policy': {
@@ -35,14 +40,17 @@ export async function sealCli(argv: string[]): Promise<number> {
       const values = [...new Set(Object.values(expected.pcr11Phases))].map(parseDigestHex);
       if (values.length === 0) throw pksError('PKS_CONFIG_INVALID', 'expected-pcrs.json has no PCR 11 phases (no UKI?)');
       const text = JSON.stringify(signPcr11Policies(values, await readFile(need('key'), 'utf8')), null, 1) + '\n';
-      if (o.out) await writeAtomic(o.out, text, 0o644);
+      if (o.out) await writeAtomic(need('out'), text, 0o644);
       else process.stdout.write(text);
       return 0;
     }
     case 'seal': {
-      const secret = await readFile(need('in'));
-      const blob = await sealFile({ tcti, data: secret, publicKeyPem: await readFile(need('pubkey'), 'utf8') });
-      await writeAtomic(need('out'), encodeBlob(blob), 0o600);
+      // several --in/--out pairs in one run: setup seals both PINs for one node start (slow under TCG)
+      const ins = o.in ?? [];
+      const outs = o.out ?? [];
+      if (ins.length === 0 || ins.length !== outs.length) throw pksError('PKS_BAD_REQUEST', 'seal needs --in FILE --out BLOB pairs');
+      const publicKeyPem = await readFile(need('pubkey'), 'utf8');
+      for (let i = 0; i < ins.length; i++) await writeAtomic(outs[i]!, encodeBlob(await sealFile({ tcti, data: await readFile(ins[i]!), publicKeyPem })), 0o600);
       return 0;
     }
     case 'unseal': {

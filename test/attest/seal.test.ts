@@ -155,11 +155,15 @@ test('the build, setup and boot commands: sign-policy from expected-pcrs.json, s
     assert.is(await sealCli(['sign-policy', '--expected', p('expected.json'), '--key', p('key.pem'), '--out', p('signed.json')]), 0);
     await boot(t, GOOD);
     await writeFile(p('hsm-pin'), PIN, { mode: 0o600 });
-    assert.is(await sealCli(['seal', '--tcti', t.tcti, '--in', p('hsm-pin'), '--out', p('hsm-pin.sealed'), '--pubkey', p('pub.pem')]), 0);
+    await writeFile(p('hsm-so-pin'), 'so-pin\n', { mode: 0o600 });
+    // both PINs in one run, as setup does
+    assert.is(await sealCli(['seal', '--tcti', t.tcti, '--in', p('hsm-pin'), '--out', p('hsm-pin.sealed'), '--in', p('hsm-so-pin'), '--out', p('hsm-so-pin.sealed'), '--pubkey', p('pub.pem')]), 0);
     assert.not.ok((await readFile(p('hsm-pin.sealed'), 'utf8')).includes(PIN.toString().trim()));
     await boot(t, GOOD);
     assert.is(await sealCli(['unseal', '--tcti', t.tcti, '--blob', p('hsm-pin.sealed'), '--pubkey', p('pub.pem'), '--signed', p('signed.json'), '--out', p('out')]), 0);
     assert.equal(await readFile(p('out')), PIN);
+    assert.is(await sealCli(['unseal', '--tcti', t.tcti, '--blob', p('hsm-so-pin.sealed'), '--pubkey', p('pub.pem'), '--signed', p('signed.json'), '--out', p('so')]), 0);
+    assert.is(await readFile(p('so'), 'utf8'), 'so-pin\n');
     await boot(t, EVIL);
     await refused(sealCli(['unseal', '--tcti', t.tcti, '--blob', p('hsm-pin.sealed'), '--pubkey', p('pub.pem'), '--signed', p('signed.json'), '--out', p('out2')]), 'changed UKI');
   } finally {

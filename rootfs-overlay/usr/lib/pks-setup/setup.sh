@@ -66,10 +66,9 @@ printf '%s\n' "$so_pin" >"$ram/hsm-so-pin"
 printf '%s\n' "$pin" >"$ram/hsm-pin"
 runuser -u pks-vault -- env PKCS11_MODULE="$module" "$lib/softhsm-token.sh" /var/lib/pks/vault "$label" "$so_pin" "$pin" >/dev/null
 [ -f /usr/lib/pks-image/pcr-signing.pem ] || die "no image signing key (/usr/lib/pks-image/pcr-signing.pem): refusing to leave the PIN in clear"
-for p in hsm-pin hsm-so-pin; do
-  PKS_SEAL_TMP=$ram node /usr/lib/pks/dist/services/attest/seal-cli.js seal --tcti device:/dev/tpmrm0 \
-    --in "$ram/$p" --out "/etc/pks/credentials/$p.sealed" --pubkey /usr/lib/pks-image/pcr-signing.pem || die "sealing $p failed"
-done
+PKS_SEAL_TMP=$ram node /usr/lib/pks/dist/services/attest/seal-cli.js seal --tcti device:/dev/tpmrm0 --pubkey /usr/lib/pks-image/pcr-signing.pem \
+  --in "$ram/hsm-pin" --out /etc/pks/credentials/hsm-pin.sealed --in "$ram/hsm-so-pin" --out /etc/pks/credentials/hsm-so-pin.sealed \
+  || die "sealing the HSM PINs failed"
 rm -f /etc/pks/credentials/hsm-pin /etc/pks/credentials/hsm-so-pin
 rm -rf "$ram"
 unset pin so_pin
