@@ -241,6 +241,20 @@ test('per-user rate limit: a burst over the limit is refused with PKS_RATE_LIMIT
   assert.ok(limited >= 4, `limited ${limited}`);
 });
 
+test('setting a role: a new request for the user, approved like any other; the certificate stays, the permissions follow the role', async () => {
+  const u = await svc.user('eng-rita', 'TESTING');
+  const c = svc.client(u);
+  const m = await unlockCall<{ csrf: string }>(c, 'GET', '/v1/me');
+  const before = await askToken(c, { ecuType: 'bcm', uid: UID, challenge: '44'.repeat(32) }, m.body.csrf);
+  assert.equal(before.body.permissionNames, ['EXTENDED_LOGGING']);
+  const req = await svc.admin.call<UnlockRequest>('onboard', { cn: 'eng-rita', role: 'AFTER_SALES', accessSeconds: 86_400, as: 'alice' });
+  // pending: nothing changes yet
+  assert.equal((await askToken(c, { ecuType: 'bcm', uid: UID, challenge: '44'.repeat(32) }, m.body.csrf)).body.permissionNames, ['EXTENDED_LOGGING']);
+  await svc.admin.call('approve', { id: req.id, as: 'bob' });
+  const after = await askToken(c, { ecuType: 'bcm', uid: UID, challenge: '44'.repeat(32) }, m.body.csrf);
+  assert.equal(after.body.permissionNames.sort(), ['DEBUG_READ', 'EXTENDED_LOGGING', 'FIELD_RETURN_ANALYSIS']);
+});
+
 test('every grant is in the hash-chained audit with its user, role, ECU and permissions, and the chain verifies', async () => {
   await box.keystore.client('pksctl').call('checkpoint', {});
   const spki = Buffer.from((await box.vault.client('pksctl').call<{ spki: string }>('public-key', { name: 'audit' })).spki, 'base64');
