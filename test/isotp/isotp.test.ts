@@ -245,7 +245,7 @@ uds('over a UDP frame link between two sockets (SocketCAN frame layout in each d
 
 uds('SocketCAN vcan (only where the kernel has CAN: the VM test)', async () => {
   if (!existsSync('/proc/net/can') && !existsSync('/sys/module/can')) {
-    console.log('  (skipped: no CAN in this kernel; the VM test runs test/vm/can-inject.sh on vcan)');
+    console.log('  (skipped: no CAN in this kernel; the VM test runs scripts/plant/can-check.ts on vcan)');
     return;
   }
   const { canLink } = await import('../../appliance/isotp/can-link.js');
