@@ -48,6 +48,8 @@ KMS_HOST=10.0.2.2
 KMS_PORT=18883
 SMTP_HOST=10.0.2.2
 SMTP_PORT=12525
+# the dev relay on the host is plaintext: an explicit setting (the product default is STARTTLS required)
+SMTP_STARTTLS=off
 MAIL_TO=plant-it@plant.example
 TLS_SAN=DNS:pks.local,DNS:localhost,IP:127.0.0.1,IP:10.0.2.15
 POOLS=oem1.bcm.key4

@@ -5,10 +5,11 @@
 // successful boot of a new version.
 import { execFile } from 'node:child_process';
 import { pksError } from '../../appliance/errors.js';
+import { VERSION_FLOOR_NV_INDEX } from '../../appliance/contracts/update.js';
 import { tpm2 } from './measure.js';
 
-/** An owner-range NV index for the PKS version floor. */
-export const VERSION_FLOOR_NV = '0x01500100';
+/** The owner-range NV index of the PKS version floor, the one the updater's pre-install handler reads. */
+export const VERSION_FLOOR_NV = `0x${VERSION_FLOOR_NV_INDEX.toString(16).padStart(8, '0')}`;
 
 /** Setup: defines the counter and moves it off its uninitialised state (value 1). Idempotent. */
 export async function defineVersionCounter(tcti: string, index = VERSION_FLOOR_NV): Promise<bigint> {
