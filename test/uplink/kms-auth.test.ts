@@ -108,8 +108,12 @@ test('a corrupt state file: the uplink starts in safe mode, refuses commands, th
   // a command relayed by the KMS (pks-fleet), so the KMS knows the last seq
   const keyFile = path.join(rig.dir, 'ops.key');
   writeFileSync(keyFile, rig.ops.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  // the KMS relays only once its own MQTT session is back (PKS_UPLINK_DOWN until then)
   const out: string[] = [];
-  assert.is(await fleet(['--socket', rig.kms.socket, '--json', 'cmd', rig.boxId, 'sync-now', '--ops-key', keyFile], (s) => out.push(s)), 0);
+  await waitFor('KMS relays the command', async () => {
+    out.length = 0;
+    return (await fleet(['--socket', rig.kms.socket, '--json', 'cmd', rig.boxId, 'sync-now', '--ops-key', keyFile], (s) => out.push(s))) === 0;
+  }, 15_000, 250);
   const seq = (JSON.parse(out[0]!) as { seq: number }).seq;
   await waitFor('command accepted', async () => rig.uplink.state.state.lastSeq === seq, 10_000);
   const captured = rig.got.length;
