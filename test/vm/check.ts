@@ -52,7 +52,9 @@ for (const [id, uids] of issuedTo) {
 let auditOk = false;
 let audit: unknown;
 try {
-  audit = JSON.parse(await g.sh('pksctl audit verify --json', 300));
+  // exit 3 is "intact but NOT VERIFIED": no checkpoint anchored at a KMS yet, which a VM without a
+  // KMS cannot have; the chain and its signed checkpoints are what is checked here (ok: true)
+  audit = JSON.parse(await g.sh('pksctl audit verify --json; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 3 ]', 300));
   auditOk = (audit as { ok?: boolean }).ok === true;
 } catch (e) {
   audit = { error: (e as Error).message.slice(0, 300) };
