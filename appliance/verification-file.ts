@@ -17,7 +17,7 @@ import { compileChecker } from './config.js';
 import { pksError } from './errors.js';
 import { ID, NAME } from './schema.js';
 import { verificationFileMessage } from './signed-messages.js';
-import type { OutboxItem } from './contracts/keystore.js';
+import { OUTBOX_KINDS, type OutboxItem } from './contracts/keystore.js';
 
 /** Largest file the box publishes (the broker takes 256 KiB per packet). */
 export const MAX_FILE_BYTES = 200 * 1024;
@@ -67,7 +67,7 @@ const payloadSchema = {
         required: ['id', 'kind', 'at', 'body'],
         properties: {
           id: ID,
-          kind: { enum: ['injection', 'burn', 'alert', 'event', 'checkpoint', 'cert', 'unlock'] },
+          kind: { enum: [...OUTBOX_KINDS] },
           at: { type: 'string', maxLength: 40 },
           body: { type: 'object' },
         },

@@ -131,7 +131,9 @@ export interface ImportChunkResponse {
   missing: number[];
 }
 
-export type OutboxKind = 'injection' | 'burn' | 'alert' | 'event' | 'checkpoint' | 'cert' | 'unlock';
+/** Every kind of outbox item; the verification file and the vault's check of it take exactly these. */
+export const OUTBOX_KINDS = ['injection', 'burn', 'alert', 'event', 'checkpoint', 'cert', 'unlock'] as const;
+export type OutboxKind = (typeof OUTBOX_KINDS)[number];
 export interface OutboxItem {
   id: string; // monotonic, sortable
   kind: OutboxKind;

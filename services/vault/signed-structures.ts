@@ -11,6 +11,7 @@ import { pksError } from '../../appliance/errors.js';
 import { boxCsrMessage, checkpointMessage, verificationFileMessage, type CheckpointFields } from '../../appliance/signed-messages.js';
 import { checkP256Csr, keyIdentifier, signCertificate, type RawSigner } from '../../appliance/x509.js';
 import { p256PointFromSpki } from '../../appliance/ec-der.js';
+import { OUTBOX_KINDS } from '../../appliance/contracts/keystore.js';
 
 const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
@@ -205,7 +206,7 @@ export function checkpointToSign(c: CheckpointFields, now = Date.now()): Buffer 
   return checkpointMessage(c);
 }
 
-const FILE_KINDS = new Set(['injection', 'burn', 'alert', 'event', 'checkpoint', 'cert']);
+const FILE_KINDS = new Set<string>(OUTBOX_KINDS);
 
 /**
  * A verification file as the keystore packs it: this box's, of outbox items only. The vault
