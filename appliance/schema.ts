@@ -50,3 +50,6 @@ export const mqttConnection = (extra: Record<string, unknown>, sessionExpiryDefa
       ...extra,
     },
   }) as const;
+
+/** ipc.groups: each caller's socket goes to its pair group (a gid, from sysusers.d/pks.conf). */
+export const SOCKET_GROUPS = { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } } as const;

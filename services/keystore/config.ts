@@ -1,6 +1,6 @@
 // The keystore's config: where LMDB lives, the pinned KMS CA, pools and their quotas, and
 // the audit checkpoint cadence.
-import { NAME, POOL } from '../../appliance/schema.js';
+import { NAME, POOL, SOCKET_GROUPS } from '../../appliance/schema.js';
 
 export interface KeystoreConfig {
   boxId: string;
@@ -62,7 +62,7 @@ export const keystoreSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } },
+        groups: SOCKET_GROUPS,
       },
     },
   },

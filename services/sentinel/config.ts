@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { loadConfig, readCredential, validateConfig, type DeepReadonly } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
-import { NAME, PATH } from '../../appliance/schema.js';
+import { NAME, PATH, SOCKET_GROUPS } from '../../appliance/schema.js';
 import { validateMailerConfig, type MailerConfig } from './mailer.js';
 
 // node-cron ships CJS and ESM; require() keeps one copy with the scheduler main.ts uses
@@ -239,7 +239,7 @@ export const sentinelSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } },
+        groups: SOCKET_GROUPS,
       },
     },
   },

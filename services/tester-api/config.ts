@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { readCredential, type DeepReadonly } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
-import { PATH } from '../../appliance/schema.js';
+import { PATH, SOCKET_GROUPS } from '../../appliance/schema.js';
 
 const FILE = PATH;
 const int = (minimum: number, maximum: number, dflt: number) => ({ type: 'integer', minimum, maximum, default: dflt }) as const;
@@ -124,7 +124,7 @@ export const testerApiSchema = {
       default: {},
       properties: {
         timeoutMs: int(100, 60_000, 5000),
-        groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } },
+        groups: SOCKET_GROUPS,
       },
     },
   },

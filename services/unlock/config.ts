@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { readCredential, type DeepReadonly } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
-import { NAME, PATH } from '../../appliance/schema.js';
+import { NAME, PATH, SOCKET_GROUPS } from '../../appliance/schema.js';
 import { DEFAULT_ROLES, PERMISSION_NAMES, type RoleSpec } from '../../appliance/unlock-permissions.js';
 
 const int = (minimum: number, maximum: number, dflt: number) => ({ type: 'integer', minimum, maximum, default: dflt }) as const;
@@ -104,7 +104,7 @@ export const unlockSchema = {
       default: {},
       properties: {
         timeoutMs: int(100, 60_000, 5000),
-        groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } },
+        groups: SOCKET_GROUPS,
       },
     },
   },

@@ -1,7 +1,7 @@
 // The updater's config (/etc/pks/updater.json): where RAUC's system.conf is, the box's
 // compatible, how long to drain, what the health check waits for, how to ask for a reboot, and
 // (optional) where manifests from the KMS are checked against and when they may install.
-import { NAME, PATH } from '../../appliance/schema.js';
+import { NAME, PATH, SOCKET_GROUPS } from '../../appliance/schema.js';
 import { COMPATIBLE } from '../../appliance/contracts/update.js';
 
 export interface UpdaterConfig {
@@ -68,7 +68,7 @@ export const updaterSchema = {
       type: 'object',
       additionalProperties: false,
       default: {},
-      properties: { groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } } },
+      properties: { groups: SOCKET_GROUPS },
     },
     manifests: {
       type: 'object',

@@ -1,7 +1,7 @@
 // The uplink's config: who the box is on the MQTT link, where the broker is, the pinned ops
 // key, and when to talk to the KMS. The MQTT client key is a credential (`mqtt-key`), never in
 // the config itself.
-import { NAME, PATH, mqttConnection } from '../../appliance/schema.js';
+import { NAME, PATH, SOCKET_GROUPS, mqttConnection } from '../../appliance/schema.js';
 
 export type SyncMode = 'always' | 'windows';
 
@@ -80,7 +80,7 @@ export const uplinkSchema = {
       type: 'object',
       additionalProperties: false,
       default: {},
-      properties: { groups: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 4294967294 } } },
+      properties: { groups: SOCKET_GROUPS },
     },
     schedule: {
       type: 'object',
