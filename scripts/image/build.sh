@@ -110,7 +110,7 @@ cp -a "$root/rootfs-overlay/." "$stage/"
 cp -a "$here/dev-rootfs/." "$stage/"
 # Plant IT's first-boot setup (rootfs-overlay/usr/lib/pks-setup): its unit goes where systemd
 # finds it, and the two helpers it shares with the dev machine come from scripts/.
-install -m 0755 "$root/scripts/pki.sh" "$root/scripts/softhsm-token.sh" "$stage/usr/lib/pks-setup/"
+install -m 0755 "$root/scripts/pki.sh" "$stage/usr/lib/pks-setup/"
 install -m 0644 "$stage/usr/lib/pks-setup/pks-setup.service" "$stage/usr/lib/systemd/system/pks-setup.service"
 # Dev image only: the site inputs plant IT would bring (CAs, the box's MQTT identity, addresses),
 # made on the host, whose private halves stay in .cache/image/dev-site/host for the tests.

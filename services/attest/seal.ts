@@ -155,10 +155,17 @@ async function withDir<T>(tcti: string, fn: (c: Ctx) => Promise<T>): Promise<T> 
 
 const f = (c: Ctx, name: string): string => path.join(c.dir, name);
 
-/** The owner-hierarchy SRK (deterministic from the TPM's seed) and the signing key's public part. */
+/**
+ * The owner-hierarchy SRK: the default template plus noda. Loading the sealed blob authorises
+ * the SRK; without noda every boot that unseals and then loses power counts as a failed
+ * authorisation, and the third power cut locked the TPM (and so the vault) for 1000 s per try.
+ */
+export const SRK_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt|noda';
+
+/** The SRK (deterministic from the TPM's seed and the template) and the signing key's public part. */
 async function primaryAndSigner(c: Ctx, publicKeyPem: string): Promise<void> {
   await writeFile(f(c, 'signer.pem'), publicKeyPem);
-  await tpm2('tpm2_createprimary', ['-Q', '-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', f(c, 'prim.ctx')], c.tcti);
+  await tpm2('tpm2_createprimary', ['-Q', '-C', 'o', '-g', 'sha256', '-G', 'ecc', '-a', SRK_ATTRIBUTES, '-c', f(c, 'prim.ctx')], c.tcti);
   await tpm2('tpm2_loadexternal', ['-Q', '-C', 'o', '-G', 'rsa', '-u', f(c, 'signer.pem'), '-c', f(c, 'signer.ctx'), '-n', f(c, 'signer.name')], c.tcti);
   await flushTransient(c);
 }
@@ -217,6 +224,9 @@ export async function unsealSecret(o: { tcti: string; blob: SealedBlob; publicKe
       return await readFile(f(c, 'out'));
     } catch (e) {
       if (isPksError(e) && e.code === 'PKS_TPM_UNSEAL') throw e;
+      // lockout is the one refusal an operator must tell apart: it is not a tampered boot
+      if (/0x921|DA lockout/.test(String((e as Error).message) + String((e as { cause?: unknown }).cause ?? '')))
+        throw pksError('PKS_TPM_UNSEAL', 'the TPM is in dictionary-attack lockout: clear it with the lockout authorisation (tpm2_dictionarylockout -c)', e);
       throw pksError('PKS_TPM_UNSEAL', 'the TPM refused: boot state (PCR 7) or signature does not match', e);
     }
   });

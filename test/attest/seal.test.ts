@@ -100,6 +100,24 @@ test('sealed PIN: genuine reboot and signed update open it; unsigned UKI, forged
   assert.equal(await unsealSecret({ tcti: t.tcti, blob, publicKeyPem: imageKey.publicKey, signed }), PIN, 'genuine again');
 });
 
+// Found by the VM system test: after the third power cut the TPM refused every unseal (TPM_RC_LOCKOUT)
+// and the vault never started. A TPM counts an unorderly shutdown as a failed authorisation when a
+// DA-protected object was used in that boot; the SRK (the sealed blob's parent) was one.
+test('power cuts do not walk the TPM into dictionary-attack lockout (SRK and sealed object are noda)', async () => {
+  const t = tpm!;
+  const signed = signPcr11Policies([replay(GOOD)], imageKey.privateKey);
+  await boot(t, GOOD);
+  const blob = await sealSecret({ tcti: t.tcti, secret: PIN, publicKeyPem: imageKey.publicKey });
+  for (let cut = 1; cut <= 5; cut++) {
+    await t.powerCut();
+    for (const d of ovmfNoSecureBootPcr7Digests()) await extendPcr(7, d, t.tcti);
+    for (const d of GOOD) await extendPcr(11, d, t.tcti);
+    assert.equal(await unsealSecret({ tcti: t.tcti, blob, publicKeyPem: imageKey.publicKey, signed }), PIN, `boot after power cut ${cut}`);
+  }
+  const props = await new Promise<string>((res, rej) => execFile('tpm2_getcap', ['-T', t.tcti, 'properties-variable'], (e, out) => (e ? rej(e) : res(out))));
+  assert.match(props, /TPM2_PT_LOCKOUT_COUNTER: 0x0\b/, 'no failed authorisation counted');
+});
+
 test('why not systemd-creds --tpm2-public-key here: systemd 252 opens it under a tampered PCR 11', async () => {
   const t = tpm!;
   const has = await new Promise<boolean>((r) => execFile('systemd-creds', ['--version'], (e) => r(!e)));

@@ -14,6 +14,8 @@ export interface Swtpm {
   stop(): Promise<void>;
   /** a reboot: orderly TPM2_Shutdown, process gone, started again on the same state and port (PCRs reset) */
   restart(): Promise<void>;
+  /** a power cut: no TPM2_Shutdown, the process SIGKILLed and started again (the TPM sees an unorderly shutdown) */
+  powerCut(): Promise<void>;
   /** with { ekCert: true }: the PEMs of the swtpm local CA (root, issuer) that signed the EK certificate */
   readonly ekCaPems: string[];
 }
@@ -95,6 +97,15 @@ export async function startSwtpm(opts: { ekCert?: boolean; caDir?: string } = {}
           await kill(child);
           child = spawnOn(dir, port);
           if (!(await up(child, port))) throw new Error('swtpm did not restart');
+        },
+        powerCut: async () => {
+          if (child.exitCode === null && child.pid) {
+            const gone = new Promise((r) => child.once('exit', r));
+            process.kill(child.pid, 'SIGKILL');
+            await gone;
+          }
+          child = spawnOn(dir, port);
+          if (!(await up(child, port))) throw new Error('swtpm did not come back after the power cut');
         },
       };
     }

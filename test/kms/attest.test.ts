@@ -4,6 +4,7 @@
 // tpm2-tools).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { execFile } from 'node:child_process';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -200,4 +201,22 @@ test('no refusal carries a secret (CVE-2023-38201)', () => {
   for (const m of messages) for (const s of forbidden) assert.not.ok(m.includes(s), `"${m}" leaks a secret or reference value`);
 });
 
+
+// The AK is used in every boot (quote, credential activation); without noda each boot that then
+// loses power counts as a failed authorisation, and the third power cut locks the TPM.
+test('quotes across power cuts do not walk the TPM into dictionary-attack lockout (AK is noda)', async () => {
+  const t = await startSwtpm({ ekCert: true, caDir });
+  try {
+    await enrollAk(t.tcti);
+    for (let cut = 1; cut <= 4; cut++) {
+      await quote(t.tcti, Buffer.alloc(32, cut));
+      await t.powerCut();
+    }
+    await quote(t.tcti, Buffer.alloc(32, 9));
+    const props = await new Promise<string>((res, rej) => execFile('tpm2_getcap', ['-T', t.tcti, 'properties-variable'], (e, out) => (e ? rej(e) : res(out))));
+    assert.match(props, /TPM2_PT_LOCKOUT_COUNTER: 0x0\b/, 'no failed authorisation counted');
+  } finally {
+    await t.stop();
+  }
+});
 test.run();

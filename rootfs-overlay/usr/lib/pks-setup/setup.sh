@@ -60,11 +60,19 @@ so_pin=$(openssl rand -hex 16)
 # PCR 7 (Secure Boot state now) and to PCR 11 values the image signing key approved
 # (/usr/lib/pks-image/pcr11-policy.json, made by the image build), so a signed update needs no
 # re-provisioning and a changed UKI, kernel, initrd or command line does not unseal.
+# The PINs go to the token through PKCS#11 from these files, never on a command line: a command
+# line is readable in /proc and lands in the journal (_CMDLINE) of every message logged around it.
 ram=/run/pks-setup
-install -d -m 0700 "$ram"
+install -d -m 0700 -o pks-vault -g pks-vault "$ram"
+install -d -m 0700 -o pks-vault -g pks-vault /var/lib/pks/vault/tokens
 printf '%s\n' "$so_pin" >"$ram/hsm-so-pin"
 printf '%s\n' "$pin" >"$ram/hsm-pin"
-runuser -u pks-vault -- env PKCS11_MODULE="$module" "$lib/softhsm-token.sh" /var/lib/pks/vault "$label" "$so_pin" "$pin" >/dev/null
+chown pks-vault:pks-vault "$ram/hsm-so-pin" "$ram/hsm-pin"
+printf 'directories.tokendir = /var/lib/pks/vault/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' >/etc/pks/softhsm2.conf
+chmod 0644 /etc/pks/softhsm2.conf
+setpriv --reuid pks-vault --regid pks-vault --init-groups env SOFTHSM2_CONF=/etc/pks/softhsm2.conf \
+  node /usr/lib/pks/dist/services/vault/token-init-cli.js --module "$module" --label "$label" \
+  --so-pin-file "$ram/hsm-so-pin" --pin-file "$ram/hsm-pin" >/dev/null || die "HSM token initialisation failed"
 [ -f /usr/lib/pks-image/pcr-signing.pem ] || die "no image signing key (/usr/lib/pks-image/pcr-signing.pem): refusing to leave the PIN in clear"
 PKS_SEAL_TMP=$ram node /usr/lib/pks/dist/services/attest/seal-cli.js seal --tcti device:/dev/tpmrm0 --pubkey /usr/lib/pks-image/pcr-signing.pem \
   --in "$ram/hsm-pin" --out /etc/pks/credentials/hsm-pin.sealed --in "$ram/hsm-so-pin" --out /etc/pks/credentials/hsm-so-pin.sealed \
@@ -73,8 +81,6 @@ rm -f /etc/pks/credentials/hsm-pin /etc/pks/credentials/hsm-so-pin
 rm -rf "$ram"
 unset pin so_pin
 log "HSM PINs sealed to the TPM (PCR 7 + signed PCR 11)"
-printf 'directories.tokendir = /var/lib/pks/vault/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' >/etc/pks/softhsm2.conf
-chmod 0644 /etc/pks/softhsm2.conf
 log "HSM token '$label' ready"
 
 # 2. the tester API's TLS: box CA (kept for re-issue) and the server certificate
