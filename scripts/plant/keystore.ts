@@ -58,7 +58,7 @@ export async function startKeystore(o: { dir: string; runDir: string; logDir: st
         pools: o.pools,
         audit: { checkpointEvery: o.checkpointEvery ?? 1000, checkpointSeconds: 5 },
         ...(o.quotas ? { quotas: o.quotas } : {}),
-        ...(user ? { ipc: { groups: pairGroups('keystore', ['tester-api', 'uplink', 'sentinel']) } } : {}),
+        ...(user ? { ipc: { groups: pairGroups('keystore', ['tester-api', 'uplink', 'sentinel', 'unlock', 'updater']) } } : {}),
       },
       null,
       2,

@@ -6,7 +6,8 @@
 // low-stock mail), comes back, answers the re-order (a resolved mail); at the end every
 // injection is verified at the KMS.
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { StatsResponse } from '../../appliance/contracts/keystore.js';
 import { writePlantSentinelConfig } from '../../services/sentinel/plant-config.js';
@@ -17,6 +18,7 @@ import { percentile, runLine, type LineResult } from './line.js';
 import { startService, waitFor, type Proc } from './process.js';
 import { startSmtp, type TestSmtp } from './smtp.js';
 import { startTesterApi, type TesterApiHandle } from './tester-api.js';
+import { pairGroups, prepareServiceUser } from './users.js';
 
 export interface PlantOptions {
   base: string;
@@ -63,6 +65,15 @@ const POOLS = [
   { pool: 'oem1.bcm.key4', keyId: 4, oem: 'oem1' },
   { pool: 'oem1.gateway.key5', keyId: 5, oem: 'oem1' },
 ];
+
+/** The real uid of a running process (/proc), '?' when it is gone. */
+const uidOf = (pid: number | undefined): string => {
+  try {
+    return /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?';
+  } catch {
+    return '?';
+  }
+};
 
 export async function runPlant(o: PlantOptions): Promise<Plant> {
   const say = o.say ?? (() => {});
@@ -113,25 +124,33 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
     // the uplink: MQTT v5 with the box's client certificate, always connected
     const upDir = path.join(o.base, 'uplink');
     await mkdir(upDir, { recursive: true });
-    const id = await broker.clientCert(boxId);
+    const brokerId = await broker.clientCert(boxId);
+    // the uplink's own copies: as pks-uplink it reads nothing of the broker's directory
+    const id = { cert: path.join(upDir, 'mqtt-client.crt'), key: path.join(upDir, 'mqtt-client.key'), ca: path.join(upDir, 'mqtt-ca.crt') };
+    await copyFile(brokerId.cert, id.cert);
+    await copyFile(brokerId.key, id.key);
+    await copyFile(broker.caCert, id.ca);
     const ops = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const opsPub = path.join(upDir, 'ops.pub');
     await writeFile(opsPub, ops.publicKey.export({ type: 'spki', format: 'pem' }));
     await writeFile(path.join(upDir, 'ops.key'), ops.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
     const upCfg = path.join(upDir, 'uplink.json');
+    // each service under its own user, as on the box (issue 9, item 8; scripts/plant/users.ts)
+    const upUser = prepareServiceUser('uplink', { own: [upDir], runDir: box.runDir, reach: [path.dirname(kms.caCert)] });
     await writeFile(
       upCfg,
       JSON.stringify({
         boxId,
         stateDir: path.join(upDir, 'state'),
-        mqtt: { host: '127.0.0.1', port: broker.port, caFile: broker.caCert, certFile: id.cert, keyFile: id.key, sessionExpirySeconds: 86_400, keepaliveSeconds: 5, reconnectSeconds: 0.5 },
+        mqtt: { host: '127.0.0.1', port: broker.port, caFile: id.ca, certFile: id.cert, keyFile: id.key, sessionExpirySeconds: 86_400, keepaliveSeconds: 5, reconnectSeconds: 0.5 },
         opsPublicKeyFile: opsPub,
         kmsCaFile: kms.caCert,
         schedule: { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
         timing: { tickSeconds: 0.3, chunkTimeoutSeconds: 2, reorderRetrySeconds: 5, ackTimeoutSeconds: 2, statusSeconds: 2 },
+        ...(upUser ? { ipc: { groups: pairGroups('uplink', ['sentinel', 'updater']) } } : {}),
       }),
     );
-    const uplink = startService('uplink', { PKS_CONFIG: upCfg, PKS_RUN_DIR: box.runDir }, box.logDir);
+    const uplink = startService('uplink', { PKS_CONFIG: upCfg, PKS_RUN_DIR: box.runDir }, box.logDir, 'uplink', upUser);
     stops.push(() => uplink.stop());
 
     const admin = box.keystore.client('pksctl');
@@ -147,8 +166,13 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
 
     // the sentinel watches from here on (an empty box before its first fill is not news)
     const sentinelCfg = await writePlantSentinelConfig({ dir: path.join(o.base, 'sentinel'), boxId, smtpPort: smtp.port, keystoreDataDir: box.keystore.dataDir, keystoreMapSizeMb: 4096, everySeconds: 1, services: ['vault', 'keystore', 'tester-api', 'uplink'], uplinkStatusFile: path.join(box.runDir, 'uplink', 'status.json'), testerApi: true });
-    const sentinel = startService('sentinel', { PKS_CONFIG: sentinelCfg, PKS_RUN_DIR: box.runDir }, box.logDir);
+    const sentinelUser = prepareServiceUser('sentinel', { own: [path.join(o.base, 'sentinel')], runDir: box.runDir, reach: [box.keystore.dataDir] });
+    const sentinel = startService('sentinel', { PKS_CONFIG: sentinelCfg, PKS_RUN_DIR: box.runDir }, box.logDir, 'sentinel', sentinelUser);
     stops.push(() => sentinel.stop());
+    const uids = Object.fromEntries(
+      Object.entries({ vault: box.vault.proc, keystore: box.keystore.proc, 'tester-api': api.proc, uplink, sentinel }).map(([n, p]) => [n, uidOf(p.child.pid)]),
+    );
+    say(`users: ${Object.entries(uids).map(([n, u]) => `${n} uid ${u}`).join(', ')}${new Set(Object.values(uids)).size === Object.keys(uids).length ? ' (each its own)' : ' (NOT separated: run as root for that)'}`);
 
     const linePools = POOLS.map((p, i) => ({ pool: p.pool, masterKey: masterKeys[i]! }));
     const results: LineResult[] = [];

@@ -7,6 +7,7 @@ import { Client } from 'undici';
 import type { IpcClient } from '../../appliance/ipc.js';
 import { issue, makeCa } from './pki.js';
 import { freePort, startService, waitFor, type Proc } from './process.js';
+import { pairGroups, prepareServiceUser } from './users.js';
 
 export interface TesterCred {
   cn: string;
@@ -36,6 +37,8 @@ export async function startTesterApi(o: {
   /** vault client as tester-api (the tester API signs nothing: ECU certificates go through the keystore) */
   vault?: IpcClient;
   limits?: Record<string, number>;
+  /** default on: as root, run as pks-tester-api with its pair groups (scripts/plant/users.ts) */
+  separate?: boolean;
 }): Promise<TesterApiHandle> {
   await mkdir(o.dir, { recursive: true });
   const pkiDir = path.join(o.dir, 'pki');
@@ -50,6 +53,7 @@ export async function startTesterApi(o: {
   }
   const port = await freePort();
   const configFile = path.join(o.dir, 'tester-api.json');
+  const user = prepareServiceUser('tester-api', { ...(o.separate !== undefined ? { separate: o.separate } : {}), own: [o.dir], runDir: o.runDir });
   await writeFile(
     configFile,
     JSON.stringify(
@@ -57,6 +61,7 @@ export async function startTesterApi(o: {
         listen: { host: '127.0.0.1', port },
         tls: { cert: server.cert, keyFile: server.key, ca: testerCa.cert },
         ...(o.limits ? { limits: o.limits } : {}),
+        ...(user ? { ipc: { timeoutMs: 5000, groups: pairGroups('tester-api', ['sentinel']) } } : {}),
       },
       null,
       2,
@@ -71,7 +76,7 @@ export async function startTesterApi(o: {
     return c;
   };
   const launch = async (): Promise<Proc> => {
-    const p = startService('tester-api', { PKS_CONFIG: configFile, PKS_RUN_DIR: o.runDir }, o.logDir);
+    const p = startService('tester-api', { PKS_CONFIG: configFile, PKS_RUN_DIR: o.runDir }, o.logDir, 'tester-api', user);
     const probe = new Client(url, { connect: { ca: boxCa, key: testers[0]!.key, cert: testers[0]!.cert, servername: 'localhost' } });
     try {
       await waitFor('tester-api ready', async () => {

@@ -12,6 +12,7 @@ import { socketPath } from '../../appliance/paths.js';
 import type { UnlockRequest } from '../../appliance/contracts/unlock.js';
 import { issue, makeCa } from './pki.js';
 import { freePort, startService, waitFor, type Proc } from './process.js';
+import { pairGroups, prepareServiceUser } from './users.js';
 
 const run = promisify(execFile);
 
@@ -53,13 +54,15 @@ export async function makeCsr(dir: string, cn: string): Promise<{ keyFile: strin
   return { keyFile, csr: stdout };
 }
 
-export async function startUnlock(o: { dir: string; runDir: string; logDir: string; boxId: string; limits?: Record<string, number>; roles?: Record<string, unknown> }): Promise<UnlockHandle> {
+/** `separate` (default on): as root, the service runs as pks-unlock with its pair groups (scripts/plant/users.ts). */
+export async function startUnlock(o: { dir: string; runDir: string; logDir: string; boxId: string; limits?: Record<string, number>; roles?: Record<string, unknown>; separate?: boolean }): Promise<UnlockHandle> {
   await mkdir(o.dir, { recursive: true });
   const pkiDir = path.join(o.dir, 'pki');
   const ca = await makeCa(pkiDir, 'box-ca');
   const server = await issue(pkiDir, 'box-ca', 'unlock-server', { cn: 'pks.local', server: true, san: ['DNS:localhost', 'IP:127.0.0.1'] });
   const port = await freePort();
   const configFile = path.join(o.dir, 'unlock.json');
+  const user = prepareServiceUser('unlock', { ...(o.separate !== undefined ? { separate: o.separate } : {}), own: [o.dir], runDir: o.runDir });
   await writeFile(
     configFile,
     JSON.stringify(
@@ -70,6 +73,7 @@ export async function startUnlock(o: { dir: string; runDir: string; logDir: stri
         ecuTypes: PLANT_ECU_TYPES,
         ...(o.roles ? { roles: o.roles } : {}),
         ...(o.limits ? { limits: o.limits } : {}),
+        ...(user ? { ipc: { groups: pairGroups('unlock', ['uplink']) } } : {}),
       },
       null,
       2,
@@ -80,7 +84,7 @@ export async function startUnlock(o: { dir: string; runDir: string; logDir: stri
   const admin = ipcClient(socketPath('unlock', 'pksctl', o.runDir), { timeoutMs: 15_000 });
   const clients: Client[] = [];
   const launch = async (): Promise<Proc> => {
-    const p = startService('unlock', { PKS_CONFIG: configFile, PKS_RUN_DIR: o.runDir }, o.logDir);
+    const p = startService('unlock', { PKS_CONFIG: configFile, PKS_RUN_DIR: o.runDir }, o.logDir, 'unlock', user);
     await waitFor('unlock ready', async () => {
       if (p.child.exitCode !== null) throw new Error(`unlock exited ${p.child.exitCode}`);
       return (await admin.call<{ tokens: number }>('status')) !== undefined;

@@ -7,7 +7,7 @@
 // rootfs-overlay/usr/lib/sysusers.d/pks.conf to this machine, creating what is missing (and
 // nothing else). Not root: everything runs as the caller, as before.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, lstatSync, readdirSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT } from './process.js';
 
@@ -73,4 +73,19 @@ export function openPath(dir: string, top: string): void {
     if (d === stop || d === path.dirname(d)) break;
     d = path.dirname(d);
   }
+}
+
+/**
+ * As root (and unless `separate` is false): the user `service` runs as, with its own tree and
+ * its runtime directory (<runDir>/<service>) handed to it and the paths up to them passable, as
+ * StateDirectory= and RuntimeDirectory= do on the box. Undefined: run as the caller.
+ */
+export function prepareServiceUser(service: string, o: { separate?: boolean; own: string[]; runDir: string; reach?: string[] }): ServiceUser | undefined {
+  if (!((o.separate ?? true) && ensureServiceUsers())) return undefined;
+  const u = serviceUser(service);
+  const run = path.join(o.runDir, service);
+  mkdirSync(run, { recursive: true });
+  giveTo(u, ...o.own, run);
+  for (const p of [...o.own, o.runDir, ...(o.reach ?? [])]) openPath(p, '/');
+  return u;
 }
