@@ -70,17 +70,17 @@ t0=$(date +%s)
 say() { echo "vm-test [$(( $(date +%s) - t0 ))s] $*" >&2; }
 
 services_ready=0 of=0 injected=0 confirmed=0 power_cuts=0 duplicates=0 lost=0 reissued=0 audit_ok=true
-restarted_kill=false restarted_watchdog=false measured_ok=false vault_jitless=false boots=0
+restarted_kill=false restarted_watchdog=false measured_ok=false vault_jitless=false sentinel_sockets=false boots=0
 # issue 12: each true only when checked; the three not yet run in the VM stay false.
 pin_sealed=false uki_tamper_no_unseal=false tamper_fail_closed=false tamper_recovered=false kms_refused_unattested=false
 result() {
   local ok=false
   [ "$duplicates" = 0 ] && [ "$lost" = 0 ] && [ "$audit_ok" = true ] && [ "$of" -gt 0 ] && [ "$services_ready" = "$of" ] \
     && [ "$restarted_kill" = true ] && [ "$restarted_watchdog" = true ] && [ "$power_cuts" = "$cuts" ] \
-    && [ "$vault_jitless" = true ] && [ "$pin_sealed" = true ] && [ "$uki_tamper_no_unseal" = true ] && ok=true
-  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"vault_jitless":%s,"pin_sealed":%s,"uki_tamper_no_unseal":%s,"tamper_fail_closed":%s,"tamper_recovered":%s,"kms_refused_unattested":%s,"boots":%d,"seconds":%d,"ok":%s}\n' \
+    && [ "$vault_jitless" = true ] && [ "$sentinel_sockets" = true ] && [ "$pin_sealed" = true ] && [ "$uki_tamper_no_unseal" = true ] && ok=true
+  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"vault_jitless":%s,"sentinel_sockets":%s,"pin_sealed":%s,"uki_tamper_no_unseal":%s,"tamper_fail_closed":%s,"tamper_recovered":%s,"kms_refused_unattested":%s,"boots":%d,"seconds":%d,"ok":%s}\n' \
     "$services_ready" "$of" "$injected" "$confirmed" "$power_cuts" "$duplicates" "$lost" "$reissued" "$audit_ok" \
-    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$vault_jitless" "$pin_sealed" "$uki_tamper_no_unseal" "$tamper_fail_closed" "$tamper_recovered" "$kms_refused_unattested" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
+    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$vault_jitless" "$sentinel_sockets" "$pin_sealed" "$uki_tamper_no_unseal" "$tamper_fail_closed" "$tamper_recovered" "$kms_refused_unattested" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
   [ "$ok" = true ]
 }
 
@@ -158,6 +158,15 @@ check_pin_sealed() {
   found=$(GX_TIMEOUT=300 gx "grep -rlF '$pin' /etc /var /usr/lib/pks /usr/lib/pks-image /root /home /opt /tmp 2>/dev/null | head -n 5; true") || return 1
   [ -z "$(tr -d '[:space:]' <<<"$found")" ] || { say "clear PIN found on the guest's disk: $(tr '\n' ' ' <<<"$found")"; return 1; }
 }
+# Issue 9, item 12: in the image's configuration the sentinel reaches the tester API's and the
+# uplink's status sockets (its own pair groups), so the failed-login and uplink-stale checks run:
+# a full cycle of the live sentinel skips neither as "not reachable" and fails no group.
+check_sentinel_sockets() {
+  local out
+  out=$(GX_TIMEOUT=180 gx 'pksctl ipc sentinel run-now --compact --timeout 120000') || return 1
+  printf '%s\n' "$out" | sed 's/^/  sentinel: /' >&2
+  jq -e '(.errors | length) == 0 and ([.skipped[] | select(test("not reachable"))] | length) == 0 and (.groups | index("auth") != null) and (.groups | index("uplink") != null)' <<<"$out" >/dev/null
+}
 # A changed UKI measures differently into PCR 11; extending PCR 11 gives it a value no signature
 # approves, as any changed kernel, initrd or command line would. The same unseal works just
 # before (so the refusal is the TPM's), then fails with PKS_TPM_UNSEAL. The next boot resets PCR 11.
@@ -191,6 +200,8 @@ gx 'journalctl -b -u pks-setup -o cat --no-pager | grep "pks-setup:"' | sed 's/^
 if gx 'pksctl status' >"$state/status.txt" 2>&1; then measured_ok=true; fi
 if check_vault_jitless; then vault_jitless=true; fi
 say "vault under node --jitless with MemoryDenyWriteExecute=yes: $vault_jitless"
+if check_sentinel_sockets; then sentinel_sockets=true; fi
+say "sentinel reaches the tester API's and the uplink's status sockets: $sentinel_sockets"
 if check_pin_sealed; then pin_sealed=true; fi
 if check_uki_tamper; then uki_tamper_no_unseal=true; fi
 say "HSM PIN sealed (no clear copy in the guest's file systems): $pin_sealed; tampered PCR 11 does not unseal: $uki_tamper_no_unseal"
