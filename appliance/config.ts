@@ -45,13 +45,19 @@ function describe(err: ErrorObject): string {
   return `key '${where}' ${err.message ?? 'is invalid'}`;
 }
 
+// One instance for every checker: ajv-formats' setup is paid once, not per schema.
+let shared: AjvType | undefined;
+
 /**
- * Compiles a schema once into a checker for untrusted input (batches, commands, files): it
- * validates in place (defaults applied) and throws `code` naming the offending key.
+ * A checker for untrusted input (batches, commands, files): it validates in place (defaults
+ * applied) and throws `code` naming the offending key. Compiled on first use, once: services
+ * define dozens at module load, and compiling them all there cost the uplink 45 s of its start
+ * under the VM's emulated CPU (a profile of the dev image), past its start timeout.
  */
 export function compileChecker<T>(schema: SchemaObject, label: string, code: ErrorCode = 'PKS_BAD_REQUEST'): (data: unknown) => T {
-  const validate = makeAjv().compile(schema);
+  let validate: ReturnType<AjvType['compile']> | undefined;
   return (data: unknown): T => {
+    validate ??= (shared ??= makeAjv()).compile(schema);
     if (!validate(data)) throw pksError(code, `${label}: ${describe(validate.errors![0]!)}`);
     return data as T;
   };

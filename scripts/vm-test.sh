@@ -93,6 +93,8 @@ count_ready() {
       [ "$(systemctl show -P Type "$u")" = notify ] || continue
       # a unit whose Condition*= said no (pks-updater without an A/B layout) is not a service of this image
       [ "$(systemctl show -P ConditionResult "$u")" = no ] && [ "$(systemctl show -P ConditionTimestampMonotonic "$u")" != 0 ] && continue
+      # ... also before its condition was evaluated (its start job still queued on a slow boot)
+      [ "$u" = pks-updater.service ] && [ ! -e /etc/rauc/system.conf ] && continue
       pid=$(systemctl show -P MainPID "$u"); user=$(ps -o user= -p "$pid" 2>/dev/null || echo -)
       echo "$u $(systemctl show -P ActiveState "$u") ${user:--} $(systemctl show -P User "$u")"; done') || return 1
   of=$(printf '%s\n' "$out" | grep -c '\.service' || true)
