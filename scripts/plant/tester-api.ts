@@ -36,6 +36,8 @@ export async function startTesterApi(o: {
   /** vault client as tester-api (the tester API signs nothing: ECU certificates go through the keystore) */
   vault?: IpcClient;
   limits?: Record<string, number>;
+  /** the OpenMetrics endpoint's port (issue 16 §4) */
+  metricsPort?: number;
 }): Promise<TesterApiHandle> {
   await mkdir(o.dir, { recursive: true });
   const pkiDir = path.join(o.dir, 'pki');
@@ -57,6 +59,7 @@ export async function startTesterApi(o: {
         listen: { host: '127.0.0.1', port },
         tls: { cert: server.cert, keyFile: server.key, ca: testerCa.cert },
         ...(o.limits ? { limits: o.limits } : {}),
+        ...(o.metricsPort ? { metrics: { host: '127.0.0.1', port: o.metricsPort } } : {}),
       },
       null,
       2,
