@@ -29,6 +29,7 @@ export interface SetupAnswers {
   tpm: { tcti: string; pcrSigningKey: string; signedPolicy: string };
   hsm: { module: string; tokenLabel: string; mode: 'new' | 'join'; pinFile?: string; softhsm2Conf?: string };
   smtp: { host: string; port: number; starttls: 'required' | 'opportunistic' | 'off'; from: string; to: string[]; caFile?: string };
+  kms: { enrolSocket: string; caFile: string; broker: { host: string; port: number; caFile: string } };
   testers: { ca: string; first: { cn: string; station: string; pools: string[]; expires: string }[] };
   pools: { pool: string; minimum: number; reorder: number; critical?: number }[];
   quotas: { openPerTester: number; testerPerHour: number; poolPerHour: number };
@@ -61,7 +62,7 @@ export const FIELDS = {
 export const answersSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['v', 'plant', 'box', 'network', 'time', 'hsm', 'smtp', 'testers', 'pools'],
+  required: ['v', 'plant', 'box', 'network', 'time', 'hsm', 'kms', 'smtp', 'testers', 'pools'],
   properties: {
     v: { const: 1 },
     plant: NAME,
@@ -105,6 +106,18 @@ export const answersSchema = {
         mode: { enum: ['new', 'join'] },
         pinFile: PATH,
         softhsm2Conf: PATH,
+      },
+    },
+    kms: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['enrolSocket', 'caFile', 'broker'],
+      properties: {
+        /** where the KMS takes enrolments: the reference KMS's local socket (scripts/kms) */
+        enrolSocket: PATH,
+        /** the KMS CA the box pins (batch signer, acks, commands) */
+        caFile: PATH,
+        broker: { type: 'object', additionalProperties: false, required: ['host', 'port', 'caFile'], properties: { host: HOST, port: FIELDS.port, caFile: PATH } },
       },
     },
     smtp: {
@@ -174,17 +187,17 @@ function readableFile(file: string, what: string, maxBytes = 1 << 20): Buffer {
   return readFileSync(file);
 }
 
-/** The tester CA must be a CA certificate that is valid now (the tester API trusts nothing else). */
-export function checkTesterCa(pem: Buffer, file: string): X509Certificate {
+/** A CA the box pins (tester CA, KMS CA, broker CA) must be a CA certificate that is valid now. */
+export function checkCaFile(pem: Buffer, file: string, what: string): X509Certificate {
   let c: X509Certificate;
   try {
     c = new X509Certificate(pem);
   } catch {
-    return bad(`testers.ca ${file} is not a PEM certificate`);
+    return bad(`${what} ${file} is not a PEM certificate`);
   }
-  if (!c.ca) bad(`testers.ca ${file} is not a CA certificate`);
+  if (!c.ca) bad(`${what} ${file} is not a CA certificate`);
   const now = Date.now();
-  if (Date.parse(c.validFrom) > now || Date.parse(c.validTo) < now) bad(`testers.ca ${file} is not valid now (${c.validFrom} .. ${c.validTo})`);
+  if (Date.parse(c.validFrom) > now || Date.parse(c.validTo) < now) bad(`${what} ${file} is not valid now (${c.validFrom} .. ${c.validTo})`);
   return c;
 }
 
@@ -218,8 +231,11 @@ export function checkAnswers(raw: unknown): SetupAnswers {
   } catch (e) {
     bad(`smtp: ${isPksError(e) ? e.detail : 'invalid'}`);
   }
+  for (const [what, file] of [['kms.caFile', a.kms.caFile], ['kms.broker.caFile', a.kms.broker.caFile]] as const) {
+    checkCaFile(readableFile(file, what), file, what);
+  }
   if (a.smtp.caFile) readableFile(a.smtp.caFile, 'smtp.caFile');
-  checkTesterCa(readableFile(a.testers.ca, 'testers.ca'), a.testers.ca);
+  checkCaFile(readableFile(a.testers.ca, 'testers.ca'), a.testers.ca, 'testers.ca');
   const pools = new Set<string>();
   for (const p of a.pools) {
     if (pools.has(p.pool)) bad(`pools: ${p.pool} twice`);

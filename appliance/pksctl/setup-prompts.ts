@@ -83,6 +83,15 @@ export async function promptAnswers(): Promise<SetupAnswers> {
     const hsmMode = cancelled(await p.select({ message: 'HSM token', options: [{ value: 'new', label: 'initialise a new token (PINs made here, sealed to the TPM)' }, { value: 'join', label: 'join an existing token (PIN from a file)' }] })) as 'new' | 'join';
     const hsm: SetupAnswers['hsm'] = { module, tokenLabel, mode: hsmMode, ...(process.env.SOFTHSM2_CONF ? { softhsm2Conf: process.env.SOFTHSM2_CONF } : {}) };
     if (hsmMode === 'join') hsm.pinFile = await ask('File with the token user PIN (removed once sealed)', FIELDS.path);
+    const kms: SetupAnswers['kms'] = {
+      enrolSocket: await ask('KMS enrolment socket', FIELDS.path),
+      caFile: await ask('KMS CA certificate (PEM file)', FIELDS.path),
+      broker: {
+        host: await ask('MQTT broker host', FIELDS.host),
+        port: await ask('MQTT broker port', FIELDS.port, { dflt: '8883', parse: int }),
+        caFile: await ask('MQTT broker CA certificate (PEM file)', FIELDS.path),
+      },
+    };
     const smtp: SetupAnswers['smtp'] = {
       host: await ask('SMTP relay', FIELDS.host),
       port: await ask('SMTP port', FIELDS.port, { dflt: '25', parse: int }),
@@ -108,7 +117,7 @@ export async function promptAnswers(): Promise<SetupAnswers> {
       testerPerHour: await ask('New keys per hour per tester', { type: 'integer', minimum: 1, maximum: 1_000_000 }, { dflt: '500', parse: int }),
       poolPerHour: await ask('New keys per hour per pool', { type: 'integer', minimum: 1, maximum: 10_000_000 }, { dflt: '20000', parse: int }),
     };
-    const raw = { v: 1, plant, box, network, time: { ntp }, tpm, hsm, smtp, testers: { ca, first }, pools, quotas };
+    const raw = { v: 1, plant, box, network, time: { ntp }, tpm, hsm, kms, smtp, testers: { ca, first }, pools, quotas };
     try {
       const a = checkAnswers(raw);
       if (cancelled(await p.confirm({ message: `Set up box ${a.box} in plant ${a.plant} now?`, initialValue: true }))) return a;

@@ -19,6 +19,7 @@ import { ckrName } from '../../services/vault/p11-errors.js';
 import { initToken, readPinFile } from '../../services/vault/token-init.js';
 import type { SetupAnswers } from './setup-answers.js';
 import { renderNetwork, writeNetwork } from './setup-network.js';
+import { enrol } from './setup-enrol.js';
 
 export interface StepContext {
   readonly answers: SetupAnswers;
@@ -189,6 +190,16 @@ export const STEPS: readonly Step[] = [
       so.fill(0);
     }
     return { token: h.tokenLabel, module: h.module, mode: 'new', token_state: result, sealed: ['/etc/pks/credentials/hsm-pin.sealed', '/etc/pks/credentials/hsm-so-pin.sealed'] };
+  }),
+
+  step('enrol', 'enrolment with the KMS: HSM keys, CSR, the KMS signature, MQTT credentials', async (ctx) => {
+    const a = ctx.answers;
+    const pin = await unseal(a, tpmOf(a), under(ctx, 'etc/pks/credentials/hsm-pin.sealed'));
+    try {
+      return await enrol(a, ctx.root, pin);
+    } finally {
+      pin.fill(0);
+    }
   }),
 
   step('smtp', 'SMTP and recipients, proven by a test mail', async (ctx) => {

@@ -20,6 +20,8 @@ import { makeKmsPki, startKeystore, type KeystoreHandle } from '../../scripts/pl
 import { ROOT } from '../../scripts/plant/process.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp.js';
 import { startSwtpm, type Swtpm } from '../attest/swtpm.js';
+import { startBroker, type TestBroker } from '../../scripts/plant/broker.js';
+import { startKms, type TestKms } from '../../scripts/plant/kms.js';
 
 const run = promisify(execFile);
 const MODULE = process.env.PKCS11_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
@@ -36,6 +38,8 @@ interface Ctx {
   policy: string;
   testerCa: string;
   smtpCa: string;
+  broker: TestBroker;
+  kms: TestKms;
 }
 
 const t = suite<Ctx>('pksctl setup');
@@ -55,6 +59,8 @@ t.before(async (c) => {
   c.smtpCa = path.join(c.base, 'smtp-ca.pem');
   writeFileSync(c.smtpCa, c.smtp.ca!);
   c.testerCa = (await makeCa(path.join(c.base, 'pki'), 'tester-ca')).cert;
+  c.broker = await startBroker();
+  c.kms = await startKms(c.broker, path.join(c.base, 'kms'));
   const kms = await makeKmsPki(path.join(c.base, 'kms-pki'));
   c.runDir = path.join(c.base, 'run');
   mkdirSync(path.join(c.base, 'logs'), { recursive: true });
@@ -63,6 +69,8 @@ t.before(async (c) => {
 
 t.after(async (c) => {
   await c.ks?.stop();
+  await c.kms?.stop();
+  await c.broker?.stop();
   await c.smtp?.stop();
   await c.tpm?.stop();
   if (!process.env.PKS_KEEP_TMP) await rm(c.base, { recursive: true, force: true });
@@ -88,6 +96,7 @@ function answers(c: Ctx, conf: string, over: Record<string, unknown> = {}): Reco
     time: { ntp: ['ntp1.plant.example', '10.20.0.1'] },
     tpm: { tcti: c.tpm.tcti, pcrSigningKey: c.pubkey, signedPolicy: c.policy },
     hsm: { module: MODULE, tokenLabel: 'pks-box-setup-1', mode: 'new', softhsm2Conf: conf },
+    kms: { enrolSocket: c.kms.socket, caFile: c.kms.caCert, broker: { host: '127.0.0.1', port: c.broker.port, caFile: c.broker.caCert } },
     smtp: { host: '127.0.0.1', port: c.smtp.port, starttls: 'required', from: 'pks-box-setup-1@plant.example', to: ['it@plant.example', 'line@plant.example'], caFile: c.smtpCa },
     testers: { ca: c.testerCa, first: [{ cn: 'eol-07', station: 'line3-eol', pools: [POOL], expires: '2030-01-01T00:00:00Z' }] },
     pools: [{ pool: POOL, minimum: 100, reorder: 500 }],
@@ -171,6 +180,11 @@ t('answer-file run: every step done, checked by the real parts; a second run cha
   assert.ok(/^[0-9a-f]{32}$/.test(pin.toString()), 'a random 16-byte PIN');
   assert.not.match(JSON.stringify(walk(root).map((f) => readFileSync(f, 'latin1'))), pin.toString(), 'the clear PIN is in no file');
   assert.ok(existsSync(path.join(root, 'var/lib/pks/attest/ak-public.tss')));
+  // enrolled: the KMS pinned the box's HSM keys and issued its MQTT certificate (the broker took it)
+  const pinned = await c.kms.fleet.call<{ boxId: string; events: { type: string }[] }>('box', { boxId: 'box-setup-1' });
+  assert.ok(pinned.events.some((e) => e.type === 'enrolled'));
+  assert.match(readFileSync(path.join(root, 'etc/pks/uplink/mqtt-client.crt'), 'utf8'), 'BEGIN CERTIFICATE');
+  assert.match(r.out, /accepted the credentials/);
   // the test mail arrived over STARTTLS at every recipient
   assert.is(c.smtp.mails.length, mails + 1);
   const m = c.smtp.mails.at(-1)!;
@@ -186,7 +200,7 @@ t('answer-file run: every step done, checked by the real parts; a second run cha
 
   const again = await pksctl(c, ['setup', '--answers', file, '--root', root, '--no-status']).done;
   assert.is(again.code, 0, again.err);
-  assert.is((again.out.match(/\(done before\)/g) ?? []).length, 7);
+  assert.is((again.out.match(/\(done before\)/g) ?? []).length, 8);
   assert.is(c.smtp.mails.length, mails + 1, 'no second test mail');
 });
 
@@ -221,9 +235,19 @@ t('bad answers: a clear coded message naming the answer, nothing changed', async
   assert.is(c.smtp.mails.length, mails, 'no mail');
 });
 
+t('the KMS pins nothing for an enrolment whose CSR the identity key did not endorse', async (c) => {
+  const { makeCsr } = await import('../../services/uplink/identity.js');
+  const spki = (): string => generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
+  const csr = await makeCsr('box-forged');
+  const err = await c.kms.fleet.call('enrol', { boxId: 'box-forged', identity: spki(), transport: spki(), audit: spki(), csr: csr.csrPem, endorsement: Buffer.alloc(64, 1).toString('base64') }).catch((e: { code?: string }) => e);
+  assert.is((err as { code?: string }).code, 'PKS_CSR_INVALID');
+  const box = await c.kms.fleet.call('box', { boxId: 'box-forged' }).catch((e: { code?: string }) => e);
+  assert.is((box as { code?: string }).code, 'PKS_NOT_FOUND', 'not registered');
+});
+
 t('kill -9 between sealing the PINs and initialising the token: the next run resumes there', async (c) => {
   const { root, conf } = fresh(c, 'cut');
-  const file = writeAnswers(path.dirname(root), answers(c, conf, { testers: { ca: c.testerCa, first: [] } }));
+  const file = writeAnswers(path.dirname(root), answers(c, conf, { box: 'box-cut', testers: { ca: c.testerCa, first: [] } }));
   const p = pksctl(c, ['setup', '--answers', file, '--root', root, '--no-status'], { PKS_SETUP_TEST_PAUSE: 'hsm:sealed' });
   await p.onErr(/paused at hsm:sealed/);
   process.kill(p.pid, 'SIGKILL');
@@ -241,7 +265,7 @@ t('kill -9 between sealing the PINs and initialising the token: the next run res
   assert.match(r.out, /HSM token and its PINs sealed to the TPM \(resumed, 2 runs\)/);
   assert.equal(tokenLabels(conf), ['pks-box-setup-1']);
   // other answers against a started journal are refused, and change nothing
-  const other = writeAnswers(path.dirname(root), answers(c, conf, { plant: 'plant-other', testers: { ca: c.testerCa, first: [] } }));
+  const other = writeAnswers(path.dirname(root), answers(c, conf, { box: 'box-cut', plant: 'plant-other', testers: { ca: c.testerCa, first: [] } }));
   const refused = await pksctl(c, ['setup', '--answers', other, '--root', root]).done;
   assert.is(refused.code, 2);
   assert.match(refused.err, /PKS_SETUP_RESUME/);
@@ -281,7 +305,7 @@ t('interactive run under tmux: prompts, defaults, an invalid answer refused at o
     // a box name with a blank is refused at once, with the rule; then corrected
     await answer('Box name', 'bad box', 'Enter');
     await waitScreen('invalid: must match pattern');
-    await answer('Box name', ...Array(8).fill('BSpace'), 'box-setup-1', 'Enter');
+    await answer('Box name', ...Array(8).fill('BSpace'), 'box-tty', 'Enter');
     await answer('Plant network', 'Enter'); // DHCP, the first option
     await answer('Plant interface', 'Enter'); // default eth0
     await answer('A VLAN for the tester network?', 'Enter'); // yes
@@ -292,8 +316,13 @@ t('interactive run under tmux: prompts, defaults, an invalid answer refused at o
     await answer('Image PCR signing public key', c.pubkey, 'Enter');
     await answer('Signed PCR 11 policies', c.policy, 'Enter');
     await answer('PKCS#11 module', 'Enter');
-    await answer('Token label', 'Enter'); // pks-box-setup-1
+    await answer('Token label', 'Enter'); // pks-box-tty
     await answer('HSM token', 'Enter'); // new
+    await answer('KMS enrolment socket', c.kms.socket, 'Enter');
+    await answer('KMS CA certificate', c.kms.caCert, 'Enter');
+    await answer('MQTT broker host', '127.0.0.1', 'Enter');
+    await answer('MQTT broker port', String(c.broker.port), 'Enter');
+    await answer('MQTT broker CA certificate', c.broker.caCert, 'Enter');
     await answer('SMTP relay', '127.0.0.1', 'Enter');
     await answer('SMTP port', String(c.smtp.port), 'Enter');
     await answer('STARTTLS', 'Enter'); // required
@@ -310,10 +339,10 @@ t('interactive run under tmux: prompts, defaults, an invalid answer refused at o
     await answer('Open reservations per tester', 'Enter');
     await answer('New keys per hour per tester', 'Enter');
     await answer('New keys per hour per pool', 'Enter');
-    await answer('Set up box box-setup-1 in plant plant-tty now?', 'Enter');
+    await answer('Set up box box-tty in plant plant-tty now?', 'Enter');
     const s = await waitScreen('SETUP-EXIT=', 120_000);
     assert.match(s, 'SETUP-EXIT=0');
-    assert.match(s, 'setup of box box-setup-1 in plant plant-tty: done');
+    assert.match(s, 'setup of box box-tty in plant plant-tty: done');
   } finally {
     await tmux('kill-server').catch(() => undefined);
   }
@@ -324,7 +353,7 @@ t('interactive run under tmux: prompts, defaults, an invalid answer refused at o
   assert.equal(ks.quotas, { openPerTester: 8, testerPerHour: 500, poolPerHour: 20000 });
   const testers = await c.ks.client('pksctl').call<{ items: { cn: string; station: string }[] }>('tester-list');
   assert.ok(testers.items.some((x) => x.cn === 'eol-tty' && x.station === 'line9'));
-  assert.equal(tokenLabels(conf), ['pks-box-setup-1']);
+  assert.equal(tokenLabels(conf), ['pks-box-tty']);
 });
 
 t.run();
