@@ -235,6 +235,32 @@ t('bad answers: a clear coded message naming the answer, nothing changed', async
   assert.is(c.smtp.mails.length, mails, 'no mail');
 });
 
+t('joining an existing token: its PIN from a file opens it, is sealed, the clear file goes; a wrong PIN is refused', async (c) => {
+  const { makeToken } = await import('../helpers/softhsm.js');
+  const token = await makeToken('pks-existing');
+  try {
+    const { root } = fresh(c, 'join');
+    const pinFile = path.join(path.dirname(root), 'user-pin');
+    writeFileSync(pinFile, 'wrong-pin\n', { mode: 0o600 });
+    const hsm = { module: MODULE, tokenLabel: 'pks-existing', mode: 'join', pinFile, softhsm2Conf: token.conf };
+    const file = writeAnswers(path.dirname(root), answers(c, token.conf, { box: 'box-join', hsm, testers: { ca: c.testerCa, first: [] } }));
+    const bad = await pksctl(c, ['setup', '--answers', file, '--root', root, '--no-status']).done;
+    assert.is(bad.code, 1, bad.err);
+    assert.match(bad.err, /PKS_HSM_LOGIN: step hsm: the user PIN does not open token 'pks-existing'/);
+    assert.ok(existsSync(pinFile), 'the PIN file stays while it opens nothing');
+    assert.not.ok(existsSync(path.join(root, 'etc/pks/credentials/hsm-pin.sealed')), 'nothing sealed');
+    // plant IT puts the right PIN in the file and runs setup again: it resumes at the HSM step
+    writeFileSync(pinFile, `${token.pin}\n`, { mode: 0o600 });
+    const r = await pksctl(c, ['setup', '--root', root, '--no-status']).done;
+    assert.is(r.code, 0, r.err + r.out);
+    assert.not.ok(existsSync(pinFile), 'the clear PIN file is gone');
+    assert.is((await unsealed(c, root, 'hsm-pin.sealed')).toString(), token.pin);
+    assert.not.ok(existsSync(path.join(root, 'etc/pks/credentials/hsm-so-pin.sealed')), 'a joined token has no SO PIN of ours');
+  } finally {
+    await token.cleanup();
+  }
+});
+
 t('the KMS pins nothing for an enrolment whose CSR the identity key did not endorse', async (c) => {
   const { makeCsr } = await import('../../services/uplink/identity.js');
   const spki = (): string => generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
