@@ -39,6 +39,12 @@ const list = (s: string): string[] =>
     .filter(Boolean);
 const int = (s: string): number => (/^\d{1,10}$/.test(s) ? Number(s) : NaN);
 
+/** An optional path: empty means none. */
+async function askOptionalPath(message: string): Promise<string | undefined> {
+  const v = await p.text({ message: `${message} (empty: none)`, validate: (raw) => ((raw ?? '').trim() ? fieldError(FIELDS.path, (raw ?? '').trim(), 'invalid') : undefined) });
+  return (cancelled(v) as string | undefined)?.trim() || undefined;
+}
+
 async function askList(message: string, item: Schema, o: { dflt?: string; min?: number } = {}): Promise<string[]> {
   return ask(message, { type: 'array', minItems: o.min ?? 1, maxItems: 50, items: item }, { ...(o.dflt !== undefined ? { dflt: o.dflt } : {}), parse: list });
 }
@@ -81,7 +87,8 @@ export async function promptAnswers(): Promise<SetupAnswers> {
     const module = await ask('PKCS#11 module', FIELDS.path, { dflt: '/usr/lib/softhsm/libsofthsm2.so' });
     const tokenLabel = await ask('Token label', FIELDS.label, { dflt: `pks-${box}`.slice(0, 32) });
     const hsmMode = cancelled(await p.select({ message: 'HSM token', options: [{ value: 'new', label: 'initialise a new token (PINs made here, sealed to the TPM)' }, { value: 'join', label: 'join an existing token (PIN from a file)' }] })) as 'new' | 'join';
-    const hsm: SetupAnswers['hsm'] = { module, tokenLabel, mode: hsmMode, ...(process.env.SOFTHSM2_CONF ? { softhsm2Conf: process.env.SOFTHSM2_CONF } : {}) };
+    const softhsm2Conf = await askOptionalPath('SoftHSM config file');
+    const hsm: SetupAnswers['hsm'] = { module, tokenLabel, mode: hsmMode, ...(softhsm2Conf ? { softhsm2Conf } : {}) };
     if (hsmMode === 'join') hsm.pinFile = await ask('File with the token user PIN (removed once sealed)', FIELDS.path);
     const kms: SetupAnswers['kms'] = {
       enrolSocket: await ask('KMS enrolment socket', FIELDS.path),
@@ -99,7 +106,7 @@ export async function promptAnswers(): Promise<SetupAnswers> {
       from: await ask('Sender address', FIELDS.mail, { dflt: `pks-${box}@plant.example` }),
       to: await askList('Alert recipients', FIELDS.mail),
     };
-    const caFile = process.env.PKS_SETUP_SMTP_CA;
+    const caFile = await askOptionalPath('CA of the SMTP relay (PEM file)');
     if (caFile) smtp.caFile = caFile;
     const ca = await ask('Tester CA certificate (PEM file)', FIELDS.path);
     const pools = await askPools();

@@ -305,7 +305,7 @@ t('interactive run under tmux: prompts, defaults, an invalid answer refused at o
   const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
   writeFileSync(
     script,
-    `#!/bin/sh\nexport PKS_RUN_DIR=${q(c.runDir)} SOFTHSM2_CONF=${q(conf)} PKS_SETUP_SMTP_CA=${q(c.smtpCa)} NO_COLOR=1\n` +
+    `#!/bin/sh\nexport PKS_RUN_DIR=${q(c.runDir)} NO_COLOR=1\n` +
       `${q(process.execPath)} ${q(path.join(ROOT, 'bin', 'pksctl.mjs'))} setup --root ${q(root)} --no-status\necho "SETUP-EXIT=$?"\nsleep 120\n`,
     { mode: 0o755 },
   );
@@ -344,6 +344,7 @@ t('interactive run under tmux: prompts, defaults, an invalid answer refused at o
     await answer('PKCS#11 module', 'Enter');
     await answer('Token label', 'Enter'); // pks-box-tty
     await answer('HSM token', 'Enter'); // new
+    await answer('SoftHSM config file', conf, 'Enter');
     await answer('KMS enrolment socket', c.kms.socket, 'Enter');
     await answer('KMS CA certificate', c.kms.caCert, 'Enter');
     await answer('MQTT broker host', '127.0.0.1', 'Enter');
@@ -354,6 +355,7 @@ t('interactive run under tmux: prompts, defaults, an invalid answer refused at o
     await answer('STARTTLS', 'Enter'); // required
     await answer('Sender address', 'Enter');
     await answer('Alert recipients', 'ops@plant.example', 'Enter');
+    await answer('CA of the SMTP relay', c.smtpCa, 'Enter');
     await answer('Tester CA certificate', c.testerCa, 'Enter');
     await answer('Pools (OEM.TYPE.SLOT', `${POOL}:50:200`, 'Enter');
     await answer('Register a first tester?', 'y', 'Enter');
