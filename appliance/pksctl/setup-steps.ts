@@ -14,6 +14,7 @@ import { socketPath } from '../paths.js';
 import { enrollAk, AK_HANDLE } from '../../services/attest/quote.js';
 import { decodeBlob, encodeBlob, parseSignedPolicyFile, sealFile, unsealFile } from '../../services/attest/seal.js';
 import { keystoreSchema } from '../../services/keystore/config.js';
+import { parseSentinelConfig } from '../../services/sentinel/config.js';
 import { acquireModule, releaseModule } from '../../services/vault/p11-module.js';
 import { ckrName } from '../../services/vault/p11-errors.js';
 import { initToken, readPinFile } from '../../services/vault/token-init.js';
@@ -46,6 +47,24 @@ export function stepFailure(name: string, e: unknown): Error {
   const p = asPksError(e);
   if (isPksError(e) && e.code !== 'PKS_INTERNAL') return pksError(p.code, `step ${name}: ${p.detail}`, e);
   return pksError('PKS_SETUP_STEP', `step ${name}: ${(e as Error)?.message?.slice(0, 300) ?? 'failed'}`, e);
+}
+
+/**
+ * Replaces a service's JSON config by `change(current)` (or `change(fresh)` when there is none),
+ * durably; the config must name this box. `change` validates with the service's own rules.
+ */
+function updateJson(file: string, change: (cur: Record<string, unknown>) => Record<string, unknown>, fresh?: Record<string, unknown>): true {
+  let cur: Record<string, unknown>;
+  if (!existsSync(file) && fresh) cur = fresh;
+  else
+    try {
+      cur = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    } catch {
+      throw pksError('PKS_SETUP_STEP', `${file} is not JSON`);
+    }
+  if (fresh && cur.boxId !== fresh.boxId) throw pksError('PKS_SETUP_STEP', `${file} belongs to box ${String(cur.boxId).slice(0, 64)}, not ${String(fresh.boxId)}`);
+  writeFileDurably(file, JSON.stringify(change(cur), null, 2) + '\n', 0o644);
+  return true;
 }
 
 // --- HSM helpers -----------------------------------------------------------------------------
@@ -233,7 +252,18 @@ export const STEPS: readonly Step[] = [
     const record = { host: s.host, port: s.port, starttls: s.starttls, from: s.from, to: s.to, ...(s.caFile ? { caFile: s.caFile } : {}) };
     mkdirp(under(ctx, 'etc/pks'));
     writeFileDurably(under(ctx, 'etc/pks/mail.json'), JSON.stringify(record, null, 1) + '\n', 0o644);
-    return { ...record, messageId: info.messageId, file: '/etc/pks/mail.json' };
+    // the sentinel mails from its own config: where the box has one, its relay and recipients
+    // become these (checked by the sentinel's own parser before the file is replaced)
+    const sentinel = under(ctx, 'etc/pks/sentinel.json');
+    const updated = existsSync(sentinel)
+      ? updateJson(sentinel, (cur) => {
+          const mail = { ...(cur.mail as Record<string, unknown>), host: s.host, port: s.port, secure: false, starttls: s.starttls, from: s.from, to: { warning: s.to, critical: s.to }, ...(s.caFile ? { caFile: s.caFile } : {}) };
+          const next = { ...cur, mail };
+          parseSentinelConfig(structuredClone(next), 'sentinel.json');
+          return next;
+        })
+      : false;
+    return { ...record, messageId: info.messageId, files: ['/etc/pks/mail.json', ...(updated ? ['/etc/pks/sentinel.json'] : [])] };
   }),
 
   step('testers', 'tester CA and the first testers', async (ctx) => {
@@ -260,19 +290,13 @@ export const STEPS: readonly Step[] = [
   step('pools', 'pools and quotas (keystore config)', async (ctx) => {
     const a = ctx.answers;
     const file = under(ctx, 'etc/pks/keystore.json');
-    let base: Record<string, unknown> = { boxId: a.box, dataDir: '/var/lib/pks/keystore/data', kmsCa: '/etc/pks/kms-ca.crt' };
-    if (existsSync(file)) {
-      try {
-        base = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-      } catch {
-        throw pksError('PKS_SETUP_STEP', `${file} is not JSON`);
-      }
-      if (base.boxId !== a.box) throw pksError('PKS_SETUP_STEP', `${file} belongs to box ${String(base.boxId).slice(0, 64)}, not ${a.box}`);
-    }
-    // checked against the keystore's own schema: the keystore never starts on a config it would refuse
-    const cfg = validateConfig(keystoreSchema, { ...base, pools: a.pools, quotas: a.quotas }, 'keystore.json');
     mkdirp(path.dirname(file));
-    writeFileDurably(file, JSON.stringify(cfg, null, 2) + '\n', 0o644);
+    // checked against the keystore's own schema: the keystore never starts on a config it would refuse
+    updateJson(
+      file,
+      (cur) => validateConfig(keystoreSchema, { ...cur, pools: a.pools, quotas: a.quotas }, 'keystore.json') as unknown as Record<string, unknown>,
+      { boxId: a.box, dataDir: '/var/lib/pks/keystore/data', kmsCa: '/etc/pks/kms-ca.crt' },
+    );
     return { pools: a.pools.map((p) => `${p.pool} (minimum ${p.minimum}, re-order ${p.reorder})`), quotas: a.quotas, file: '/etc/pks/keystore.json' };
   }),
 ];

@@ -22,6 +22,7 @@ import { startSmtp, type TestSmtp } from '../helpers/smtp.js';
 import { startSwtpm, type Swtpm } from '../attest/swtpm.js';
 import { startBroker, type TestBroker } from '../../scripts/plant/broker.js';
 import { startKms, type TestKms } from '../../scripts/plant/kms.js';
+import { writePlantSentinelConfig } from '../../services/sentinel/plant-config.js';
 
 const run = promisify(execFile);
 const MODULE = process.env.PKCS11_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
@@ -161,6 +162,8 @@ async function unsealed(c: Ctx, root: string, name: string): Promise<Buffer> {
 t('answer-file run: every step done, checked by the real parts; a second run changes nothing', async (c) => {
   const { root, conf } = fresh(c, 'file');
   const mails = c.smtp.mails.length;
+  // a box whose first boot already wrote the sentinel's config: setup gives it the plant's relay
+  await writePlantSentinelConfig({ dir: path.join(root, 'etc/pks'), boxId: 'box-setup-1', smtpPort: 2525 });
   const file = writeAnswers(path.dirname(root), answers(c, conf));
   const r = await pksctl(c, ['setup', '--answers', file, '--root', root]).done;
   assert.is(r.code, 0, r.err + r.out);
@@ -191,6 +194,8 @@ t('answer-file run: every step done, checked by the real parts; a second run cha
   assert.equal(m.to, ['it@plant.example', 'line@plant.example']);
   assert.ok(m.secure, 'STARTTLS');
   assert.match(m.subject, 'PKS setup: test mail from box box-setup-1');
+  const sentinel = JSON.parse(readFileSync(path.join(root, 'etc/pks/sentinel.json'), 'utf8'));
+  assert.equal([sentinel.mail.port, sentinel.mail.starttls, sentinel.mail.caFile, sentinel.mail.to.critical], [c.smtp.port, 'required', c.smtpCa, ['it@plant.example', 'line@plant.example']]);
   // the first tester is in the keystore's registry; pools and quotas in the keystore's config
   const testers = await c.ks.client('pksctl').call<{ items: { cn: string; pools: string[] }[] }>('tester-list');
   assert.ok(testers.items.some((x) => x.cn === 'eol-07' && x.pools.includes(POOL)));
