@@ -141,6 +141,11 @@ export const CATALOGUE = Object.freeze({
   PKS_UDS_TIMEOUT: spec(504, 'ECU did not answer the UDS request in time', true),
   PKS_UDS_MAPPING_INVALID: spec(400, 'UDS mapping of an ECU type is invalid'),
 
+  // pksctl setup (issue 16): bad answers change nothing; a failed step is resumed by running setup again
+  PKS_SETUP_ANSWERS: spec(400, 'setup answers are invalid'),
+  PKS_SETUP_RESUME: spec(409, 'the setup journal was started with other answers'),
+  PKS_SETUP_STEP: spec(503, 'a setup step failed; run setup again to resume', true),
+
   // anything we did not foresee: never leak internals, say so
   PKS_INTERNAL: spec(500, 'internal error'),
 } satisfies Record<string, ErrorSpec>);

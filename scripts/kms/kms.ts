@@ -68,6 +68,13 @@ const checkResync = compileChecker<{ requestId: string }>(
 );
 
 const SPKI = b64(200);
+type BoxKeys = { boxId: string; identity: string; transport: string; audit: string };
+const REGISTER = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['boxId', 'identity', 'transport', 'audit'],
+  properties: { boxId: NAME, identity: SPKI, transport: SPKI, audit: SPKI },
+} as const;
 
 export interface KmsOptions {
   cfg: KmsConfig;
@@ -298,6 +305,37 @@ export class Kms {
     };
   }
 
+  /** Pins a box's HSM public keys (identity, transport, audit); the same keys again change nothing. */
+  private registerBox(r: BoxKeys): { boxId: string; created: boolean } {
+    for (const k of ['identity', 'transport', 'audit'] as const) {
+      try {
+        const pk = createPublicKey({ key: Buffer.from(r[k], 'base64'), format: 'der', type: 'spki' });
+        if (pk.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw new Error('curve');
+      } catch {
+        throw pksError('PKS_BAD_REQUEST', `${k} is not a P-256 SPKI`);
+      }
+    }
+    return this.store.root.transactionSync(() => {
+      const old = this.store.boxes.get(r.boxId);
+      if (old) {
+        if (old.identity === r.identity && old.transport === r.transport && old.audit === r.audit) return { boxId: r.boxId, created: false };
+        throw pksError('PKS_CONFLICT', `box ${r.boxId} is registered with other keys`);
+      }
+      this.store.boxes.putSync(r.boxId, {
+        boxId: r.boxId,
+        identity: r.identity,
+        transport: r.transport,
+        audit: r.audit,
+        registeredAt: new Date().toISOString(),
+        alerts: [],
+        events: [],
+        cmdResults: [],
+        counters: { batches: 0, keysSent: 0, verified: 0, burned: 0, rejected: 0, files: 0 },
+      });
+      return { boxId: r.boxId, created: true };
+    });
+  }
+
   verbs(): VerbTable {
     const box = (id: string): BoxRecord => {
       const b = this.store.boxes.get(id);
@@ -315,40 +353,27 @@ export class Kms {
         },
       },
       register: {
+        request: REGISTER,
+        handler: (r: BoxKeys) => this.registerBox(r),
+      },
+      // pksctl setup's enrolment (issue 16): the box's keys pinned as by `register`, and its first
+      // MQTT client certificate issued on the rotate-cert path (CSR endorsed by the identity key)
+      enrol: {
         request: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['boxId', 'identity', 'transport', 'audit'],
-          properties: { boxId: NAME, identity: SPKI, transport: SPKI, audit: SPKI },
+          ...REGISTER,
+          required: [...REGISTER.required, 'csr', 'endorsement'],
+          properties: { ...REGISTER.properties, csr: { type: 'string', minLength: 1, maxLength: 16384 }, endorsement: b64(64) },
         },
-        handler: (r: { boxId: string; identity: string; transport: string; audit: string }) => {
-          for (const k of ['identity', 'transport', 'audit'] as const) {
-            try {
-              const pk = createPublicKey({ key: Buffer.from(r[k], 'base64'), format: 'der', type: 'spki' });
-              if (pk.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw new Error('curve');
-            } catch {
-              throw pksError('PKS_BAD_REQUEST', `${k} is not a P-256 SPKI`);
-            }
-          }
-          return this.store.root.transactionSync(() => {
-            const old = this.store.boxes.get(r.boxId);
-            if (old) {
-              if (old.identity === r.identity && old.transport === r.transport && old.audit === r.audit) return { boxId: r.boxId, created: false };
-              throw pksError('PKS_CONFLICT', `box ${r.boxId} is registered with other keys`);
-            }
-            this.store.boxes.putSync(r.boxId, {
-              boxId: r.boxId,
-              identity: r.identity,
-              transport: r.transport,
-              audit: r.audit,
-              registeredAt: new Date().toISOString(),
-              alerts: [],
-              events: [],
-              cmdResults: [],
-              counters: { batches: 0, keysSent: 0, verified: 0, burned: 0, rejected: 0, files: 0 },
-            });
-            return { boxId: r.boxId, created: true };
-          });
+        maxBytes: 32 * 1024,
+        handler: async (r: BoxKeys & { csr: string; endorsement: string }) => {
+          const { csr, endorsement, ...keys } = r;
+          // checked before anything is pinned: a refused enrolment leaves no trace
+          if (!this.o.clientCa) throw pksError('PKS_SERVICE_UNAVAILABLE', 'this KMS issues no client certificates (no clientCa)');
+          await checkEndorsement(keys, csr, endorsement);
+          const reg = this.registerBox(keys);
+          const issued = await this.o.clientCa.issue(r.boxId, csr);
+          this.store.updateBox(r.boxId, (b) => pushCapped(b.events, { type: 'enrolled', serial: issued.serial, notAfter: issued.notAfter, at: new Date().toISOString(), source: 'kms' }));
+          return { boxId: r.boxId, created: reg.created, cert: issued.cert, serial: issued.serial, notAfter: issued.notAfter };
         },
       },
       'import-oem': {

@@ -39,6 +39,8 @@ export async function startTesterApi(o: {
   limits?: Record<string, number>;
   /** default on: as root, run as pks-tester-api with its pair groups (scripts/plant/users.ts) */
   separate?: boolean;
+  /** the OpenMetrics endpoint's port (issue 16 §4) */
+  metricsPort?: number;
 }): Promise<TesterApiHandle> {
   await mkdir(o.dir, { recursive: true });
   const pkiDir = path.join(o.dir, 'pki');
@@ -62,6 +64,7 @@ export async function startTesterApi(o: {
         tls: { cert: server.cert, keyFile: server.key, ca: testerCa.cert },
         ...(o.limits ? { limits: o.limits } : {}),
         ...(user ? { ipc: { timeoutMs: 5000, groups: pairGroups('tester-api', ['sentinel']) } } : {}),
+        ...(o.metricsPort ? { metrics: { host: '127.0.0.1', port: o.metricsPort } } : {}),
       },
       null,
       2,

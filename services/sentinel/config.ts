@@ -2,6 +2,7 @@
 // thresholds, the SMTP relay and what to watch. Validated once at start (JSON schema, then
 // the cron expressions and the mail settings) and frozen. The SMTP password never sits in
 // the config file: it comes as the systemd credential `smtp-pass`.
+import { METRICS_CONFIG, type MetricsListen } from '../../appliance/metrics.js';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { loadConfig, readCredential, validateConfig, type DeepReadonly } from '../../appliance/config.js';
@@ -77,6 +78,8 @@ export interface SentinelConfig {
     disks: string[];
   };
   ipc: { groups?: Record<string, number> };
+  /** the OpenMetrics endpoint of the alert states (issue 16 §4); none when absent */
+  metrics?: MetricsListen;
 }
 
 
@@ -234,6 +237,7 @@ export const sentinelSchema = {
         disks: { type: 'array', maxItems: 32, items: PATH, default: [] },
       },
     },
+    metrics: METRICS_CONFIG,
     ipc: {
       type: 'object',
       additionalProperties: false,

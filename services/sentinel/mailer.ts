@@ -124,6 +124,9 @@ const VERB: Record<MailItem['type'], string> = {
   reminder: 'still open',
 };
 
+/** every alert kind the checks raise (the metrics show each, 0 when fine) */
+export const ALERT_KINDS: readonly string[] = Object.freeze(Object.keys(TITLES));
+
 const title = (i: MailItem): string => `${TITLES[i.alert.kind] ?? i.alert.kind} on ${i.alert.subject}`;
 
 export function recipients(cfg: MailerConfig, severity: Severity): string[] {

@@ -2,6 +2,9 @@
 // node-cron, plus its IPC face for pksctl. Everything that changes alert state goes through
 // one queue, so a scheduled run, a retry of the mail queue and `run-now` never interleave
 // (two overlapping evaluations could both decide the same reminder mail).
+import { serveMetrics } from '../../appliance/metrics.js';
+import { alertRegistry } from './prom-metrics.js';
+import { ALERT_KINDS } from './mailer.js';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -187,6 +190,10 @@ export async function startSentinel(cfg: Config, opts: SentinelOptions): Promise
     return s;
   };
 
+  // the plant's Prometheus scrapes the alert states here (prom-metrics.ts), when configured
+  const scrape = cfg.metrics
+    ? await serveMetrics(alertRegistry({ open: () => engine.open(), mailsQueued: () => store.pendingMails().length, lastRunAt: () => last?.at, kinds: ALERT_KINDS }), cfg.metrics)
+    : null;
   const tasks: ScheduledTask[] = [];
   const ipc: IpcServer = await startIpcServer({
     service: 'sentinel',
@@ -224,6 +231,7 @@ export async function startSentinel(cfg: Config, opts: SentinelOptions): Promise
     },
     async stop() {
       for (const t of tasks) await t.destroy();
+      await scrape?.close();
       await ipc.close();
       stopping = true;
       await chain;

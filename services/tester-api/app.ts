@@ -2,6 +2,8 @@
 // certificate (CN = tester id, checked by TLS against the tester CA) and the tester registry in
 // the keystore (station, allowed pools, expiry, revocation). Every route validates its input
 // against the schemas in routes.ts; every error is an RFC 9457 problem carrying our code.
+import type { Registry } from '../../appliance/metrics.js';
+import { promMetrics } from './prom-metrics.js';
 import { retryAfterOf } from '../../appliance/contracts/update.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -72,6 +74,8 @@ export interface TesterApi {
   app: FastifyInstance;
   server: https.Server;
   metrics: Metrics;
+  /** the OpenMetrics registry (main.ts serves it on cfg.metrics) */
+  registry: Registry;
   listen(): Promise<AddressInfo>;
   close(): Promise<void>;
 }
@@ -143,7 +147,9 @@ function describeValidation(errs: ErrorObject[], context: string): { code: Error
 export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi> {
   const { config: cfg, log } = opts;
   const now = opts.now ?? Date.now;
+  const problemCode = new WeakMap<FastifyReply, string>();
   const metrics: Metrics = { requests: 0, handshakeFailures: 0, handshakesLimited: 0, connectionsRefused: 0, authFailures: 0, rateLimited: 0, quotaExceeded: 0, recentAuthFailures: [], errors: {} };
+  const prom = promMetrics({ metrics, keystore: opts.keystore, timeoutMs: cfg.ipc.timeoutMs });
   const L = cfg.limits;
   const rate = new KeyedBuckets(L.burst, L.requestsPerSecond, now);
   const quota = new KeyedBuckets(L.newReservationsPerHour, L.newReservationsPerHour / 3600, now);
@@ -238,6 +244,7 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
   // --- errors
   const sendProblem = (reply: FastifyReply, req: FastifyRequest, e: PksError, extra: Record<string, unknown> = {}): FastifyReply => {
     metrics.errors[e.code] = (metrics.errors[e.code] ?? 0) + 1;
+    problemCode.set(reply, e.code);
     const retryAfter = (e as PksError & { retryAfterS?: number }).retryAfterS ?? (e.code === 'PKS_UPDATE_DRAINING' ? retryAfterOf(e.detail) : undefined);
     if (retryAfter) void reply.header('retry-after', String(retryAfter));
     return reply
@@ -268,6 +275,10 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     return sendProblem(reply, req, e, extra);
   });
   app.setNotFoundHandler((req, reply) => sendProblem(reply, req, pksError('PKS_NOT_FOUND', 'no such endpoint')));
+  // OpenMetrics (prom-metrics.ts): every answered request, by its route template
+  app.addHook('onResponse', async (req, reply) => {
+    prom.response(req.routeOptions?.url ?? 'unmatched', req.method, reply.statusCode, problemCode.get(reply) ?? 'ok', reply.elapsedTime / 1000);
+  });
   // HTTP/1.1 wants a Host; node's own check (off above) answers a bare 400
   app.addHook('onRequest', async (req) => {
     if (!req.headers.host) throw pksError('PKS_BAD_REQUEST', 'the Host header is missing');
@@ -383,6 +394,7 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
         throw e;
       }
       if (took && res.reused) quota.refund(tester.cn);
+      if (!res.reused) prom.issued(pool);
       recent.add(tester.cn, pool, uid);
       return res;
     },
@@ -461,6 +473,7 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     app,
     server,
     metrics,
+    registry: prom.registry,
     async listen() {
       await app.listen({ host: cfg.listen.host, port: cfg.listen.port });
       return server.address() as AddressInfo;

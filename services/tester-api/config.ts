@@ -1,6 +1,7 @@
 // The tester API's config: where it listens, its TLS material (the server key is the systemd
 // credential `tls-key`, never in the config) and the limits that keep one tester (or one source
 // address) from starving the others.
+import { METRICS_CONFIG, type MetricsListen } from '../../appliance/metrics.js';
 import { readFileSync } from 'node:fs';
 import { readCredential, type DeepReadonly } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
@@ -53,6 +54,8 @@ export interface TesterApiConfig {
   };
   /** groups: numeric group per caller of its own status socket (the sentinel's pair group) */
   ipc: { timeoutMs: number; groups?: Record<string, number> };
+  /** the OpenMetrics endpoint for the plant's Prometheus (issue 16 §4); none when absent */
+  metrics?: MetricsListen;
 }
 
 /** Modern AEAD suites with forward secrecy for TLS 1.2; TLS 1.3 suites are always on. */
@@ -118,6 +121,7 @@ export const testerApiSchema = {
         handshakeTimeoutSeconds: int(1, 600, 10),
       },
     },
+    metrics: METRICS_CONFIG,
     ipc: {
       type: 'object',
       additionalProperties: false,

@@ -1,6 +1,7 @@
 // pks-tester-api: the HTTPS/mTLS front for the EOL testers. It holds no key material: SHE
 // packages and ECU certificates come from the keystore (which has the vault sign them).
 import { loadConfig } from '../../appliance/config.js';
+import { serveMetrics } from '../../appliance/metrics.js';
 import path from 'node:path';
 import { ipcClient, startIpcServer } from '../../appliance/ipc.js';
 import { runDir, socketPath } from '../../appliance/paths.js';
@@ -26,9 +27,13 @@ await runService('tester-api', async (log) => {
     ...(cfg.ipc.groups ? { groups: cfg.ipc.groups as Record<string, number> } : {}),
     log,
   });
+  // the plant's Prometheus scrapes here (appliance/metrics.ts), when the site configured a port
+  const scrape = cfg.metrics ? await serveMetrics(api.registry, cfg.metrics) : null;
+  if (scrape) log.info('metrics endpoint', { host: cfg.metrics!.host, port: scrape.port });
   return {
     status: () => `serving on ${addr.address}:${addr.port}, ${api.metrics.requests} requests`,
     async stop() {
+      await scrape?.close();
       await local.close();
       await api.close();
       await Promise.all([keystore.close(), vault.close()]);
