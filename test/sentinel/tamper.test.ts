@@ -4,19 +4,18 @@
 // process and a real SMTP server. The change closes the vault (no package leaves: a tester's
 // reservation is refused with PKS_TAMPERED), the sentinel mails one critical alert; the file
 // restored, the vault opens by itself, the same reservation is served and the resolution is mailed.
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { measureBoot, measureLive } from '../../services/attest/measure.js';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
 import { startBox, type Box } from '../../scripts/plant/box.js';
 import { startService, waitFor, type Proc } from '../../scripts/plant/process.js';
-import { openPath } from '../../scripts/plant/users.js';
 import { writePlantSentinelConfig } from '../../services/sentinel/plant-config.js';
 import { startSmtp, type TestSmtp } from '../helpers/smtp.js';
+import { makeAppTree } from '../attest/app-tree.js';
 import { startSwtpm, type Swtpm } from '../attest/swtpm.js';
 
 const POOL = 'oem1.ecuT.4';
@@ -37,17 +36,7 @@ test.after(async () => {
 test('a changed service file: vault closed, no package, one critical mail; restored: serves again, resolution mailed', async () => {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'pks-tamper-'));
   tpm = await startSwtpm();
-  const rootfs = path.join(tmp, 'rootfs');
-  const file = path.join(rootfs, 'usr/lib/pks/dist/services/tester-api/main.js');
-  await mkdir(path.dirname(file), { recursive: true });
-  await writeFile(file, 'serve()\n');
-  await mkdir(path.join(rootfs, 'etc/pks'), { recursive: true });
-  await writeFile(path.join(rootfs, 'etc/pks/tester-api.json'), '{}\n');
-  const liveFile = path.join(tmp, 'measure', 'live-measurements.json');
-  await mkdir(path.dirname(liveFile), { mode: 0o755 });
-  openPath(path.dirname(liveFile), '/');
-  await measureBoot({ rootfs, tcti: tpm.tcti, logPath: path.join(tmp, 'measure', 'measurements.json'), livePath: liveFile });
-  const remeasure = () => measureLive({ rootfs, tcti: tpm.tcti, livePath: liveFile });
+  const { file, original, liveFile, remeasure } = await makeAppTree(tmp, tpm);
 
   smtp = await startSmtp();
   box = await startBox({ pools: [{ pool: POOL, minimum: 1, reorder: 5 }], gate: { liveFile, everySeconds: 0.3 } });
@@ -68,7 +57,7 @@ test('a changed service file: vault closed, no package, one critical mail; resto
   const refused = await reserve(0x101).then(() => 'served', (e: { code?: string }) => e.code);
   assert.is(refused, 'PKS_TAMPERED', 'no package leaves a tampered box');
 
-  await writeFile(file, 'serve()\n');
+  await writeFile(file, original);
   await remeasure();
   await waitFor('resolution mail', async () => smtp!.mails.some((m) => /RESOLVED: application tampered, vault closed on vault$/.test(m.subject)), 30_000, 100);
   const p = await reserve(0x101);

@@ -7,23 +7,23 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { IpcClient } from '../../appliance/ipc.js';
-import { measureBoot, measureLive } from '../../services/attest/measure.js';
 import { signGateRecord } from '../../services/vault/gate.js';
 import { waitFor } from '../../scripts/plant/process.js';
-import { openPath } from '../../scripts/plant/users.js';
 import { startVault, type VaultHandle } from '../../scripts/plant/vault.js';
+import { makeAppTree, type AppTree } from '../attest/app-tree.js';
 import { startSwtpm, type Swtpm } from '../attest/swtpm.js';
 
 let tmp = '';
 let tpm: Swtpm;
-let rootfs = '';
+let tree: AppTree;
 let liveFile = '';
 let vault: VaultHandle | undefined;
-const appFile = () => path.join(rootfs, 'usr/lib/pks/dist/services/tester-api/main.js');
+const appFile = () => tree.file;
+const remeasure = (now?: () => Date) => tree.remeasure(now);
 
 const code = async (p: Promise<unknown>): Promise<string> => {
   try {
@@ -49,9 +49,7 @@ const closedFor = async (v: VaultHandle, why: string | RegExp): Promise<string> 
   return g.reason!;
 };
 
-async function boot(): Promise<void> {
-  await measureBoot({ rootfs, tcti: tpm.tcti, logPath: path.join(path.dirname(liveFile), 'measurements.json'), livePath: liveFile });
-}
+const boot = () => tree.boot();
 async function start(): Promise<VaultHandle> {
   vault = await startVault({ dir: path.join(tmp, 'vault'), runDir: path.join(tmp, 'run'), logDir: tmp, boxId: 'box-gate', gate: { liveFile, everySeconds: 0.3 }, token: vault?.token });
   return vault;
@@ -60,16 +58,8 @@ async function start(): Promise<VaultHandle> {
 test.before(async () => {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'pks-gate-svc-'));
   tpm = await startSwtpm();
-  rootfs = path.join(tmp, 'rootfs');
-  await mkdir(path.dirname(appFile()), { recursive: true });
-  await writeFile(appFile(), 'serve()\n');
-  await mkdir(path.join(rootfs, 'etc/pks/credentials'), { recursive: true });
-  await writeFile(path.join(rootfs, 'etc/pks/vault.json'), '{"slot":0}\n');
-  // root's, as /run/pks is on the box; the vault user may pass through to read it
-  liveFile = path.join(tmp, 'measure', 'live-measurements.json');
-  await mkdir(path.dirname(liveFile), { mode: 0o755 });
-  openPath(path.dirname(liveFile), '/');
-  await boot();
+  tree = await makeAppTree(tmp, tpm);
+  liveFile = tree.liveFile;
 });
 test.after(async () => {
   await vault?.stop();
@@ -86,7 +76,7 @@ test('first start records the measurement; a file changed at run time closes eve
   assert.equal(record.trees.map((t) => t.name), ['pks-app', 'pks-config']);
 
   await writeFile(appFile(), 'serve(); leak()\n');
-  await measureLive({ rootfs, tcti: tpm.tcti, livePath: liveFile });
+  await remeasure();
   const closed = await until(v, false);
   assert.is(closed?.code, 'PKS_TAMPERED');
   assert.is(closed?.reason, 'pks-app differs from the provisioned measurement');
@@ -98,7 +88,7 @@ test('first start records the measurement; a file changed at run time closes eve
   assert.is(await code(v.client('pksctl').call('public-key', { name: 'identity' })), 'served');
 
   await writeFile(appFile(), 'serve()\n');
-  await measureLive({ rootfs, tcti: tpm.tcti, livePath: liveFile });
+  await remeasure();
   assert.equal(await until(v, true), { open: true });
   assert.is(await code(checkpoint(ks)), 'served');
 });
@@ -106,15 +96,15 @@ test('first start records the measurement; a file changed at run time closes eve
 test('a restart keeps the record; a stale or foreign live measurement closes the gate', async () => {
   await vault!.stop();
   const before = await readFile(path.join(tmp, 'vault', 'gate-record.json'), 'utf8');
-  await measureLive({ rootfs, tcti: tpm.tcti, livePath: liveFile });
+  await remeasure();
   const v = await start();
   assert.equal(await until(v, true), { open: true });
   assert.is(await readFile(path.join(tmp, 'vault', 'gate-record.json'), 'utf8'), before, 'not re-recorded on a later start');
   // the re-measure timer stopped: a measurement older than maxAgeSeconds counts as none
-  await measureLive({ rootfs, tcti: tpm.tcti, livePath: liveFile, now: () => new Date(Date.now() - 10 * 60_000) });
+  await remeasure(() => new Date(Date.now() - 10 * 60_000));
   await closedFor(v, /stale/);
   // a measurement someone else wrote (a service user, not root) is not taken
-  await measureLive({ rootfs, tcti: tpm.tcti, livePath: liveFile });
+  await remeasure();
   await chown(liveFile, 65534, 65534);
   await closedFor(v, /not written by pks-measure alone/);
   await chown(liveFile, 0, 0);
@@ -133,14 +123,14 @@ test('a record not signed by this vault, or none, keeps it closed; a file change
   // whoever can write the vault's state directory records a tampered tree with a key of his own
   const attacker = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   await writeFile(appFile(), 'evil()\n');
-  const evil = await measureLive({ rootfs, tcti: tpm.tcti, livePath: liveFile });
+  const evil = await remeasure();
   await writeFile(recordFile, JSON.stringify(signGateRecord(r.pcr15, evil.trees, new Date(), (d) => sign('sha256', d, { key: attacker.privateKey, dsaEncoding: 'ieee-p1363' }))));
   await closedFor(v, 'gate record is not signed by this vault');
   await rm(recordFile);
   await closedFor(v, 'no provisioned gate record');
   await writeFile(recordFile, genuine);
   await writeFile(appFile(), 'serve()\n');
-  await measureLive({ rootfs, tcti: tpm.tcti, livePath: liveFile });
+  await remeasure();
   assert.equal(await until(v, true), { open: true });
 
   // changed before the boot: PCR 15 is wrong for the whole boot, restoring the file is not enough
@@ -149,7 +139,7 @@ test('a record not signed by this vault, or none, keeps it closed; a file change
   await boot();
   await closedFor(v, 'PCR 15 of this boot differs from the provisioned value');
   await writeFile(appFile(), 'serve()\n');
-  await measureLive({ rootfs, tcti: tpm.tcti, livePath: liveFile });
+  await remeasure();
   await new Promise((res) => setTimeout(res, 1000));
   assert.is((await gateOf(v))?.reason, 'PCR 15 of this boot differs from the provisioned value');
   await tpm.restart();
