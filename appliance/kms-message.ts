@@ -5,7 +5,7 @@
 // Envelope (one MQTT message), the same shape as a batch chunk:
 //   { "v": 1, "payload": "<JSON text>", "sig": "<base64 DER ECDSA-P256-SHA256 over payload>",
 //     "cert": "<PEM of the KMS batch signer>" }
-// Payload: { "type": "pks-kms-message", "v": 1, "kind": "ack"|"cert"|"sync", "boxId", "at", "body" }.
+// Payload: { "type": "pks-kms-message", "v": 1, "kind": "ack"|"cert"|"sync"|"attest", "boxId", "at", "body" }.
 // `kind` is the domain separation (an ack can never be read as a certificate answer), `boxId`
 // binds it to one box. Replays of a genuine message are harmless by what the box does with
 // them: an ack counts only for a file the box is waiting for and only for ids it sent in that
@@ -16,7 +16,7 @@ import { pksError } from './errors.js';
 import type { TrustAnchor } from './batch-format.js';
 import { NAME } from './schema.js';
 
-export const KMS_MESSAGE_KINDS = ['ack', 'cert', 'sync'] as const;
+export const KMS_MESSAGE_KINDS = ['ack', 'cert', 'sync', 'attest'] as const;
 export type KmsMessageKind = (typeof KMS_MESSAGE_KINDS)[number];
 export const MAX_KMS_MESSAGE_BYTES = 200 * 1024;
 

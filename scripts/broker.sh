@@ -96,6 +96,7 @@ pattern write pks/v1/box/%u/event
 pattern write pks/v1/box/%u/csr
 pattern write pks/v1/box/%u/resync
 pattern write pks/v1/box/%u/update-status
+pattern write pks/v1/box/%u/attest
 pattern read pks/v1/box/%u/batch
 pattern read pks/v1/box/%u/ack
 pattern read pks/v1/box/%u/cmd
@@ -103,6 +104,7 @@ pattern read pks/v1/box/%u/cert
 pattern read pks/v1/box/%u/sync
 pattern read pks/v1/box/%u/update
 pattern read pks/v1/box/%u/update-chunk
+pattern read pks/v1/box/%u/attest-answer
 
 # The KMS talks to every box.
 user kms

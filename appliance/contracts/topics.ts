@@ -31,6 +31,11 @@
 //   update       KMS → box    1    no        a signed update manifest (services/updater/manifest.ts)
 //   update-chunk KMS → box    1    no        {id, i, data: base64}: bundle chunk i of manifest id
 //   update-status box → KMS   1    no        {type: update-progress|update-result, ...} from the updater
+//   attest       box → KMS    1    no        remote attestation (appliance/contracts/attestation.ts):
+//                                           enroll, activate, challenge, quote (with the event log
+//                                           and the vault's signed gate report)
+//   attest-answer KMS → box   1    no        KMS-signed (kind `attest`) {requestId, credential |
+//                                           nonce | ok, state, error?}: the answer to one of those
 //
 // QoS 1 everywhere and a persistent session (clean: false + sessionExpiryInterval) on both
 // sides: what was published while the other side was away is delivered when it comes back.
@@ -40,13 +45,13 @@
 
 export const PREFIX = 'pks/v1/box';
 
-export const TOPICS = ['batch', 'reorder', 'resend', 'verify', 'ack', 'cmd', 'cmd-result', 'status', 'alert', 'event', 'csr', 'cert', 'resync', 'sync', 'update', 'update-chunk', 'update-status'] as const;
+export const TOPICS = ['batch', 'reorder', 'resend', 'verify', 'ack', 'cmd', 'cmd-result', 'status', 'alert', 'event', 'csr', 'cert', 'resync', 'sync', 'update', 'update-chunk', 'update-status', 'attest', 'attest-answer'] as const;
 export type TopicName = (typeof TOPICS)[number];
 
 /** Topics the box subscribes to; the rest it publishes. */
-export const BOX_INBOUND: readonly TopicName[] = ['batch', 'ack', 'cmd', 'cert', 'sync', 'update', 'update-chunk'];
+export const BOX_INBOUND: readonly TopicName[] = ['batch', 'ack', 'cmd', 'cert', 'sync', 'update', 'update-chunk', 'attest-answer'];
 /** Topics the box publishes (the broker ACL grants it exactly these, write only). */
-export const BOX_OUTBOUND: readonly TopicName[] = ['reorder', 'resend', 'verify', 'cmd-result', 'status', 'alert', 'event', 'csr', 'resync', 'update-status'];
+export const BOX_OUTBOUND: readonly TopicName[] = ['reorder', 'resend', 'verify', 'cmd-result', 'status', 'alert', 'event', 'csr', 'resync', 'update-status', 'attest'];
 /** Topics the KMS subscribes to (for every box). */
 export const KMS_INBOUND: readonly TopicName[] = BOX_OUTBOUND;
 

@@ -5,6 +5,7 @@
 //
 //   pks-fleet [--socket PATH] [--json] list
 //   pks-fleet [--socket PATH] [--json] show BOX
+//   pks-fleet [--socket PATH] [--json] attest          (issue 12: each box's attestation state, last failure)
 //   pks-fleet [--socket PATH] [--json] pools
 //   pks-fleet [--socket PATH] [--json] report [--oem OEM] [--ecu-type TYPE] [--box BOX]
 //   pks-fleet [--socket PATH] [--json] tokens [--box BOX] [--user CN] [--ecu UID] [--ecu-type T] [--ev grant|deny|all] [--since ISO]
@@ -58,6 +59,15 @@ function stockText(stock: unknown): string {
     .join(' ') || '-';
 }
 
+/** A box's attestation state (issue 12), with the reason of the last failure where `long`. */
+function attestText(a: unknown, long = false): string {
+  if (!a || typeof a !== 'object') return '-';
+  const x = a as { state?: string; lastGoodAt?: string; lastFailure?: { code?: string; reason?: string; at?: string } };
+  if (!long) return x.state ?? '-';
+  const f = x.lastFailure ? `; last failure ${str(x.lastFailure.at)} ${str(x.lastFailure.code)} ${str(x.lastFailure.reason)}` : '';
+  return `${str(x.state)} (last good quote ${str(x.lastGoodAt)}${f})`;
+}
+
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s + '\n')): Promise<number> {
   const { pos, opt } = parse(argv);
   const sock = (opt.socket as string | undefined) ?? process.env.PKS_KMS_SOCKET;
@@ -70,7 +80,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
     switch (verb) {
       case 'list': {
         const { boxes } = await kms.call<{ boxes: Array<Record<string, unknown>> }>('boxes');
-        emit(boxes, () => table(boxes.map((b) => ({ ...b, stock: stockText(b.stock), alerts: (b.openAlerts as unknown[]).length + Number(b.kmsAlerts) })), ['boxId', 'health', 'version', 'mode', 'stock', 'alerts', 'lastSeen']));
+        emit(boxes, () => table(boxes.map((b) => ({ ...b, stock: stockText(b.stock), alerts: (b.openAlerts as unknown[]).length + Number(b.kmsAlerts), attest: attestText(b.attest) })), ['boxId', 'health', 'version', 'mode', 'attest', 'stock', 'alerts', 'lastSeen']));
         return 0;
       }
       case 'show': {
@@ -81,6 +91,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
             `box       ${str(b.boxId)} (${str(b.health)}, version ${str(b.version)}, mode ${str(b.mode)})`,
             `last seen ${str(b.lastSeen)}; last sync ${str(b.lastSync)}`,
             `stock     ${stockText(b.stock)}`,
+            ...(b.attest ? [`attest    ${attestText(b.attest, true)}`] : []),
             `counters  ${str(b.counters)}`,
             `alerts    ${(b.alerts as unknown[]).length} at the KMS, ${(b.openAlerts as unknown[]).length} open on the box`,
             ...(b.alerts as Array<Record<string, unknown>>).slice(-10).map((a) => `  ${str(a.at)} ${str(a.code)} ${str(a.detail)}`),

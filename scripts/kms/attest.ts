@@ -295,7 +295,9 @@ export class Attestor {
       ekFingerprint: p.ekFingerprint,
       akName: p.akName,
       akPublic: p.akPublic,
-      pcr15: p.pcr15,
+      // enrolling again (same TPM, same AK) never moves the provisioned PCR 15: a box booted
+      // with a changed application would otherwise re-enroll its way back to trust
+      pcr15: prev?.pcr15 ?? p.pcr15,
       enrolledAt: prev?.enrolledAt ?? new Date(this.now()).toISOString(),
       trusted: false,
       ...(prev?.lastFailure ? { lastFailure: prev.lastFailure } : {}),
@@ -318,11 +320,13 @@ export class Attestor {
    * Verifies one quote. The nonce is spent whatever the outcome. Any failure, including one we
    * did not foresee, marks the box untrusted with a coded reason, and is thrown.
    */
-  async verify(boxId: string, ev: Evidence): Promise<void> {
+  async verify(boxId: string, ev: Evidence, more: () => void = () => undefined): Promise<void> {
     const box = this.boxes.get(boxId);
     if (!box) throw untrusted('PKS_ATTEST_REQUIRED', 'box is not enrolled');
     try {
       this.check(box, ev);
+      // checks beyond the quote (the KMS link: the vault's gate report) fail the same way
+      more();
     } catch (err) {
       const e = err instanceof PksError && (err.code === 'PKS_ATTEST_UNTRUSTED' || err.code === 'PKS_ATTEST_STALE') ? err : untrusted('PKS_ATTEST_UNTRUSTED', 'evidence does not verify');
       box.trusted = false;
@@ -368,6 +372,11 @@ export class Attestor {
     if (!b) throw untrusted('PKS_ATTEST_REQUIRED', 'box is not enrolled for attestation');
     if (!b.trusted || !b.lastGoodAt) throw untrusted('PKS_ATTEST_REQUIRED', `box is untrusted: ${b.lastFailure?.reason ?? 'never attested'}`);
     if (this.now() - Date.parse(b.lastGoodAt) > this.o.windowMs) throw untrusted('PKS_ATTEST_REQUIRED', 'box has not attested within the window');
+  }
+
+  /** One box's state as status() names it ('unknown': not enrolled here). */
+  stateOf(boxId: string): string {
+    return this.status().find((b) => b.boxId === boxId)?.state ?? 'unknown';
   }
 
   /** What pks-fleet shows. */

@@ -32,6 +32,12 @@ export interface KmsConfig {
    * box's rotate-cert CSR. Without it, CSRs are refused (PKS_SERVICE_UNAVAILABLE).
    */
   clientCa?: { certFile: string; keyFile: string; days: number };
+  /**
+   * issue 12: stock only for attested boxes (attest.ts). The TPM vendor CAs the EK certificates
+   * must chain to, the reference values the build signed and the build's public key, and how
+   * long a good quote lets a box get stock. Without it every box gets stock (development).
+   */
+  attest?: { ekCaFiles: string[]; referenceFile: string; buildKeyFile: string; windowSeconds: number; nonceSeconds: number; stateFile?: string };
 }
 
 const path = PATH;
@@ -61,6 +67,19 @@ export const kmsSchema = {
       additionalProperties: false,
       required: ['certFile', 'keyFile'],
       properties: { certFile: path, keyFile: path, days: { type: 'integer', minimum: 1, maximum: 3650, default: 365 } },
+    },
+    attest: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['ekCaFiles', 'referenceFile', 'buildKeyFile'],
+      properties: {
+        ekCaFiles: { type: 'array', minItems: 1, maxItems: 32, items: path },
+        referenceFile: path,
+        buildKeyFile: path,
+        windowSeconds: { type: 'integer', minimum: 10, maximum: 30 * 86_400, default: 3600 },
+        nonceSeconds: { type: 'integer', minimum: 5, maximum: 600, default: 60 },
+        stateFile: path,
+      },
     },
   },
 } as const;

@@ -24,6 +24,7 @@ import { takeFile } from './verify.js';
 import { signAnchors } from './audit-anchor.js';
 import { checkEndorsement } from './client-ca.js';
 import { unlockKmsVerbs } from './unlock.js';
+import { onAttestMessage, peekRequestId } from './attest-link.js';
 
 const checkReorder = compileChecker<{ requestId: string; pool: string; count: number }>(
   {
@@ -173,6 +174,8 @@ export class Kms {
           });
           return;
         }
+        case 'attest':
+          return await this.onAttest(t.boxCn, payload, log);
         case 'update-status': {
           const doc = parseJson(payload) as Record<string, unknown>;
           if (!doc || typeof doc !== 'object' || payload.length > 16 * 1024) throw pksError('PKS_BAD_REQUEST', 'update-status is not a small object');
@@ -197,6 +200,27 @@ export class Kms {
       const e = asPksError(err);
       log.warn('message refused', { code: e.code, detail: e.detail, ...(e.code === 'PKS_INTERNAL' ? { err } : {}) });
     }
+  }
+
+  /** Issue 12: one attestation step of a box; the answer goes back signed on `attest-answer`. */
+  private async onAttest(boxId: string, payload: Buffer, log: Logger): Promise<void> {
+    if (payload.length > 200 * 1024) throw pksError('PKS_TOO_LARGE', 'attest message is too large');
+    const a = this.o.attest;
+    let answer: Record<string, unknown> | null;
+    if (!a) {
+      const requestId = peekRequestId(payload);
+      answer = requestId ? { requestId, ok: false, state: 'unknown', error: { code: 'PKS_SERVICE_UNAVAILABLE', detail: 'this KMS does not verify attestation' } } : null;
+    } else {
+      answer = await onAttestMessage(a, boxId, this.store.boxes.get(boxId)?.identity, payload);
+    }
+    if (!answer) return;
+    const err = answer.error as { code: string; detail: string } | undefined;
+    if (err) {
+      log.warn('attestation refused', { code: err.code, detail: err.detail });
+      this.store.updateBox(boxId, (b) => pushCapped(b.alerts, { code: err.code, detail: `attestation: ${err.detail}`, at: new Date().toISOString(), source: 'kms' }));
+    } else if (answer.state) log.info('attestation', { state: answer.state });
+    // (not awaited: the PUBACK of our publish arrives on the inbound stream this handler holds)
+    if (this.client) void publish(this.client, boxTopic(boxId, 'attest-answer'), JSON.stringify(signKmsMessage('attest', boxId, answer, this.o.signer))).catch(() => undefined);
   }
 
   private onReorder(boxId: string, r: { requestId: string; pool: string; count: number }, log: Logger): void {
@@ -300,6 +324,7 @@ export class Kms {
       lastSeen: b.lastSeen ?? null,
       lastSync: st.lastSync ?? null,
       counters: b.counters,
+      ...(this.o.attest ? { attest: this.o.attest.status().find((x) => x.boxId === b.boxId) ?? { boxId: b.boxId, state: 'unknown' } } : {}),
       // the newer of what came on update-status and what the retained status carries
       update: [b.update, st.update as Record<string, unknown> | undefined].filter((u): u is Record<string, unknown> => !!u).sort((x, y) => Date.parse(String(y.at ?? y.receivedAt)) - Date.parse(String(x.at ?? x.receivedAt)))[0] ?? null,
     };

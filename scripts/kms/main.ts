@@ -5,12 +5,13 @@
 // credential `kms-batch-signer-key`), with its certificate issued by the KMS CA the boxes pin.
 // Box client certificates on rotate-cert: config clientCa (client-ca.ts).
 // pks-fleet talks to it on <runDir>/fleet.sock.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { loadConfig, readCredential } from '../../appliance/config.js';
 import { runService } from '../../appliance/service.js';
 import { ClientCa } from './client-ca.js';
 import { kmsSchema, type KmsConfig } from './config.js';
 import { Kms } from './kms.js';
+import { Attestor, type ReferenceValues } from './attest.js';
 import { loadSigner } from './signer.js';
 
 await runService('kms', async (log) => {
@@ -19,7 +20,21 @@ await runService('kms', async (log) => {
   const clientCa = cfg.clientCa ? ClientCa.load(cfg.clientCa) : null;
   const signer = await loadSigner(cfg.signer, log);
   log.info('batch signer ready', { kind: cfg.signer.hsm ? 'hsm' : 'key file' });
-  const kms = new Kms({ cfg, signer, clientCa, mqttKey: readCredential('kms-mqtt-key', cfg.mqtt.keyFile), log });
+  let attest: Attestor | null = null;
+  if (cfg.attest) {
+    const a = cfg.attest;
+    attest = new Attestor({
+      ekCaPems: a.ekCaFiles.map((f) => readFileSync(f, 'utf8')),
+      reference: JSON.parse(readFileSync(a.referenceFile, 'utf8')) as ReferenceValues,
+      buildKeyPem: readFileSync(a.buildKeyFile, 'utf8'),
+      windowMs: a.windowSeconds * 1000,
+      nonceTtlMs: a.nonceSeconds * 1000,
+      stateFile: a.stateFile ?? `${cfg.stateDir}.attestation.json`,
+    });
+    await attest.load();
+    log.info('attestation required for stock', { windowSeconds: a.windowSeconds });
+  }
+  const kms = new Kms({ cfg, signer, clientCa, mqttKey: readCredential('kms-mqtt-key', cfg.mqtt.keyFile), log, attest });
   await kms.start();
   return {
     status: () => (kms.connected ? 'serving, broker connected' : 'serving, broker not connected'),

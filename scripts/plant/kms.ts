@@ -38,6 +38,8 @@ export interface KmsOptions {
   signer?: 'hsm' | 'keyfile';
   /** let the KMS issue box client certificates with the broker's dev CA (default true) */
   clientCa?: boolean;
+  /** issue 12: the KMS config's `attest` section (stock only for attested boxes) */
+  attest?: Record<string, unknown>;
 }
 
 export async function startKms(broker: TestBroker, dir: string, o: KmsOptions = {}): Promise<TestKms> {
@@ -63,6 +65,7 @@ export async function startKms(broker: TestBroker, dir: string, o: KmsOptions = 
     signer: signerCfg,
     // the dev broker trusts client certificates of its own CA (scripts/plant/broker.ts)
     ...(o.clientCa === false ? {} : { clientCa: { certFile: broker.caCert, keyFile: broker.caCert.replace(/\.crt$/, '.key') } }),
+    ...(o.attest ? { attest: o.attest } : {}),
   };
   const configFile = path.join(dir, 'kms.json');
   await writeFile(configFile, JSON.stringify(cfg, null, 2));

@@ -51,6 +51,10 @@ export async function startVault(opts: {
   /** ECU certificate profiles by name (`<oem>.<ecu type>`); the CA certificate is made here */
   ecuCa?: { profiles: Record<string, EcuProfile>; subject?: string };
   separate?: boolean;
+  /** issue 12: the application gate's config (services/vault/config.ts `gate`); the record goes into `dir` */
+  gate?: Record<string, unknown>;
+  /** wait until the vault is ready (HSM open); default true */
+  waitReady?: boolean;
 }): Promise<VaultHandle> {
   await mkdir(opts.dir, { recursive: true });
   const user: ServiceUser | null = (opts.separate ?? true) && ensureServiceUsers() ? serviceUser('vault') : null;
@@ -69,6 +73,7 @@ export async function startVault(opts: {
         // unlock: the user CA and the OEM's token key for the unlock service (scripts/plant/unlock.ts)
         unlock: { tokenKeys: ['oem1'] },
         ...(user ? { ipc: { groups: pairGroups('vault', VAULT_CALLERS) } } : {}),
+        ...(opts.gate ? { gate: { recordFile: path.join(opts.dir, 'gate-record.json'), ...opts.gate } } : {}),
       },
       null,
       2,
@@ -90,7 +95,7 @@ export async function startVault(opts: {
     return c;
   };
   const probe = client('pksctl');
-  await waitFor('vault ready', async () => (await probe.call<{ ready: boolean }>('status')).ready, 30_000);
+  if (opts.waitReady ?? true) await waitFor('vault ready', async () => (await probe.call<{ ready: boolean }>('status')).ready, 30_000);
   // plant IT's step: the ECU CA certificate over the HSM key (production: one the OEM issued)
   if (opts.ecuCa) await writeFile(ecuCaFile, (await probe.call<{ certificate: string }>('ecu-ca-certificate', { days: 5 * 365 })).certificate);
   return {

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pksError } from '../../appliance/errors.js';
+import { LIVE_MEASUREMENT_PATH, type LiveMeasurement } from '../../appliance/contracts/measurement.js';
 import { treeManifest } from './manifest.js';
 import { PCR_BANK, ZERO_PCR, parseDigestHex, replay, sha256 } from './pcr.js';
 
@@ -95,7 +96,35 @@ export interface MeasureOptions {
   readonly rootfs?: string;
   readonly tcti?: string;
   readonly logPath?: string;
+  /** where the live measurement goes (the vault's gate reads it); default LIVE_MEASUREMENT_PATH */
+  readonly livePath?: string;
   readonly now?: () => Date;
+}
+
+async function writeAtomic(file: string, text: string): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
+  await writeFile(`${file}.tmp`, text, { mode: 0o644 });
+  await rename(`${file}.tmp`, file);
+}
+
+/**
+ * The re-measurement (pks-measure --live, on pks-measure-live.timer): hashes the trees again and
+ * reads PCR 15 back, extending nothing (PCR 15 stays the boot's record), and writes the result
+ * for the vault's gate. A file changed while the box runs shows here within one period; the file
+ * restored shows as restored in the next one, so the gate recovers without a reboot.
+ */
+export async function measureLive(opts: MeasureOptions = {}): Promise<LiveMeasurement> {
+  const tcti = opts.tcti ?? DEFAULT_TCTI;
+  const pcr15 = (await readPcrs([APP_PCR], tcti)).get(APP_PCR)!;
+  const events = await measureTrees(opts.rootfs ?? '/');
+  const live: LiveMeasurement = {
+    version: 1,
+    measuredAt: (opts.now ?? (() => new Date()))().toISOString(),
+    pcr15: pcr15.toString('hex'),
+    trees: events.map((e) => ({ name: e.name, digest: e.digest })),
+  };
+  await writeAtomic(opts.livePath ?? LIVE_MEASUREMENT_PATH, JSON.stringify(live) + '\n');
+  return live;
 }
 
 /**
@@ -119,9 +148,10 @@ export async function measureBoot(opts: MeasureOptions = {}): Promise<Measuremen
     events,
     pcrValue: after.toString('hex'),
   };
-  await mkdir(path.dirname(logPath), { recursive: true, mode: 0o755 });
-  await writeFile(`${logPath}.tmp`, JSON.stringify(log, null, 2) + '\n', { mode: 0o644 });
-  await rename(`${logPath}.tmp`, logPath);
+  await writeAtomic(logPath, JSON.stringify(log, null, 2) + '\n');
+  // the first live measurement is the boot's own: the vault's gate has its input from the start
+  const live: LiveMeasurement = { version: 1, measuredAt: log.measuredAt, pcr15: log.pcrValue, trees: events.map((e) => ({ name: e.name, digest: e.digest })) };
+  await writeAtomic(opts.livePath ?? LIVE_MEASUREMENT_PATH, JSON.stringify(live) + '\n');
   return log;
 }
 

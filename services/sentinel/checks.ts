@@ -237,6 +237,32 @@ export function checkHsm(h: HsmInput, subject = 'vault'): Observation {
   return obs('hsm', subject, 'ok', 'the HSM is reachable and logged in', '');
 }
 
+// ---------------------------------------------------------------- application gate (issue 12)
+
+export interface GateInput {
+  open: boolean;
+  code?: string;
+  reason?: string;
+}
+
+/**
+ * The vault's application gate: closed means a file of a service or its configuration is not
+ * the provisioned one (or cannot be shown to be), and the vault serves no key. Critical at once:
+ * it is tampering until a person has shown otherwise. The reason is the vault's own fixed text.
+ */
+export function checkApplicationGate(g: GateInput, subject = 'vault'): Observation {
+  if (!g || typeof g.open !== 'boolean') fail('gate input');
+  if (g.open) return obs('tamper', subject, 'ok', 'the application and its configuration are as provisioned', '');
+  const why = typeof g.reason === 'string' ? safeName(g.reason.slice(0, 160)) || 'no reason given' : 'no reason given';
+  return obs(
+    'tamper',
+    subject,
+    'critical',
+    `the application or its configuration differs from what was provisioned (${typeof g.code === 'string' ? safeName(g.code) : 'PKS_TAMPERED'}: ${why}); the vault serves no key and the KMS sends no stock`,
+    'A file of a PKS service or of its configuration was changed on this box. Restore it (or re-install the signed image): the vault opens again by itself within a minute of the re-measurement. Until maintenance has found out who changed it, treat the box as compromised.',
+  );
+}
+
 // ---------------------------------------------------------------- KMS rejections
 
 /**

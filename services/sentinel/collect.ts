@@ -12,7 +12,7 @@ import type { IpcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
 import type { Level, Observation } from './alerts.js';
 import {
-  checkAuthFailures, checkCertificates, checkGrants, checkHsm, checkRejections, checkServices, checkStock, checkStorage, checkUplink,
+  checkApplicationGate, checkAuthFailures, checkCertificates, checkGrants, checkHsm, checkRejections, checkServices, checkStock, checkStorage, checkUplink,
   type AuthFailure, type CertInput, type DiskInput, type GrantInput, type MapUsageInput, type ServiceInput, type StockInput,
 } from './checks.js';
 import type { Config, Group } from './config.js';
@@ -164,7 +164,7 @@ export class Collector {
     const why = new Map<string, string>();
     const watched = new Set(this.cfg.services);
 
-    let vault: { ready?: unknown; error?: unknown; hsm?: { loggedIn?: unknown } } | undefined;
+    let vault: { ready?: unknown; error?: unknown; hsm?: { loggedIn?: unknown }; gate?: { open?: unknown; code?: unknown; reason?: unknown } } | undefined;
     try {
       vault = await this.deps.vault.call('status', {}, this.timeout);
     } catch (e) {
@@ -181,6 +181,12 @@ export class Collector {
       r.observations.push(checkHsm({ reachable: vault.error === 'PKS_HSM_LOGIN', loggedIn: false }));
     }
     if (watched.has('vault')) services.push({ name: 'vault', healthy: vault !== undefined });
+    // issue 12: a vault with an application gate says whether it is open; one without says nothing
+    if (vault?.gate && typeof vault.gate.open === 'boolean') {
+      const g = vault.gate;
+      r.observations.push(checkApplicationGate({ open: g.open as boolean, ...(typeof g.code === 'string' ? { code: g.code } : {}), ...(typeof g.reason === 'string' ? { reason: g.reason } : {}) }));
+      r.complete.push('tamper');
+    }
 
     for (const name of this.cfg.services) {
       if (name === 'vault') continue;

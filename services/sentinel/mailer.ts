@@ -114,6 +114,7 @@ const TITLES: Record<string, string> = {
   service: 'service unhealthy',
   collector: 'checks not running',
   tpm: 'measured boot or TPM problem',
+  tamper: 'application tampered, vault closed',
 };
 
 const VERB: Record<MailItem['type'], string> = {

@@ -54,6 +54,11 @@ export interface UplinkConfig {
     /** at most one alert per code this often; the ones in between are counted */
     alertIntervalSeconds?: number;
   };
+  /**
+   * issue 12, remote attestation (attestation.ts): a TPM quote for the KMS with every re-order
+   * and every `everySeconds`. Absent: the box does not attest (a KMS that requires it sends no stock).
+   */
+  attest?: { tcti: string; eventLog: string; everySeconds: number; timeoutSeconds: number; command?: string[] };
 }
 
 const file = PATH;
@@ -104,6 +109,18 @@ export const uplinkSchema = {
         statusSeconds: { type: 'number', minimum: 0.5, maximum: 86_400, default: 300 },
         certTimeoutSeconds: { type: 'number', minimum: 0.5, maximum: 3600, default: 60 },
         alertIntervalSeconds: { type: 'number', minimum: 0, maximum: 86_400, default: 60 },
+      },
+    },
+    attest: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        tcti: { type: 'string', pattern: '^(device:/dev/tpmrm?[0-9]|swtpm:host=127\\.0\\.0\\.1,port=[0-9]{1,5})$', default: 'device:/dev/tpmrm0' },
+        eventLog: { ...file, default: '/sys/kernel/security/tpm0/binary_bios_measurements' },
+        everySeconds: { type: 'number', minimum: 1, maximum: 86_400, default: 600 },
+        timeoutSeconds: { type: 'number', minimum: 1, maximum: 600, default: 60 },
+        /** the quote tool (services/attest/quote-cli.js) as argv; default this node on it */
+        command: { type: 'array', minItems: 1, maxItems: 8, items: { type: 'string', minLength: 1, maxLength: 255 } },
       },
     },
   },

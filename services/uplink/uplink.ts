@@ -12,7 +12,8 @@
 //    rate-limited per code, nothing written per junk message;
 //  - after losing its state file, refuses commands (safe mode) until the KMS re-synchronises it;
 //  - executes signed ops commands and publishes each result (rotate-cert: identity.ts);
-//  - keeps a retained status document on the broker.
+//  - keeps a retained status document on the broker;
+//  - attests to the KMS (TPM quote + the vault's gate report) before re-orders and periodically.
 import { readFileSync } from 'node:fs';
 import { randomUUID, type KeyObject } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
@@ -32,6 +33,7 @@ import { StateFile } from './state.js';
 import type { UpdateRelay } from './update-relay.js';
 import { BOX_INBOUND, boxTopic, parseTopic } from '../../appliance/contracts/topics.js';
 import { isUnlockCommand, runUnlockCommand } from './unlock-commands.js';
+import { Attestation } from './attestation.js';
 
 export interface UplinkDeps {
   cfg: UplinkConfig;
@@ -71,6 +73,8 @@ export class Uplink {
   private readonly alertGate: AlertGate;
   /** the resync request of this safe-mode episode (answers to any other are ignored) */
   private resyncId: string | null = null;
+  /** issue 12: remote attestation, when the config asks for it */
+  readonly attestation: Attestation | null;
   /** counts for tests and status: what happened since start */
   readonly counters = { chunks: 0, duplicates: 0, refusedChunks: 0, filesAcked: 0, itemsAcked: 0, commands: 0, refusedCommands: 0, resends: 0, refusedMessages: 0, alertsHeld: 0 };
 
@@ -85,6 +89,12 @@ export class Uplink {
     this.trust = loadTrustAnchor(caPem);
     this.answers = new KmsAnswers(this.trust, d.cfg.boxId);
     this.alertGate = new AlertGate((d.cfg.timing.alertIntervalSeconds ?? 60) * 1000);
+    this.attestation = d.cfg.attest
+      ? new Attestation(d.cfg.attest, d.cfg.boxId, this.trust, d.vault, async (body) => {
+          if (!this.connected) throw pksError('PKS_UPLINK_DOWN', 'not connected to the broker');
+          await publish(this.client!, boxTopic(d.cfg.boxId, 'attest'), JSON.stringify(body));
+        }, d.log)
+      : null;
     if (this.state.lost) d.log.error('uplink state lost; safe mode until the KMS re-synchronises', { code: this.state.lost.code, detail: this.state.lost.detail });
     this.mqttCert = readFileSync(d.cfg.mqtt.certFile, 'utf8');
     this.mqttKey = d.mqttKey;
@@ -217,6 +227,13 @@ export class Uplink {
     if (t.name === 'cert') return this.onCert(payload);
     if (t.name === 'sync') return this.onSync(payload);
     if (t.name === 'update' || t.name === 'update-chunk') return this.d.updates?.onMessage(t.name, payload);
+    if (t.name === 'attest-answer') {
+      try {
+        this.attestation?.onAnswer(payload);
+      } catch (err) {
+        return this.refuseMessage('attest answer', err);
+      }
+    }
   }
 
   /** A KMS message whose signature or shape fails: counted, alert rate-limited, nothing else. */
@@ -568,6 +585,7 @@ export class Uplink {
       health: ok ? (this.openAlerts().length > 0 ? 'degraded' : 'ok') : 'failing',
       checks: { ...this.health, mqtt: this.connected },
       ...(this.d.updates?.last ? { update: this.d.updates.last } : {}),
+      ...(this.attestation ? { attestation: this.attestation.last } : {}),
       at: new Date().toISOString(),
     };
   }
@@ -602,6 +620,7 @@ export class Uplink {
 
   private async syncRound(): Promise<void> {
     await this.requestResync();
+    if (this.attestation?.due) await this.attest('periodic');
     await this.reorders();
     await this.missingChunks();
     const drained = await this.flushOutbox();
@@ -609,13 +628,25 @@ export class Uplink {
     await this.publishStatus().catch(() => undefined);
   }
 
+  /** One attestation round; a refusal is raised as an alert (the KMS then sends no stock). */
+  private async attest(why: string): Promise<void> {
+    const r = await this.attestation!.round(why);
+    if (!r.ok && r.error) await this.raise(r.error.code, `attestation refused: ${r.error.detail}`);
+  }
+
   private async reorders(): Promise<void> {
     const stats = await this.d.keystore.call<StatsResponse>('stats', {});
     const retryMs = this.d.cfg.timing.reorderRetrySeconds * 1000;
+    let attested = false;
     for (const [pool, p] of Object.entries(stats.pools)) {
       if (!(p.available < p.minimum) || p.reorder <= 0) continue;
       let pending = this.state.state.pending[pool];
       if (pending && Date.now() - Date.parse(pending.at) < retryMs) continue;
+      // a fresh quote goes before the re-order (issue 12): the KMS releases stock only to a box attested just now
+      if (this.attestation && !attested) {
+        attested = true;
+        await this.attest('re-order');
+      }
       if (!pending) {
         pending = { requestId: `ro-${randomUUID()}`, count: p.reorder, at: new Date().toISOString() };
         // persisted before it is sent: a restart repeats this request, never makes a new one

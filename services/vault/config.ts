@@ -13,6 +13,11 @@ export interface VaultConfig {
   ipc: { callers?: Record<string, string[]>; groups?: Record<string, number> };
   /** the unlock service's HSM keys: the user CA and one token key per name (OEM or ECU type) */
   unlock?: { tokenKeys: string[] };
+  /**
+   * issue 12, the application gate (vault-gate.ts): no key operation until the live
+   * measurement matches the record signed by the identity key. Absent: no gate (dev stack).
+   */
+  gate?: { recordFile: string; liveFile: string; writerUid: number; maxAgeSeconds: number; everySeconds: number };
 }
 
 export const vaultSchema = {
@@ -44,6 +49,17 @@ export const vaultSchema = {
             },
           },
         },
+      },
+    },
+    gate: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        recordFile: { ...PATH, default: '/var/lib/pks/vault/gate-record.json' },
+        liveFile: { ...PATH, default: '/run/pks/live-measurements.json' },
+        writerUid: { type: 'integer', minimum: 0, maximum: 4294967294, default: 0 },
+        maxAgeSeconds: { type: 'integer', minimum: 5, maximum: 3600, default: 180 },
+        everySeconds: { type: 'number', minimum: 0.2, maximum: 60, default: 5 },
       },
     },
     unlock: {

@@ -10,7 +10,7 @@
 // hierarchy (first start after setup) and re-signed by an authorised update, so whoever holds
 // the disk but not the HSM PIN (sealed to the TPM) cannot write a record that opens the gate.
 // A missing, unsigned or malformed record keeps the gate closed: there is no "first use" later.
-import { pksError, type PksError } from '../../appliance/errors.js';
+import { isPksError, pksError, type PksError } from '../../appliance/errors.js';
 
 export interface TreeDigest {
   readonly name: string;
@@ -103,8 +103,9 @@ export class Gate {
     let v: GateVerdict;
     try {
       v = checkGate(await this.inputs(), this.verify);
-    } catch {
-      v = { open: false, error: pksError('PKS_TAMPERED', 'gate inputs cannot be read') };
+    } catch (e) {
+      // a coded reason from the inputs (stale, not root's, missing) is kept; anything else is generic
+      v = { open: false, error: isPksError(e) && e.code === 'PKS_TAMPERED' ? e : pksError('PKS_TAMPERED', 'gate inputs cannot be read') };
     }
     const changed = v.open !== this.verdict.open || (!v.open && !this.verdict.open && v.error.detail !== this.verdict.error.detail);
     this.verdict = v;

@@ -9,6 +9,7 @@ import type { EcuCaConfig } from './signed-structures.js';
 import { Vault } from './vault.js';
 import { DEFAULT_CALLERS, vaultVerbs } from './verbs.js';
 import { registerUnlockKeys } from './unlock-keys.js';
+import { startVaultGate } from './vault-gate.js';
 
 await runService('vault', async (log) => {
   const cfg = loadConfig<VaultConfig>(vaultSchema);
@@ -21,17 +22,31 @@ await runService('vault', async (log) => {
     cfg.ecuCa as EcuCaConfig | undefined,
   );
   vault.start();
+  // issue 12: no key operation until the application measurement is the provisioned one
+  const g = cfg.gate;
+  const gate = await startVaultGate(
+    vault,
+    cfg.boxId,
+    g ? { record: g.recordFile, live: g.liveFile, writerUid: g.writerUid, maxAgeS: g.maxAgeSeconds } : null,
+    (g?.everySeconds ?? 5) * 1000,
+    log,
+  );
   const ipc = await startIpcServer({
     service: 'vault',
     dir: path.join(runDir(), 'vault'),
-    verbs: vaultVerbs(vault),
+    verbs: { ...vaultVerbs(vault), ...gate.verbs },
     callers: (cfg.ipc.callers as Record<string, readonly string[]> | undefined) ?? DEFAULT_CALLERS,
     ...(cfg.ipc.groups ? { groups: cfg.ipc.groups as Record<string, number> } : {}),
     log,
   });
   return {
-    status: () => (vault.ready ? 'serving, HSM ready' : `failing closed: ${String(vault.status().error)}`),
+    status: () => {
+      const st = gate.status();
+      if (!vault.ready) return `failing closed: ${String(vault.status().error)}`;
+      return gate.gate && !st.open ? `failing closed: ${st.code} ${st.reason ?? ''}` : 'serving, HSM ready';
+    },
     async stop() {
+      gate.stop();
       await ipc.close();
       vault.stop();
     },

@@ -10,6 +10,7 @@ import { sheMessages, sheVerify, type SheUpdate } from '../../appliance/she.js';
 import type { CheckpointFields } from '../../appliance/signed-messages.js';
 import { newSerial } from '../../appliance/x509.js';
 import { Hsm, type HsmConfig, type KeyName } from './hsm.js';
+import { signGateRecord, type GateRecord, type TreeDigest } from './gate.js';
 import { EcuCa, boxCsrToSign, checkpointToSign, verificationFileToSign, type EcuCaConfig, type IssuedCertificate } from './signed-structures.js';
 
 export type SignKey = 'identity' | 'audit' | 'ecu-ca' | `unlock-${string}`;
@@ -42,6 +43,11 @@ export class Vault {
   /** unwrapped batch keys, keyed by a hash of their wrapped form; zeroized on eviction */
   private batchKeys = new Map<string, Buffer>();
   private readonly ecuCa: EcuCa | null;
+  /** issue 12: the application gate, asked before every key operation (vault-gate.ts) */
+  private guard: () => void = () => undefined;
+  private gateStatus: () => Record<string, unknown> | undefined = () => undefined;
+  /** the key hierarchy (the identity key with it) was created by this process: first start after setup */
+  hierarchyCreated = false;
 
   constructor(
     private readonly cfg: HsmConfig,
@@ -63,6 +69,7 @@ export class Vault {
       const { created } = hsm.ensureHierarchy();
       hsm.checkHierarchy();
       if (created.length) this.log.info('key hierarchy created', { created });
+      if (created.includes('identity')) this.hierarchyCreated = true;
       this.hsm = hsm;
       if (this.failure) this.log.info('HSM available again');
       this.failure = null;
@@ -116,15 +123,18 @@ export class Vault {
     return this.hsm !== null;
   }
 
+  /** `ready`: the HSM is open; `gate` (when there is one): whether key operations are served. */
   status(): Record<string, unknown> {
-    if (!this.hsm) return { ready: false, boxId: this.boxId, error: this.failure?.code ?? 'PKS_HSM_FAILURE', detail: this.failure?.detail ?? '' };
+    const gate = this.gateStatus();
+    const g = gate ? { gate } : {};
+    if (!this.hsm) return { ready: false, boxId: this.boxId, error: this.failure?.code ?? 'PKS_HSM_FAILURE', detail: this.failure?.detail ?? '', ...g };
     try {
       this.hsm.ping();
-      return { ready: true, boxId: this.boxId, hsm: this.hsm.status() };
+      return { ready: true, boxId: this.boxId, hsm: this.hsm.status(), ...g };
     } catch (err) {
       const e = asPksError(err);
       this.drop(e);
-      return { ready: false, boxId: this.boxId, error: e.code, detail: e.detail };
+      return { ready: false, boxId: this.boxId, error: e.code, detail: e.detail, ...g };
     }
   }
 
@@ -132,9 +142,30 @@ export class Vault {
     return this.use((h) => h.publicKey(name));
   }
 
+  /** Every key operation (sign, ECDH, unwrap, SHE) asks `guard` first; public keys and status stay open. */
+  setGuard(guard: () => void, status: () => Record<string, unknown>): void {
+    this.guard = guard;
+    this.gateStatus = status;
+  }
+
   // raw signing stays inside the vault: every caller asks for a typed structure below
   private sign(name: SignKey, data: Buffer): Buffer {
+    this.guard();
     return this.use((h) => h.sign(name, data));
+  }
+
+  /**
+   * The gate's provisioning record over a measurement, signed with the identity key (gate.ts
+   * builds the text, domain-separated `pks-gate-v1|`). Not behind the guard: the gate is
+   * closed exactly when a record has to be made.
+   */
+  signGateRecord(pcr15: string, trees: readonly TreeDigest[], at = new Date()): GateRecord {
+    return signGateRecord(pcr15, trees, at, (d) => this.use((h) => h.sign('identity', d)));
+  }
+
+  /** The identity key's signature over a gate report this process built (vault-gate.ts). */
+  signGateReport(built: Buffer): Buffer {
+    return this.use((h) => h.sign('identity', built));
   }
 
   /**
@@ -177,6 +208,7 @@ export class Vault {
 
   /** ECDH with the transport key → batch key, returned only wrapped by the storage key. */
   openBatch(epk: Buffer, batchId: string): Buffer {
+    this.guard();
     return this.use((h) => {
       const shared = h.ecdh(epk);
       const key = deriveBatchKey(shared, batchId, this.boxId);
@@ -215,6 +247,7 @@ export class Vault {
 
   /** Runs fn with the clear SHE update inside this process only, then wipes the key bytes. */
   private withUpdate<T>(r: SheRequest, fn: (u: SheUpdate) => T): T {
+    this.guard();
     if (!this.hsm) throw this.failure ?? pksError('PKS_HSM_FAILURE', 'not started');
     const key = this.batchKey(r.batchId, r.batchKey);
     const newKey = aeadOpen(key, r.record, recordAad(r.batchId, r.recordId));

@@ -129,13 +129,14 @@ export function vaultVerbs(vault: Vault): VerbTable {
  * certificates signed once they are on record, signs audit checkpoints and the verification
  * files it packs. The tester API and the uplink face the network: the tester API signs
  * nothing, the uplink only gets the box's own rotate-cert CSR endorsed (checked: this box, a
- * valid P-256 CSR); the sentinel only looks; pksctl makes the development ECU CA certificate.
+ * valid P-256 CSR) and the vault's signed gate report for the KMS; the sentinel only looks;
+ * pksctl makes the development ECU CA certificate and re-records the application gate.
  */
 export const DEFAULT_CALLERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
   keystore: ['status', 'public-key', 'batch-open', 'she-prepare', 'she-verify', 'audit-checkpoint', 'verification-file', 'ecu-cert-issue'],
   'tester-api': ['status', 'public-key'],
-  uplink: ['status', 'public-key', 'box-csr'],
+  uplink: ['status', 'public-key', 'box-csr', 'gate-report'],
   sentinel: ['status'],
-  pksctl: ['status', 'public-key', 'ecu-ca-certificate', 'unlock-public-key'],
+  pksctl: ['status', 'public-key', 'ecu-ca-certificate', 'unlock-public-key', 'gate-record'],
   unlock: UNLOCK_CALLER_VERBS,
 });

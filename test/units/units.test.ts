@@ -113,11 +113,12 @@ test.after(() => {
 
 // ---- the unit files themselves --------------------------------------------------------------
 
-// pks-measure.service is the boot-time oneshot of the image (measured boot), checked by the image tests
+// pks-measure.service is the boot-time oneshot of the image (measured boot), checked by the image tests;
+// pks-measure-live.{service,timer} re-measure while the box runs (the vault's gate follows them)
 // pks-update-reboot.{path,service} turn the updater's reboot request into a reboot (root, no daemon)
 test('the unit directory holds exactly the PKS services, the measurement and unseal oneshots, the update reboot pair and pks.target', () => {
   const found = readdirSync(unitDir).filter((f) => f.startsWith('pks')).sort();
-  const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks-measure.service', 'pks-unseal.service', 'pks-update-reboot.path', 'pks-update-reboot.service', 'pks.target'].sort();
+  const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks-measure.service', 'pks-measure-live.service', 'pks-measure-live.timer', 'pks-unseal.service', 'pks-update-reboot.path', 'pks-update-reboot.service', 'pks.target'].sort();
   assert.equal(found, want);
 });
 

@@ -46,7 +46,16 @@ export interface Rig {
   stop(): Promise<void>;
 }
 
-export async function startRig(o: { boxId?: string; schedule?: UplinkConfig['schedule']; timing?: Partial<UplinkConfig['timing']>; kms?: KmsOptions; name: string }): Promise<Rig> {
+export async function startRig(o: {
+  boxId?: string;
+  schedule?: UplinkConfig['schedule'];
+  timing?: Partial<UplinkConfig['timing']>;
+  kms?: KmsOptions;
+  name: string;
+  /** issue 12: the vault's application gate config, and the uplink's attestation */
+  vaultGate?: Record<string, unknown>;
+  attest?: UplinkConfig['attest'];
+}): Promise<Rig> {
   const boxId = o.boxId ?? 'box-1';
   const dir = await mkdtemp(path.join(os.tmpdir(), `pks-${o.name}-`));
   const logs: string[] = [];
@@ -64,7 +73,7 @@ export async function startRig(o: { boxId?: string; schedule?: UplinkConfig['sch
     stops.push(() => broker.stop());
     const [kms, vault] = await Promise.all([
       startKms(broker, path.join(dir, 'kms'), o.kms),
-      startVault({ dir: path.join(dir, 'vault'), runDir: path.join(dir, 'run'), logDir: dir, boxId }),
+      startVault({ dir: path.join(dir, 'vault'), runDir: path.join(dir, 'run'), logDir: dir, boxId, ...(o.vaultGate ? { gate: o.vaultGate } : {}) }),
     ]);
     stops.push(
       () => vault.stop(),
@@ -96,6 +105,7 @@ export async function startRig(o: { boxId?: string; schedule?: UplinkConfig['sch
       kmsCaFile: kms.caCert,
       schedule: o.schedule ?? { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
       timing: { tickSeconds: 0.2, chunkTimeoutSeconds: 0.5, reorderRetrySeconds: 30, ackTimeoutSeconds: 1, statusSeconds: 1, certTimeoutSeconds: 5, ...o.timing },
+      ...(o.attest ? { attest: o.attest } : {}),
     };
     const log = createLogger('uplink', { level: 'debug', write: (l) => logs.push(l) });
     const newUplink = (): Uplink => new Uplink({ cfg, keystore: ksClient, vault: vu, opsKey: ops.publicKey, mqttKey: readFileSync(id.key, 'utf8'), log, version: '0.1.0-test' });

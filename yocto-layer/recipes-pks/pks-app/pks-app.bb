@@ -51,7 +51,7 @@ do_install() {
     chmod 0755 ${D}${bindir}/pksctl
 }
 
-SYSTEMD_SERVICE:${PN} = "pks.target pks-setup.service pks-measure.service pks-unseal.service pks-vault.service pks-keystore.service \
+SYSTEMD_SERVICE:${PN} = "pks.target pks-setup.service pks-measure.service pks-measure-live.timer pks-unseal.service pks-vault.service pks-keystore.service \
     pks-tester-api.service pks-uplink.service pks-sentinel.service pks-unlock.service pks-updater.service pks-update-reboot.path"
 SYSTEMD_AUTO_ENABLE = "enable"
 
