@@ -10,8 +10,8 @@ import { pksError } from '../errors.js';
 
 export const LIVE_MEASUREMENT_PATH = '/run/pks/live-measurements.json';
 /** How often pks-measure-live.timer re-measures (OnUnitActiveSec=) and how old a measurement the gate still takes. */
-export const LIVE_MEASURE_EVERY_S = 30;
-export const LIVE_MEASUREMENT_MAX_AGE_S = 180;
+export const LIVE_MEASURE_EVERY_S = 60;
+export const LIVE_MEASUREMENT_MAX_AGE_S = 300;
 
 export interface LiveTree {
   readonly name: string;

@@ -259,7 +259,7 @@ export function checkApplicationGate(g: GateInput, subject = 'vault'): Observati
     subject,
     'critical',
     `the application or its configuration differs from what was provisioned (${typeof g.code === 'string' ? safeName(g.code) : 'PKS_TAMPERED'}: ${why}); the vault serves no key and the KMS sends no stock`,
-    'A file of a PKS service or of its configuration was changed on this box. Restore it (or re-install the signed image): the vault opens again by itself within a minute of the re-measurement. Until maintenance has found out who changed it, treat the box as compromised.',
+    'A file of a PKS service or of its configuration was changed on this box. Restore it (or re-install the signed image): the vault opens again by itself at the next re-measurement (within a minute). Until maintenance has found out who changed it, treat the box as compromised.',
   );
 }
 

@@ -58,7 +58,7 @@ export const vaultSchema = {
         recordFile: { ...PATH, default: '/var/lib/pks/vault/gate-record.json' },
         liveFile: { ...PATH, default: '/run/pks/live-measurements.json' },
         writerUid: { type: 'integer', minimum: 0, maximum: 4294967294, default: 0 },
-        maxAgeSeconds: { type: 'integer', minimum: 5, maximum: 3600, default: 180 },
+        maxAgeSeconds: { type: 'integer', minimum: 5, maximum: 3600, default: 300 },
         everySeconds: { type: 'number', minimum: 0.2, maximum: 60, default: 5 },
       },
     },
