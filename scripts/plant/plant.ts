@@ -5,13 +5,14 @@
 // over MQTT; the line runs; the KMS is held offline while stock falls below its minimum (a
 // low-stock mail), comes back, answers the re-order (a resolved mail); at the end every
 // injection is verified at the KMS.
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { StatsResponse } from '../../appliance/contracts/keystore.js';
 import { writePlantSentinelConfig } from '../../services/sentinel/plant-config.js';
 import { startBox, type Box } from './box.js';
 import { startBroker, type TestBroker } from './broker.js';
+import { registerBox, writeUplinkConfig } from './enrol.js';
 import { startKms, type TestKms } from './kms.js';
 import { percentile, runLine, type LineResult } from './line.js';
 import { startService, waitFor, type Proc } from './process.js';
@@ -99,9 +100,7 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
     }
 
     // plant IT's setup: register the box's public keys with the KMS; the OEM's key material
-    const vu = box.vault.client('uplink');
-    const pk = async (name: string): Promise<string> => (await vu.call<{ spki: string }>('public-key', { name })).spki;
-    await kms.fleet.call('register', { boxId, identity: await pk('identity'), transport: await pk('transport'), audit: await pk('audit') });
+    await registerBox(kms, box);
     const oemFile = path.join(o.base, 'oem-keys.json');
     await writeFile(
       oemFile,
@@ -112,25 +111,7 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
 
     // the uplink: MQTT v5 with the box's client certificate, always connected
     const upDir = path.join(o.base, 'uplink');
-    await mkdir(upDir, { recursive: true });
-    const id = await broker.clientCert(boxId);
-    const ops = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const opsPub = path.join(upDir, 'ops.pub');
-    await writeFile(opsPub, ops.publicKey.export({ type: 'spki', format: 'pem' }));
-    await writeFile(path.join(upDir, 'ops.key'), ops.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-    const upCfg = path.join(upDir, 'uplink.json');
-    await writeFile(
-      upCfg,
-      JSON.stringify({
-        boxId,
-        stateDir: path.join(upDir, 'state'),
-        mqtt: { host: '127.0.0.1', port: broker.port, caFile: broker.caCert, certFile: id.cert, keyFile: id.key, sessionExpirySeconds: 86_400, keepaliveSeconds: 5, reconnectSeconds: 0.5 },
-        opsPublicKeyFile: opsPub,
-        kmsCaFile: kms.caCert,
-        schedule: { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
-        timing: { tickSeconds: 0.3, chunkTimeoutSeconds: 2, reorderRetrySeconds: 5, ackTimeoutSeconds: 2, statusSeconds: 2 },
-      }),
-    );
+    const upCfg = await writeUplinkConfig({ dir: upDir, boxId, broker, kmsCaFile: kms.caCert, timing: { tickSeconds: 0.3, chunkTimeoutSeconds: 2, reorderRetrySeconds: 5, ackTimeoutSeconds: 2, statusSeconds: 2 } });
     const uplink = startService('uplink', { PKS_CONFIG: upCfg, PKS_RUN_DIR: box.runDir }, box.logDir);
     stops.push(() => uplink.stop());
 
