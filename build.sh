@@ -7,6 +7,7 @@
 #   ./build.sh image      the bootable dev image of the appliance (QEMU, OVMF, swtpm)
 #   ./build.sh vm-test    builds the image, boots it and runs the system tests in it
 #   ./build.sh bundle     a signed RAUC update bundle of the current tree (--version V --svn N ...)
+#   ./build.sh campaign   kill, fuzz and fault campaign (--minutes M, --only kills,fuzz,faults); last line one JSON object
 set -euo pipefail
 cd "$(dirname "$0")"
 cmd="${1:-build}"
@@ -48,8 +49,14 @@ case "$cmd" in
     build
     exec scripts/update/bundle.sh "$@"
     ;;
+  campaign)
+    scripts/deps.sh base test
+    build
+    # the services from dist/ as on the box (they restart faster than through tsx, so kills add up)
+    PKS_FROM_DIST=1 exec node --import tsx test/campaign/run.ts "$@"
+    ;;
   -h|--help|help)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
     echo "build.sh: unknown subcommand '$cmd' (try ./build.sh help)" >&2

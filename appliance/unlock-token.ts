@@ -18,6 +18,8 @@ export const CHALLENGE_MIN = 16;
 export const CHALLENGE_MAX = 32;
 /** The longest validity any token may claim, whatever a role says (the vault enforces it). */
 export const TOKEN_MAX_LIFETIME_S = 7 * 86_400;
+/** 9999-12-31T23:59:59Z: a time beyond it has no ISO 8601 form, so describeToken could not show it (issue 17, fuzzing) */
+export const TOKEN_TIME_MAX = 253_402_300_799;
 
 const O = { magic: 0, version: 4, alg: 5, reserved: 6, keyId: 8, tokenId: 16, ecuType: 32, uidLen: 48, uid: 49, challengeLen: 81, challenge: 82, permissions: 114, notBefore: 130, notAfter: 138, sig: 146 } as const;
 
@@ -72,6 +74,7 @@ export function checkFields(f: TokenFields): void {
   if (typeof f.permissions !== 'bigint' || f.permissions <= 0n || f.permissions > MAX_MASK) bad('permissions must be a non-empty 128-bit mask');
   if (!Number.isSafeInteger(f.notBefore) || f.notBefore < 0) bad('notBefore must be seconds since the epoch');
   if (!Number.isSafeInteger(f.notAfter) || f.notAfter <= f.notBefore) bad('notAfter must be after notBefore');
+  if (f.notAfter > TOKEN_TIME_MAX) bad('notAfter is beyond the year 9999');
   if (f.notAfter - f.notBefore > TOKEN_MAX_LIFETIME_S) bad(`lifetime over ${TOKEN_MAX_LIFETIME_S} s`);
 }
 
@@ -128,7 +131,7 @@ export function decodeToken(raw: Buffer): Token {
   if (!zeroFrom(chField, chLen)) bad('challenge padding must be zero');
   const notBefore = Number(raw.readBigUInt64BE(O.notBefore));
   const notAfter = Number(raw.readBigUInt64BE(O.notAfter));
-  if (!Number.isSafeInteger(notBefore) || !Number.isSafeInteger(notAfter) || notAfter <= notBefore) bad('validity is malformed');
+  if (!Number.isSafeInteger(notBefore) || !Number.isSafeInteger(notAfter) || notAfter <= notBefore || notAfter > TOKEN_TIME_MAX) bad('validity is malformed');
   return {
     keyId: Buffer.from(raw.subarray(O.keyId, O.keyId + 8)),
     tokenId: Buffer.from(raw.subarray(O.tokenId, O.tokenId + 16)),

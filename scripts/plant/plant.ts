@@ -5,20 +5,21 @@
 // over MQTT; the line runs; the KMS is held offline while stock falls below its minimum (a
 // low-stock mail), comes back, answers the re-order (a resolved mail); at the end every
 // injection is verified at the KMS.
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { StatsResponse } from '../../appliance/contracts/keystore.js';
 import { writePlantSentinelConfig } from '../../services/sentinel/plant-config.js';
 import { startBox, type Box } from './box.js';
 import { startBroker, type TestBroker } from './broker.js';
+import { registerBox, writeUplinkConfig } from './enrol.js';
 import { startKms, type TestKms } from './kms.js';
 import { percentile, runLine, type LineResult } from './line.js';
 import { startService, waitFor, type Proc } from './process.js';
 import { startSmtp, type TestSmtp } from './smtp.js';
 import { startTesterApi, type TesterApiHandle } from './tester-api.js';
-import { pairGroups, prepareServiceUser } from './users.js';
+import { ensureServiceUsers, pairGroups, prepareServiceUser, separateUsers } from './users.js';
 
 export interface PlantOptions {
   base: string;
@@ -110,9 +111,7 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
     }
 
     // plant IT's setup: register the box's public keys with the KMS; the OEM's key material
-    const vu = box.vault.client('uplink');
-    const pk = async (name: string): Promise<string> => (await vu.call<{ spki: string }>('public-key', { name })).spki;
-    await kms.fleet.call('register', { boxId, identity: await pk('identity'), transport: await pk('transport'), audit: await pk('audit') });
+    await registerBox(kms, box);
     const oemFile = path.join(o.base, 'oem-keys.json');
     await writeFile(
       oemFile,
@@ -123,33 +122,10 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
 
     // the uplink: MQTT v5 with the box's client certificate, always connected
     const upDir = path.join(o.base, 'uplink');
-    await mkdir(upDir, { recursive: true });
-    const brokerId = await broker.clientCert(boxId);
-    // the uplink's own copies: as pks-uplink it reads nothing of the broker's directory
-    const id = { cert: path.join(upDir, 'mqtt-client.crt'), key: path.join(upDir, 'mqtt-client.key'), ca: path.join(upDir, 'mqtt-ca.crt') };
-    await copyFile(brokerId.cert, id.cert);
-    await copyFile(brokerId.key, id.key);
-    await copyFile(broker.caCert, id.ca);
-    const ops = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const opsPub = path.join(upDir, 'ops.pub');
-    await writeFile(opsPub, ops.publicKey.export({ type: 'spki', format: 'pem' }));
-    await writeFile(path.join(upDir, 'ops.key'), ops.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-    const upCfg = path.join(upDir, 'uplink.json');
     // each service under its own user, as on the box (issue 9, item 8; scripts/plant/users.ts)
-    const upUser = prepareServiceUser('uplink', { own: [upDir], runDir: box.runDir, reach: [path.dirname(kms.caCert)] });
-    await writeFile(
-      upCfg,
-      JSON.stringify({
-        boxId,
-        stateDir: path.join(upDir, 'state'),
-        mqtt: { host: '127.0.0.1', port: broker.port, caFile: id.ca, certFile: id.cert, keyFile: id.key, sessionExpirySeconds: 86_400, keepaliveSeconds: 5, reconnectSeconds: 0.5 },
-        opsPublicKeyFile: opsPub,
-        kmsCaFile: kms.caCert,
-        schedule: { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
-        timing: { tickSeconds: 0.3, chunkTimeoutSeconds: 2, reorderRetrySeconds: 5, ackTimeoutSeconds: 2, statusSeconds: 2 },
-        ...(upUser ? { ipc: { groups: pairGroups('uplink', ['sentinel', 'updater']) } } : {}),
-      }),
-    );
+    const separate = separateUsers() && ensureServiceUsers();
+    const upCfg = await writeUplinkConfig({ dir: upDir, boxId, broker, kmsCaFile: kms.caCert, timing: { tickSeconds: 0.3, chunkTimeoutSeconds: 2, reorderRetrySeconds: 5, ackTimeoutSeconds: 2, statusSeconds: 2 }, ...(separate ? { ipcGroups: pairGroups('uplink', ['sentinel', 'updater']) } : {}) });
+    const upUser = prepareServiceUser('uplink', { separate, own: [upDir], runDir: box.runDir, reach: [path.dirname(kms.caCert)] });
     const uplink = startService('uplink', { PKS_CONFIG: upCfg, PKS_RUN_DIR: box.runDir }, box.logDir, 'uplink', upUser);
     stops.push(() => uplink.stop());
 
@@ -166,7 +142,7 @@ export async function runPlant(o: PlantOptions): Promise<Plant> {
 
     // the sentinel watches from here on (an empty box before its first fill is not news)
     const sentinelCfg = await writePlantSentinelConfig({ dir: path.join(o.base, 'sentinel'), boxId, smtpPort: smtp.port, keystoreDataDir: box.keystore.dataDir, keystoreMapSizeMb: 4096, everySeconds: 1, services: ['vault', 'keystore', 'tester-api', 'uplink'], uplinkStatusFile: path.join(box.runDir, 'uplink', 'status.json'), testerApi: true });
-    const sentinelUser = prepareServiceUser('sentinel', { own: [path.join(o.base, 'sentinel')], runDir: box.runDir, reach: [box.keystore.dataDir] });
+    const sentinelUser = prepareServiceUser('sentinel', { separate, own: [path.join(o.base, 'sentinel')], runDir: box.runDir, reach: [box.keystore.dataDir] });
     const sentinel = startService('sentinel', { PKS_CONFIG: sentinelCfg, PKS_RUN_DIR: box.runDir }, box.logDir, 'sentinel', sentinelUser);
     stops.push(() => sentinel.stop());
     const uids = Object.fromEntries(
