@@ -22,6 +22,8 @@ export async function lmdbBuffer(o: { dir: string; keys: number; concurrency: nu
   const dbs = openDbs(path.join(o.dir, 'buffer-lmdb'), { mapSizeMb: 8192 });
   try {
     await dbs.pools.put(POOL, { pool: POOL, minimum: 0, reorder: 1, critical: 0 });
+    // the reservation takes its SHE counter from the batch (counters.ts): the batch must be on record
+    await dbs.batches.put('buffer-batch', { batchId: 'buffer-batch', pool: POOL, chunks: 1, total: o.keys, batchKey: randomBytes(40), epk: '', she: { keyId: 4, authKeyId: 1, counter: 1, flags: 0, auth: randomBytes(48) }, seen: [0], imported: o.keys, complete: true, createdAt: Date.now() });
     const ct = randomBytes(48);
     for (let done = 0; done < o.keys; done += 100_000) {
       const recs: [string, Buffer][] = [];

@@ -206,7 +206,7 @@ async function main(): Promise<void> {
   note(`ours (tester-api + keystore + vault, uplink + sentinel beside) and postgres (tester-api + keystore-pg + PostgreSQL 15 + vault), ${ROUNDS} alternating rounds each`);
   const box = await startBox({ base: path.join(base, 'box'), boxId: BOX_ID, pools: [{ pool: POOL, minimum: 1, reorder: 1 }, { pool: REORDER_POOL, minimum: 1, reorder: 1 }], checkpointEvery: 1000, quotas: LOAD_QUOTAS });
   cleanups.push(() => box.stop());
-  const quiet = await startQuietServices({ base: path.join(base, 'quiet'), runDir: box.runDir, logDir: box.logDir, boxId: BOX_ID, keystoreDataDir: box.keystore.dataDir });
+  const quiet = await startQuietServices({ base: path.join(base, 'quiet'), runDir: box.runDir, logDir: box.logDir, boxId: BOX_ID, keystoreDataDir: box.keystore.dataDir, kmsCaFile: box.kms.caCert });
   cleanups.push(() => quiet.stop());
   const certs = await makeCerts(path.join(base, 'certs'));
   const admin = box.keystore.client('pksctl');

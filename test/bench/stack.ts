@@ -123,7 +123,7 @@ export async function startKeystorePg(o: { dir: string; runDir: string; logDir: 
  * broker (no KMS answers it: it idles as on a quiet link) and the sentinel running its checks
  * (its SMTP port is closed: mails would queue).
  */
-export async function startQuietServices(o: { base: string; runDir: string; logDir: string; boxId: string; keystoreDataDir: string }): Promise<{ procs: Proc[]; stop(): Promise<void> }> {
+export async function startQuietServices(o: { base: string; runDir: string; logDir: string; boxId: string; keystoreDataDir: string; kmsCaFile: string }): Promise<{ procs: Proc[]; stop(): Promise<void> }> {
   const { startBroker } = await import('../../scripts/plant/broker.js');
   const { writePlantSentinelConfig } = await import('../../services/sentinel/plant-config.js');
   const { generateKeyPairSync } = await import('node:crypto');
@@ -143,6 +143,7 @@ export async function startQuietServices(o: { base: string; runDir: string; logD
         stateDir: path.join(upDir, 'state'),
         mqtt: { host: '127.0.0.1', port: broker.port, caFile: broker.caCert, certFile: id.cert, keyFile: id.key, sessionExpirySeconds: 86_400, keepaliveSeconds: 30, reconnectSeconds: 2 },
         opsPublicKeyFile: opsPub,
+        kmsCaFile: o.kmsCaFile,
         schedule: { mode: 'always', cron: '0 * * * *', windowSeconds: 60 },
         timing: { tickSeconds: 5, chunkTimeoutSeconds: 30, reorderRetrySeconds: 600, ackTimeoutSeconds: 30, statusSeconds: 30 },
       }),

@@ -10,7 +10,8 @@ const USED = ['reserve', 'confirm', 'tester-get', 'tester-put', 'stats', 'import
 
 export function keystorePgVerbs(ks: PgKeystore): VerbTable {
   // schemas come from the real keystore's table; only the handlers differ
-  const real = keystoreVerbs(null as never);
+  // a stub store: building the table opens the unlock databases, which the schemas do not need
+  const real = keystoreVerbs({ dbs: { root: { openDB: () => ({}) } } } as never);
   const schema = (v: (typeof USED)[number]) => ({ request: real[v]!.request, ...(real[v]!.maxBytes ? { maxBytes: real[v]!.maxBytes } : {}) });
   return {
     reserve: { ...schema('reserve'), handler: (b: { pool: string; uid: string; tester: string; station: string }) => ks.reserve(b) },
