@@ -24,6 +24,8 @@ const ROUNDS = 5;
 
 async function load(dbs: Dbs, total: number, log?: (s: string) => void): Promise<number> {
   await dbs.pools.put(POOL, { pool: POOL, minimum: 0, reorder: 1, critical: 0 });
+  // the reservation takes its SHE counter from the batch (counters.ts): the batch must be on record
+  await dbs.batches.put('stock-batch', { batchId: 'stock-batch', pool: POOL, chunks: 1, total, batchKey: randomBytes(40), epk: '', she: { keyId: 4, authKeyId: 1, counter: 1, flags: 0, auth: randomBytes(48) }, seen: [0], imported: total, complete: true, createdAt: Date.now() });
   const ct = randomBytes(48);
   const t0 = performance.now();
   let lastLog = t0;
