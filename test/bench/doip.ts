@@ -17,7 +17,7 @@ import { injectEcu, type EcuResult, type Step } from '../../appliance/inject/inj
 import { sheMessages } from '../../appliance/she.js';
 import { UdsClient } from '../../appliance/uds/client.js';
 import { DEFAULT_MAPPING, devSecuritySecret, mappingFor, securityKey } from '../../appliance/uds/mapping.js';
-import { startBox } from '../../scripts/plant/box.js';
+import { LOAD_QUOTAS, startBox } from '../../scripts/plant/box.js';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
 import { SheEcu } from '../../scripts/plant/ecu-sim.js';
 import { UdsEcu, serveDoip } from '../../scripts/plant/ecu-uds.js';
@@ -32,7 +32,8 @@ export async function benchDoip(o: { say?: (s: string) => void } = {}): Promise<
   const say = o.say ?? ((s: string) => void process.stdout.write(s + '\n'));
   const base = await mkdtemp(path.join(os.tmpdir(), 'pks-bench-doip-'));
   const master = randomBytes(16);
-  const box = await startBox({ base: path.join(base, 'box'), pools: [{ pool: POOL, minimum: 1, reorder: 1 }], checkpointEvery: 1000 });
+  // bench quotas: the plant defaults (500 keys an hour per tester) would stop a bench in seconds
+  const box = await startBox({ base: path.join(base, 'box'), pools: [{ pool: POOL, minimum: 1, reorder: 1 }], checkpointEvery: 1000, quotas: LOAD_QUOTAS });
   const stops: (() => Promise<unknown>)[] = [() => box.stop()];
   try {
     await box.importChunks(box.batch('doip-bench', { pool: POOL, keyId: 4, authKeyId: 1, counter: 1, flags: 0, authKey: master, keys: randomSheKeys('db', 60_000) }));
