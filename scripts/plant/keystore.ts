@@ -7,7 +7,7 @@ import { socketPath } from '../../appliance/paths.js';
 import { loadSigner, type Signer } from './batch.js';
 import { issue, makeCa } from './pki.js';
 import { startService, waitFor, type Proc } from './process.js';
-import { ensureServiceUsers, giveTo, openPath, pairGroups, serviceUser } from './users.js';
+import { ensureServiceUsers, pairGroups, prepareServiceUser } from './users.js';
 
 export interface KmsPki {
   caCert: string;
@@ -46,7 +46,7 @@ export async function startKeystore(o: { dir: string; runDir: string; logDir: st
   await mkdir(o.dir, { recursive: true });
   const dataDir = path.join(o.dir, 'data');
   const configFile = path.join(o.dir, 'keystore.json');
-  const user = (o.separate ?? true) && ensureServiceUsers() ? serviceUser('keystore') : undefined;
+  const separate = (o.separate ?? true) && ensureServiceUsers();
   await writeFile(
     configFile,
     JSON.stringify(
@@ -58,21 +58,14 @@ export async function startKeystore(o: { dir: string; runDir: string; logDir: st
         pools: o.pools,
         audit: { checkpointEvery: o.checkpointEvery ?? 1000, checkpointSeconds: 5 },
         ...(o.quotas ? { quotas: o.quotas } : {}),
-        ...(user ? { ipc: { groups: pairGroups('keystore', ['tester-api', 'uplink', 'sentinel', 'unlock', 'updater']) } } : {}),
+        ...(separate ? { ipc: { groups: pairGroups('keystore', ['tester-api', 'uplink', 'sentinel', 'unlock', 'updater']) } } : {}),
       },
       null,
       2,
     ),
   );
-  if (user) {
-    const own = path.join(o.runDir, 'keystore');
-    await mkdir(dataDir, { recursive: true });
-    await mkdir(own, { recursive: true });
-    giveTo(user, o.dir, own);
-    openPath(o.dir, '/');
-    openPath(o.runDir, '/');
-    openPath(path.dirname(o.kmsCa), '/');
-  }
+  if (separate) await mkdir(dataDir, { recursive: true });
+  const user = prepareServiceUser('keystore', { separate, own: [o.dir], runDir: o.runDir, reach: [path.dirname(o.kmsCa)] });
   const clients: IpcClient[] = [];
   const client = (caller: string): IpcClient => {
     const c = ipcClient(socketPath('keystore', caller, o.runDir), { timeoutMs: 15_000 });
