@@ -7,6 +7,11 @@
 #   {"services_ready":N,"of":M,"injected":N,"power_cuts":N,"duplicates":0,"lost":0,...,"vault_jitless":true,"ok":true}
 # vault_jitless: the running pks-vault has MemoryDenyWriteExecute=yes and its ExecStart and live
 # /proc/PID/cmdline are `node --jitless ...` (false fails the verdict).
+# tamper_fail_closed / tamper_recovered: a service file changed at run time closes the vault
+# (PKS_TAMPERED), restored it opens again; kms_refused_unattested: the reference KMS's verifier
+# releases stock after the VM's genuine quote, refuses it while the file is changed, releases
+# again once restored; can_injected / can_of / can_dissected: pks-inject over ISO-TP on vcan in
+# the guest against the box, candump's record decoded by tshark with nothing malformed. All gate `ok`.
 #
 # Usage: scripts/vm-test.sh [--no-build] [--cuts N] [--port P] [--state DIR]
 #   --cuts N   power cuts (default 20; CI may pass fewer)
@@ -60,6 +65,10 @@ export PKS_VM_PORT=$port PKS_VM_STATE=$state PKS_VM_EXEC="$root/scripts/image/bo
 : "${PKS_VM_TOPUP:=cd '$root' && node --import tsx test/vm/provision.ts --state '$state' --keys 1500 --top-up 800}"
 : "${PKS_VM_INJECT:=cd '$root'; node --import tsx test/vm/inject.ts --state '$state' --port $port >>'$state/inject.err' 2>&1 & echo \$!}"
 : "${PKS_VM_CHECK:=cd '$root' && node --import tsx test/vm/check.ts --state '$state'}"
+# issue 12: the reference KMS's verifier on the VM's quote, event log and gate report
+: "${PKS_VM_ATTEST:=cd '$root' && node --import tsx test/vm/attest.ts --state '$state'}"
+# issue 15: pks-inject over ISO-TP on vcan in the guest, candump's log decoded by tshark here
+: "${PKS_VM_CAN:=cd '$root' && node --import tsx test/vm/can.ts --state '$state' --ecus 20}"
 inject_pid=
 cleanup() {
   [ -n "$inject_pid" ] && kill "$inject_pid" 2>/dev/null || true
@@ -71,16 +80,19 @@ say() { echo "vm-test [$(( $(date +%s) - t0 ))s] $*" >&2; }
 
 services_ready=0 of=0 injected=0 confirmed=0 power_cuts=0 duplicates=0 lost=0 reissued=0 audit_ok=true
 restarted_kill=false restarted_watchdog=false measured_ok=false vault_jitless=false sentinel_sockets=false boots=0
-# issue 12: each true only when checked; the three not yet run in the VM stay false.
+# each true only when checked (issue 12: sealing, tamper, attestation; issue 15: CAN)
 pin_sealed=false uki_tamper_no_unseal=false tamper_fail_closed=false tamper_recovered=false kms_refused_unattested=false
+can_injected=0 can_of=0 can_dissected=false keys_sealed=false
 result() {
   local ok=false
   [ "$duplicates" = 0 ] && [ "$lost" = 0 ] && [ "$audit_ok" = true ] && [ "$of" -gt 0 ] && [ "$services_ready" = "$of" ] \
     && [ "$restarted_kill" = true ] && [ "$restarted_watchdog" = true ] && [ "$power_cuts" = "$cuts" ] \
-    && [ "$vault_jitless" = true ] && [ "$sentinel_sockets" = true ] && [ "$pin_sealed" = true ] && [ "$uki_tamper_no_unseal" = true ] && ok=true
-  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"vault_jitless":%s,"sentinel_sockets":%s,"pin_sealed":%s,"uki_tamper_no_unseal":%s,"tamper_fail_closed":%s,"tamper_recovered":%s,"kms_refused_unattested":%s,"boots":%d,"seconds":%d,"ok":%s}\n' \
+    && [ "$vault_jitless" = true ] && [ "$sentinel_sockets" = true ] && [ "$pin_sealed" = true ] && [ "$keys_sealed" = true ] && [ "$uki_tamper_no_unseal" = true ] \
+    && [ "$tamper_fail_closed" = true ] && [ "$tamper_recovered" = true ] && [ "$kms_refused_unattested" = true ] \
+    && [ "$can_of" -gt 0 ] && [ "$can_injected" = "$can_of" ] && [ "$can_dissected" = true ] && ok=true
+  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"vault_jitless":%s,"sentinel_sockets":%s,"pin_sealed":%s,"keys_sealed":%s,"uki_tamper_no_unseal":%s,"tamper_fail_closed":%s,"tamper_recovered":%s,"kms_refused_unattested":%s,"can_injected":%d,"can_of":%d,"can_dissected":%s,"boots":%d,"seconds":%d,"ok":%s}\n' \
     "$services_ready" "$of" "$injected" "$confirmed" "$power_cuts" "$duplicates" "$lost" "$reissued" "$audit_ok" \
-    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$vault_jitless" "$sentinel_sockets" "$pin_sealed" "$uki_tamper_no_unseal" "$tamper_fail_closed" "$tamper_recovered" "$kms_refused_unattested" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
+    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$vault_jitless" "$sentinel_sockets" "$pin_sealed" "$keys_sealed" "$uki_tamper_no_unseal" "$tamper_fail_closed" "$tamper_recovered" "$kms_refused_unattested" "$can_injected" "$can_of" "$can_dissected" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
   [ "$ok" = true ]
 }
 
@@ -160,6 +172,23 @@ check_pin_sealed() {
   found=$(GX_TIMEOUT=300 gx "grep -rlF '$pin' /etc /var /usr/lib/pks /usr/lib/pks-image /root /home /opt /tmp 2>/dev/null | head -n 5; true") || return 1
   [ -z "$(tr -d '[:space:]' <<<"$found")" ] || { say "clear PIN found on the guest's disk: $(tr '\n' ' ' <<<"$found")"; return 1; }
 }
+# Issue 12: the TLS and MQTT private keys too are on the disk only sealed: no clear key file in
+# /etc/pks/credentials or the site inputs, no PEM private key in the guest's writable trees, the
+# services that load them READY (so pks-unseal opened them into tmpfs). A line of the tester API's
+# key (made in tmpfs at setup) is kept to scan the disk overlay for after the poweroff.
+check_keys_sealed() {
+  local out
+  out=$(GX_TIMEOUT=300 gx 'set -e
+    for k in tls-key unlock-tls-key mqtt-key; do test ! -e /etc/pks/credentials/$k; test -s /etc/pks/credentials/$k.sealed; done
+    test -s /etc/pks/credentials/box-ca-key.sealed; test ! -e /etc/pks-site/mqtt-client.key
+    systemctl is-active -q pks-tester-api pks-unlock pks-uplink
+    found=$(grep -rlI -e "PRIVATE KEY-----" /etc /var /root /home /opt /tmp 2>/dev/null | head -n 5 || true)
+    [ -z "$found" ] || { echo "clear private key in: $found"; exit 1; }
+    sed -n 2p /run/credstore/tls-key') || { printf '%s\n' "$out" | sed 's/^/  keys: /' >&2; return 1; }
+  out=$(tr -d '[:space:]' <<<"$out")
+  [[ "$out" =~ ^[A-Za-z0-9+/=]{40,}$ ]] || return 1
+  printf '%s\n' "$out" >"$state/tls-key-line"
+}
 # Issue 9, item 12: in the image's configuration the sentinel reaches the tester API's and the
 # uplink's status sockets (its own pair groups), so the failed-login and uplink-stale checks run:
 # a full cycle of the live sentinel skips neither as "not reachable" and fails no group.
@@ -187,7 +216,7 @@ check_uki_tamper() {
     rm -f /run/credstore/err; echo 'tampered PCR 11: refused'") || { printf '%s\n' "$out" | sed 's/^/  uki tamper: /' >&2; return 1; }
 }
 
-# Issue 12 (reported, not part of `ok` until the lead has seen them pass in a VM run): a service
+# Issue 12: a service
 # file changed at run time closes the vault's application gate within one re-measurement
 # (pks-measure-live, started here instead of waiting for its timer): `status` says PKS_TAMPERED
 # and a key verb (an audit checkpoint, on the keystore's socket) is refused with it. The file
@@ -213,6 +242,8 @@ check_tamper_recovered() {
   gx "pksctl ipc vault audit-checkpoint '$CHECKPOINT_REQ' --as keystore --compact" >/dev/null
 }
 
+attest() { bash -c "$PKS_VM_ATTEST" 2>>"$state/attest.err" | tail -n 1; }
+
 main_pid() { gx "systemctl show -P MainPID $1" | tr -d '[:space:]'; }
 # waits until unit $1 runs a main process other than $2 and is active again
 restarted() {
@@ -226,7 +257,7 @@ restarted() {
 }
 
 # 1. build and first boot: the box provisions itself (pks-setup) before its services start
-rm -f "$state"/{issued,confirmed,reissued}.log "$state/inject.err" "$state/master.key"
+rm -f "$state"/{issued,confirmed,reissued}.log "$state"/{inject,attest,can}.err "$state/master.key" "$state/kms-attest.json"
 if [ "$build" = 1 ]; then say "building the image"; "$root/scripts/image/build.sh" >&2; fi
 say "first boot (fresh disk and TPM)"
 if ! boot_and_wait --fresh; then say "not every service is READY"; result; exit 1; fi
@@ -239,19 +270,34 @@ say "vault under node --jitless with MemoryDenyWriteExecute=yes: $vault_jitless"
 if check_sentinel_sockets; then sentinel_sockets=true; fi
 say "sentinel reaches the tester API's and the uplink's status sockets: $sentinel_sockets"
 if check_pin_sealed; then pin_sealed=true; fi
+if check_keys_sealed; then keys_sealed=true; fi
 if check_uki_tamper; then uki_tamper_no_unseal=true; fi
-say "HSM PIN sealed (no clear copy in the guest's file systems): $pin_sealed; tampered PCR 11 does not unseal: $uki_tamper_no_unseal"
+say "HSM PIN sealed (no clear copy in the guest's file systems): $pin_sealed; TLS/MQTT keys sealed: $keys_sealed; tampered PCR 11 does not unseal: $uki_tamper_no_unseal"
 sed 's/^/  /' "$state/status.txt" >&2
-# before the line runs: a closed vault would stop it (reported, not gating `ok`)
+# before the line runs: a closed vault would stop it. Around it, the KMS's verifier: stock for the
+# genuine box, none while a service file is changed, stock again once it is restored.
+attest_genuine=$(attest) || true
 if check_tamper_fail_closed; then tamper_fail_closed=true; fi
-if check_tamper_recovered; then tamper_recovered=true; else
+attest_tampered=$(attest) || true
+if check_tamper_recovered; then tamper_recovered=true; attest_recovered=$(attest) || true; else
   # so that the rest of the run does not depend on these two: the file back, the current (original)
   # measurement recorded as the provisioned one by the console's verb
   gx "test ! -e /run/pks-tamper.orig || cp -a /run/pks-tamper.orig $TAMPER_FILE; systemctl start pks-measure-live.service; pksctl ipc vault gate-record --compact" 2>&1 | sed 's/^/  gate-record: /' >&2 || true
 fi
 say "service file changed at run time: vault closed with PKS_TAMPERED: $tamper_fail_closed; restored, serving again: $tamper_recovered"
+say "KMS attestation: genuine $attest_genuine; tampered $attest_tampered; restored ${attest_recovered:-not run}"
+jq -e '.release == true and .state == "attested"' <<<"$attest_genuine" >/dev/null 2>&1 \
+  && jq -e '.release == false and .state == "untrusted" and .code == "PKS_ATTEST_UNTRUSTED"' <<<"$attest_tampered" >/dev/null 2>&1 \
+  && jq -e '.release == true and .state == "attested"' <<<"${attest_recovered:-null}" >/dev/null 2>&1 \
+  && kms_refused_unattested=true
 say "provisioning: testers and keys"
 bash -c "$PKS_VM_PROVISION" >&2
+can_out=$(bash -c "$PKS_VM_CAN" 2>"$state/can.err") || sed 's/^/  can: /' "$state/can.err" >&2
+can_out=$(tail -n 1 <<<"$can_out")
+if jq -e . <<<"$can_out" >/dev/null 2>&1; then
+  can_injected=$(jq -r '.can_injected' <<<"$can_out"); can_of=$(jq -r '.of' <<<"$can_out"); can_dissected=$(jq -r '.dissected' <<<"$can_out")
+fi
+say "ISO-TP on vcan in the guest (pks-inject against the box, candump decoded by tshark): ${can_out:-no result}"
 
 # 2. a tester line from the host through the forwarded port
 inject_pid=$(bash -c "$PKS_VM_INJECT")
@@ -300,4 +346,8 @@ if [ -s "$state/pin" ] && grep -qaF "$(cat "$state/pin")" "$state/disk.qcow2" "$
   say "clear PIN found in the disk image"; pin_sealed=false
 fi
 rm -f "$state/pin"
+if [ -s "$state/tls-key-line" ] && grep -qaF "$(cat "$state/tls-key-line")" "$state/disk.qcow2" "$root/.cache/image/out/disk.raw" 2>/dev/null; then
+  say "clear TLS key found in the disk image"; keys_sealed=false
+fi
+rm -f "$state/tls-key-line"
 result

@@ -19,7 +19,7 @@ import { checkIssuedCert, makeCsr } from '../../services/uplink/identity.js';
 import type { SetupAnswers } from './setup-answers.js';
 
 export interface EnrolFiles {
-  /** the MQTT client key, a credential (0600) */
+  /** the MQTT client key, sealed to the TPM like the PINs (0600); pks-unseal opens it at boot */
   key: string;
   csr: string;
   cert: string;
@@ -28,7 +28,7 @@ export interface EnrolFiles {
 }
 
 export const enrolFiles = (root: string): EnrolFiles => ({
-  key: path.join(root, 'etc/pks/credentials/mqtt-key'),
+  key: path.join(root, 'etc/pks/credentials/mqtt-key.sealed'),
   csr: path.join(root, 'var/lib/pks/setup/mqtt-client.csr'),
   cert: path.join(root, 'etc/pks/uplink/mqtt-client.crt'),
   brokerCa: path.join(root, 'etc/pks/uplink/mqtt-ca.crt'),
@@ -48,7 +48,13 @@ function hsmKeys(a: SetupAnswers, pin: Buffer): { hsm: Hsm; created: string[]; s
   }
 }
 
-async function proveMqtt(a: SetupAnswers, f: EnrolFiles): Promise<void> {
+/** Seals a secret to the TPM / opens a sealed file (setup-steps.ts): a private key never lands in clear. */
+export interface Sealer {
+  seal(secret: Buffer): Promise<string>;
+  unseal(file: string): Promise<Buffer>;
+}
+
+async function proveMqtt(a: SetupAnswers, f: EnrolFiles, key: Buffer): Promise<void> {
   const k = a.kms;
   const client = mqtt.connect({
     protocol: 'mqtts',
@@ -56,7 +62,7 @@ async function proveMqtt(a: SetupAnswers, f: EnrolFiles): Promise<void> {
     port: k.broker.port,
     ca: readFileSync(f.brokerCa),
     cert: readFileSync(f.cert),
-    key: readFileSync(f.key),
+    key,
     clientId: `${a.box}-setup`,
     protocolVersion: 5,
     reconnectPeriod: 0,
@@ -76,7 +82,7 @@ async function proveMqtt(a: SetupAnswers, f: EnrolFiles): Promise<void> {
   }
 }
 
-export async function enrol(a: SetupAnswers, root: string, pin: Buffer): Promise<Record<string, unknown>> {
+export async function enrol(a: SetupAnswers, root: string, pin: Buffer, sealer: Sealer): Promise<Record<string, unknown>> {
   const f = enrolFiles(root);
   const k = a.kms;
   for (const d of [f.key, f.csr, f.cert]) mkdirSync(path.dirname(d), { recursive: true, mode: d === f.key ? 0o700 : 0o755 });
@@ -85,7 +91,7 @@ export async function enrol(a: SetupAnswers, root: string, pin: Buffer): Promise
   writeFileDurably(f.brokerCa, readFileSync(k.broker.caFile), 0o644);
   if (!existsSync(f.key) || !existsSync(f.csr)) {
     const fresh = await makeCsr(a.box);
-    writeFileDurably(f.key, fresh.keyPem, 0o600);
+    writeFileDurably(f.key, await sealer.seal(Buffer.from(fresh.keyPem)), 0o600);
     writeFileDurably(f.csr, fresh.csrPem, 0o644);
   }
   const csr = readFileSync(f.csr, 'utf8');
@@ -108,12 +114,17 @@ export async function enrol(a: SetupAnswers, root: string, pin: Buffer): Promise
   }
   const issued = checkIssuedCert(answer.cert, { caPem: readFileSync(f.brokerCa, 'utf8'), boxId: a.box, spki: await csrSpki(csr) });
   writeFileDurably(f.cert, answer.cert, 0o644);
-  await proveMqtt(a, f);
+  const key = await sealer.unseal(f.key);
+  try {
+    await proveMqtt(a, f, key);
+  } finally {
+    key.fill(0);
+  }
   return {
     keysCreated: keys.created.length ? keys.created : 'none (kept)',
     kmsPinned: answer.created ? 'now' : 'already',
     mqttCert: `serial ${issued.serial} until ${issued.notAfter}`,
-    files: ['/etc/pks/kms-ca.crt', '/etc/pks/uplink/mqtt-ca.crt', '/etc/pks/uplink/mqtt-client.crt', '/etc/pks/credentials/mqtt-key'],
+    files: ['/etc/pks/kms-ca.crt', '/etc/pks/uplink/mqtt-ca.crt', '/etc/pks/uplink/mqtt-client.crt', '/etc/pks/credentials/mqtt-key.sealed'],
     broker: `${k.broker.host}:${k.broker.port} accepted the credentials`,
   };
 }

@@ -215,7 +215,8 @@ export const STEPS: readonly Step[] = [
     const a = ctx.answers;
     const pin = await unseal(a, tpmOf(a), under(ctx, 'etc/pks/credentials/hsm-pin.sealed'));
     try {
-      return await enrol(a, ctx.root, pin);
+      const tpm = tpmOf(a);
+      return await enrol(a, ctx.root, pin, { seal: (b) => seal(tpm, b), unseal: (f) => unseal(a, tpm, f) });
     } finally {
       pin.fill(0);
     }

@@ -159,6 +159,9 @@ if [ -f "$root/services/attest/expected-cli.ts" ]; then
   (cd "$root" && node --import tsx services/attest/seal-cli.ts sign-policy --expected "$out/expected-pcrs.json" --key "$signkey" --out "$stage/usr/lib/pks-image/pcr11-policy.json")
   chmod 0644 "$stage/usr/lib/pks-image/pcr-signing.pem" "$stage/usr/lib/pks-image/pcr11-policy.json"
   cp "$stage/usr/lib/pks-image/pcr11-policy.json" "$out/pcr11-policy.json"
+  cp "$stage/usr/lib/pks-image/pcr-signing.pem" "$out/pcr-signing.pem"
+  # what the KMS verifies quotes against, signed by the same key (the fleet's reference values)
+  (cd "$root" && node --import tsx scripts/image/reference.ts --expected "$out/expected-pcrs.json" --key "$signkey") > "$out/reference-values.json"
 fi
 
 # 6. file systems and disk

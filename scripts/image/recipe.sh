@@ -13,7 +13,10 @@ PACKAGES=(
   systemd systemd-sysv udev dbus kmod iproute2 procps ca-certificates libstdc++6
   linux-image-amd64 initramfs-tools
   tpm2-tools libtss2-tcti-device0 softhsm2 opensc
+  python3-minimal can-utils
 )
+# python3-minimal: pks-inject's CAN_RAW bridge (appliance/isotp/can-bridge.py; Node.js has no
+# AF_CAN). can-utils: candump, the VM test's independent recorder of the bus (issue 15).
 
 # The initrd only has to find an ext4 root on virtio-blk; a short list keeps it small, which
 # matters under TCG where decompression is slow.

@@ -4,7 +4,7 @@
 //   seal --in FILE --out BLOB --pubkey IMAGE_PUB.pem [--tcti T]
 //       setup: seals a secret (the HSM PIN; a TLS/MQTT key file through a sealed AES key) to PCR 7 + the
 //       signed PCR 11 policy; the caller then deletes the clear file
-//   unseal --blob BLOB --pubkey IMAGE_PUB.pem --signed FILE --out FILE [--tcti T]
+//   unseal --blob BLOB --out FILE [--blob BLOB --out FILE ...] --pubkey IMAGE_PUB.pem --signed FILE [--tcti T]
 //       boot (root oneshot before the vault): opens it into a file on tmpfs (0400) for
 //       LoadCredential=; refuses with PKS_TPM_UNSEAL under another UKI or Secure Boot state
 import { readFile, rename, writeFile } from 'node:fs/promises';
@@ -24,7 +24,7 @@ export async function sealCli(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   const { values: o } = parseArgs({
     args: rest,
-    options: { expected: { type: 'string' }, key: { type: 'string' }, out: { type: 'string', multiple: true }, in: { type: 'string', multiple: true }, pubkey: { type: 'string' }, blob: { type: 'string' }, signed: { type: 'string' }, tcti: { type: 'string' } },
+    options: { expected: { type: 'string' }, key: { type: 'string' }, out: { type: 'string', multiple: true }, in: { type: 'string', multiple: true }, pubkey: { type: 'string' }, blob: { type: 'string', multiple: true }, signed: { type: 'string' }, tcti: { type: 'string' } },
     strict: true,
   });
   const need = (k: keyof typeof o): string => {
@@ -54,9 +54,16 @@ export async function sealCli(argv: string[]): Promise<number> {
       return 0;
     }
     case 'unseal': {
+      // several --blob/--out pairs in one run (the PIN and the TLS/MQTT keys at boot); all or none:
+      // a blob that does not open leaves no other secret behind
+      const blobs = o.blob ?? [];
+      const outs = o.out ?? [];
+      if (blobs.length === 0 || blobs.length !== outs.length) throw pksError('PKS_BAD_REQUEST', 'unseal needs --blob BLOB --out FILE pairs');
       const signed = parseSignedPolicyFile(JSON.parse(await readFile(need('signed'), 'utf8')));
-      const secret = await unsealFile({ tcti, blob: decodeBlob(await readFile(need('blob'), 'utf8')), publicKeyPem: await readFile(need('pubkey'), 'utf8'), signed });
-      await writeAtomic(need('out'), secret, 0o400);
+      const publicKeyPem = await readFile(need('pubkey'), 'utf8');
+      const secrets: Buffer[] = [];
+      for (const b of blobs) secrets.push(await unsealFile({ tcti, blob: decodeBlob(await readFile(b, 'utf8')), publicKeyPem, signed }));
+      for (let i = 0; i < outs.length; i++) await writeAtomic(outs[i]!, secrets[i]!, 0o400);
       return 0;
     }
     default:

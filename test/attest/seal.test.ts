@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isPksError } from '../../appliance/errors.js';
@@ -182,8 +183,20 @@ test('the build, setup and boot commands: sign-policy from expected-pcrs.json, s
     assert.equal(await readFile(p('out')), PIN);
     assert.is(await sealCli(['unseal', '--tcti', t.tcti, '--blob', p('hsm-so-pin.sealed'), '--pubkey', p('pub.pem'), '--signed', p('signed.json'), '--out', p('so')]), 0);
     assert.is(await readFile(p('so'), 'utf8'), 'so-pin\n');
+    // the boot unit opens the PIN and the TLS/MQTT keys (longer than a TPM sealed object holds) in one run
+    const tlsKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    await writeFile(p('tls-key'), tlsKey, { mode: 0o600 });
+    assert.is(await sealCli(['seal', '--tcti', t.tcti, '--in', p('tls-key'), '--out', p('tls-key.sealed'), '--pubkey', p('pub.pem')]), 0);
+    assert.not.ok((await readFile(p('tls-key.sealed'), 'utf8')).includes('PRIVATE KEY'), 'no clear key in the blob');
+    const both = ['unseal', '--tcti', t.tcti, '--pubkey', p('pub.pem'), '--signed', p('signed.json')];
+    assert.is(await sealCli([...both, '--blob', p('hsm-pin.sealed'), '--out', p('pin2'), '--blob', p('tls-key.sealed'), '--out', p('tls2')]), 0);
+    assert.equal(await readFile(p('pin2')), PIN);
+    assert.is(await readFile(p('tls2'), 'utf8'), tlsKey);
     await boot(t, EVIL);
     await refused(sealCli(['unseal', '--tcti', t.tcti, '--blob', p('hsm-pin.sealed'), '--pubkey', p('pub.pem'), '--signed', p('signed.json'), '--out', p('out2')]), 'changed UKI');
+    // all or none: under a changed UKI not even the first of several secrets is written
+    await refused(sealCli([...both, '--blob', p('tls-key.sealed'), '--out', p('tls3'), '--blob', p('hsm-pin.sealed'), '--out', p('pin3')]), 'changed UKI');
+    assert.not.ok(existsSync(p('tls3')) || existsSync(p('pin3')), 'nothing unsealed under a changed UKI');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

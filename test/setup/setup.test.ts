@@ -188,6 +188,11 @@ t('answer-file run: every step done, checked by the real parts; a second run cha
   assert.ok(pinned.events.some((e) => e.type === 'enrolled'));
   assert.match(readFileSync(path.join(root, 'etc/pks/uplink/mqtt-client.crt'), 'utf8'), 'BEGIN CERTIFICATE');
   assert.match(r.out, /accepted the credentials/);
+  // the MQTT key only sealed (issue 12): no private key in clear anywhere under the root, and
+  // the sealed one opens to the key the broker just accepted
+  assert.not.ok(existsSync(path.join(root, 'etc/pks/credentials/mqtt-key')), 'no clear MQTT key');
+  assert.match((await unsealed(c, root, 'mqtt-key.sealed')).toString(), 'BEGIN PRIVATE KEY');
+  assert.equal(walk(root).filter((f) => readFileSync(f, 'latin1').includes('PRIVATE KEY')), [], 'no clear private key in any file');
   // the test mail arrived over STARTTLS at every recipient
   assert.is(c.smtp.mails.length, mails + 1);
   const m = c.smtp.mails.at(-1)!;

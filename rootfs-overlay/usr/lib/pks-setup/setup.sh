@@ -10,13 +10,15 @@
 #   ops-public.pem      the ops command-signing public key
 # Made on the box:
 #   the HSM token (SoftHSM here; token store /var/lib/pks/vault/tokens, owned by pks-vault) with
-#   random PINs, /etc/pks/softhsm2.conf; the tester API's server key (never leaves the box) and
-#   certificate from a box CA kept in /var/lib/pks/setup; /etc/pks/<service>.json for the five
-#   services (validated against the services' own schemas); the credentials the units load
-#   (/etc/pks/credentials/{hsm-pin.sealed,hsm-so-pin.sealed}: TPM-sealed, opened at boot by
-#   pks-unseal.service; tls-key, unlock-tls-key, mqtt-key still files); and the provisioning record of the config
+#   random PINs, /etc/pks/softhsm2.conf; the tester API's and the unlock service's server keys
+#   (never leave the box) and certificates from a box CA (certificate and serial kept in
+#   /var/lib/pks/setup); /etc/pks/<service>.json for the five services (validated against the
+#   services' own schemas); the credentials the units load, all TPM-sealed
+#   (/etc/pks/credentials/{hsm-pin,hsm-so-pin,tls-key,unlock-tls-key,mqtt-key,box-ca-key}.sealed,
+#   opened at boot into tmpfs by pks-unseal.service); and the provisioning record of the config
 #   measurement (/var/lib/pks/attest/config-expected.json, see services/attest/site-expected.ts).
-# The mqtt-client.key is moved, not copied, out of SITE_DIR.
+# No private key and no PIN is ever written in clear to the disk: they are made in tmpfs
+# (/run/pks-setup), sealed, and gone with it. The mqtt-client.key is moved out of SITE_DIR.
 # Idempotent only as a whole: it refuses to run on a provisioned box (/var/lib/pks/.provisioned).
 set -euo pipefail
 site=${1:-/etc/pks-site}
@@ -77,24 +79,25 @@ setpriv --reuid pks-vault --regid pks-vault --init-groups env SOFTHSM2_CONF=/etc
 PKS_SEAL_TMP=$ram node /usr/lib/pks/dist/services/attest/seal-cli.js seal --tcti device:/dev/tpmrm0 --pubkey /usr/lib/pks-image/pcr-signing.pem \
   --in "$ram/hsm-pin" --out /etc/pks/credentials/hsm-pin.sealed --in "$ram/hsm-so-pin" --out /etc/pks/credentials/hsm-so-pin.sealed \
   || die "sealing the HSM PINs failed"
-rm -f /etc/pks/credentials/hsm-pin /etc/pks/credentials/hsm-so-pin
-rm -rf "$ram"
+rm -f /etc/pks/credentials/hsm-pin /etc/pks/credentials/hsm-so-pin "$ram/hsm-pin" "$ram/hsm-so-pin"
 unset pin so_pin
 log "HSM PINs sealed to the TPM (PCR 7 + signed PCR 11)"
 log "HSM token '$label' ready"
 
-# 2. the tester API's TLS: box CA (kept for re-issue) and the server certificate
-"$lib/pki.sh" ca /var/lib/pks/setup box-ca --cn "PKS box CA ${env[BOX_ID]}" >/dev/null
-"$lib/pki.sh" issue /var/lib/pks/setup box-ca server --cn pks.local --server --san "${env[TLS_SAN]}" --days 3650 --force >/dev/null
-install -m 0644 /var/lib/pks/setup/server.crt /etc/pks/tls/server.crt
-install -m 0644 /var/lib/pks/setup/box-ca.crt /etc/pks/tls/box-ca.crt
-install -m 0600 /var/lib/pks/setup/server.key /etc/pks/credentials/tls-key
+# 2. the tester API's TLS: box CA and the server certificate, made in tmpfs ($ram)
+pki=$ram/pki
+install -d -m 0700 "$pki"
+"$lib/pki.sh" ca "$pki" box-ca --cn "PKS box CA ${env[BOX_ID]}" >/dev/null
+"$lib/pki.sh" issue "$pki" box-ca server --cn pks.local --server --san "${env[TLS_SAN]}" --days 3650 --force >/dev/null
+install -m 0644 "$pki/server.crt" /etc/pks/tls/server.crt
+install -m 0644 "$pki/box-ca.crt" /etc/pks/tls/box-ca.crt
 install -m 0644 "$site/tester-ca.crt" /etc/pks/tls/tester-ca.crt
 log "tester API certificate issued for ${env[TLS_SAN]}"
 # the unlock service's own server certificate (port 9443), from the same box CA
-"$lib/pki.sh" issue /var/lib/pks/setup box-ca unlock-server --cn pks.local --server --san "${env[TLS_SAN]}" --days 3650 --force >/dev/null
-install -m 0644 /var/lib/pks/setup/unlock-server.crt /etc/pks/tls/unlock-server.crt
-install -m 0600 /var/lib/pks/setup/unlock-server.key /etc/pks/credentials/unlock-tls-key
+"$lib/pki.sh" issue "$pki" box-ca unlock-server --cn pks.local --server --san "${env[TLS_SAN]}" --days 3650 --force >/dev/null
+install -m 0644 "$pki/unlock-server.crt" /etc/pks/tls/unlock-server.crt
+# kept for a re-issue: the CA certificate in clear, its key only sealed (below)
+install -m 0644 "$pki/box-ca.crt" /var/lib/pks/setup/box-ca.crt
 
 # 3. the KMS side: pinned CA, broker CA, the box's MQTT identity, the ops key
 install -m 0644 "$site/kms-ca.crt" /etc/pks/kms-ca.crt
@@ -102,9 +105,23 @@ install -m 0644 "$site/mqtt-ca.crt" /etc/pks/uplink/mqtt-ca.crt
 install -m 0644 "$site/mqtt-client.crt" /etc/pks/uplink/mqtt-client.crt
 install -m 0644 "$site/ops-public.pem" /etc/pks/uplink/ops-public.pem
 if [ -f "$site/mqtt-client.key" ]; then
-  install -m 0600 "$site/mqtt-client.key" /etc/pks/credentials/mqtt-key
-  rm -f "$site/mqtt-client.key"
+  install -m 0600 "$site/mqtt-client.key" "$ram/mqtt-key"
+else
+  # a box provisioned by an older image: its clear key is sealed now and removed
+  install -m 0600 /etc/pks/credentials/mqtt-key "$ram/mqtt-key"
 fi
+
+# 3b. every private key sealed to the TPM like the PINs, in one run (one node start under TCG);
+# the clear files exist only in tmpfs and are removed with it
+PKS_SEAL_TMP=$ram node /usr/lib/pks/dist/services/attest/seal-cli.js seal --tcti device:/dev/tpmrm0 --pubkey /usr/lib/pks-image/pcr-signing.pem \
+  --in "$pki/server.key" --out /etc/pks/credentials/tls-key.sealed \
+  --in "$pki/unlock-server.key" --out /etc/pks/credentials/unlock-tls-key.sealed \
+  --in "$ram/mqtt-key" --out /etc/pks/credentials/mqtt-key.sealed \
+  --in "$pki/box-ca.key" --out /etc/pks/credentials/box-ca-key.sealed \
+  || die "sealing the TLS and MQTT keys failed"
+rm -f "$site/mqtt-client.key" /etc/pks/credentials/mqtt-key /etc/pks/credentials/tls-key /etc/pks/credentials/unlock-tls-key
+rm -rf "$ram"
+log "TLS and MQTT keys sealed to the TPM (PCR 7 + signed PCR 11)"
 
 # 4. the services' configs, checked against their schemas before anything starts on them
 for k in "${!env[@]}"; do export "PKS_SITE_$k=${env[$k]}"; done
