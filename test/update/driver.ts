@@ -46,6 +46,6 @@ try {
   }
   line({ result: updater.status() });
 } catch (e) {
-  line({ error: (e as { code?: string }).code ?? String(e), status: updater.status() });
+  line({ error: (e as { code?: string }).code ?? String(e), detail: (e as { detail?: string }).detail, status: updater.status() });
 }
 process.exit(0);

@@ -183,8 +183,12 @@ test('a manifest by another key, altered, or for another version than the bundle
     assert.not.ok(rebooted(r), what);
     assert.not.ok(existsSync(pendingFile()), `${what}: no pending record`);
     assert.equal(h.entries(), entries, `${what}: slot untouched`);
-    void detail;
+    assert.match(String(err?.detail), detail, what);
   }
+  // the vault itself: a signed manifest of the running release (or an older one) is a replay
+  assert.is(await code(authorise(await manifestOf('C', '1.1.0'))), 'PKS_UPDATE_MEASUREMENT');
+  assert.is(await code(authorise(await manifestOf('C', '1.0.5'))), 'PKS_UPDATE_MEASUREMENT');
+  assert.not.ok(existsSync(pendingFile()));
   // and the tree of C, had it been installed some other way, does not open the gate
   await bootTree('C');
   assert.is((await until(false))?.code, 'PKS_TAMPERED');
