@@ -102,6 +102,7 @@ export const CATALOGUE = Object.freeze({
   PKS_UPDATE_INSTALL_FAILED: spec(500, 'bundle could not be installed; the booted slot stays'),
   PKS_UPDATE_HEALTH_FAILED: spec(500, 'new slot failed its health check; the box fell back'),
   PKS_UPDATE_INTERRUPTED: spec(500, 'update was interrupted (power cut); the box stayed on a good slot'),
+  PKS_UPDATE_MEASUREMENT: spec(422, "bundle's application measurement is not authorised (no, altered or foreign signed manifest, or not this bundle's)"),
   PKS_DATA_FORMAT_NEWER: spec(500, 'data on the data partition is in a newer format than this software reads'),
 
   // sentinel / mail

@@ -36,7 +36,7 @@ export interface VaultHandle {
 }
 
 /** The callers the vault has a socket for on the box, each with its pair group. */
-export const VAULT_CALLERS = ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock'] as const;
+export const VAULT_CALLERS = ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock', 'updater'] as const;
 
 /**
  * `separate` (default on; PKS_SEPARATE_USERS=0 turns it off): as root, the vault runs as pks-vault with its supplementary pair groups and

@@ -2,6 +2,7 @@
 # Builds a signed RAUC bundle of the appliance.
 #   scripts/update/bundle.sh [--version V] [--svn N] [--format verity|plain] [--compatible C]
 #       [--keys DIR] [--signer NAME] [--rootfs IMG] [--uki-a EFI --uki-b EFI] [--out FILE]
+#       [--measurement MANIFEST.json | --measure-key IMAGE_SIGNING_KEY.pem]
 # Payload: one image, `rootfs.ext4`, written raw into the inactive root slot. By default it is an
 # ext4 image (mkfs.ext4 -d, no loop device) of the application layer of the current tree:
 # dist/ (run `npm run build` first; ./build.sh bundle does), bin/, package.json, README.md under
@@ -10,12 +11,18 @@
 # UKIs (each carries its own root=PARTUUID), which the post-install handler puts on the ESP.
 # The version floor: SVN=N (security version) in the bundle's file pks-release (and [meta.pks] svn), checked by the pre-install handler
 # against the TPM NV counter, raised after mark-good (README "Updates").
+# The new slot's application measurement (issue 12): --measurement puts a signed measurement
+# manifest (services/attest/measurement-manifest-cli.ts, made by the image build over the staged
+# rootfs with the image signing key) into the payload as pks-measurement.json; the running slot's
+# vault authorises the new slot from it (gate-authorise). For the default application-layer tree,
+# --measure-key pins that key's public half in the tree (/usr/lib/pks/measurement-signing.pem)
+# and makes the manifest over the tree here. A bundle without one is refused by a box with a gate.
 # Format: verity is the product setting (system.conf bundle-formats=-plain); installing it needs
 # device-mapper, which only the VM has, so host install tests build --format plain.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 version=$(node -p "require('$repo/package.json').version")
-svn=1 format=verity compatible=pks-appliance keys=$repo/.cache/update-keys signer=signer rootfs= uki_a= uki_b= out=
+svn=1 format=verity compatible=pks-appliance keys=$repo/.cache/update-keys signer=signer rootfs= uki_a= uki_b= out= measurement= measure_key=
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) version=$2; shift 2 ;;
@@ -28,6 +35,8 @@ while [ $# -gt 0 ]; do
     --uki-a) uki_a=$2; shift 2 ;;
     --uki-b) uki_b=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --measurement) measurement=$2; shift 2 ;;
+    --measure-key) measure_key=$2; shift 2 ;;
     *) echo "bundle.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
@@ -48,11 +57,17 @@ if [ -z "$rootfs" ]; then
   cp -a "$repo/dist" "$repo/bin" "$repo/package.json" "$repo/README.md" "$tree/usr/lib/pks/"
   cp -a "$repo/rootfs-overlay/." "$tree/"
   printf 'VERSION=%s\nSVN=%s\nCOMPATIBLE=%s\n' "$version" "$svn" "$compatible" > "$tree/usr/lib/pks-release"
+  if [ -n "$measure_key" ]; then
+    openssl pkey -in "$measure_key" -pubout -out "$tree/usr/lib/pks/measurement-signing.pem"
+    chmod 0644 "$tree/usr/lib/pks/measurement-signing.pem"
+    (cd "$repo" && node --import tsx services/attest/measurement-manifest-cli.ts --release "$version" --compatible "$compatible" --key "$measure_key" --rootfs "$tree") > "$work/content/pks-measurement.json"
+  fi
   kib=$(du -sk "$tree" | cut -f1)
   mkfs.ext4 -q -F -L pks-root -E root_owner=0:0 -d "$tree" "$work/content/rootfs.ext4" $((kib * 13 / 10 + 8192))K >/dev/null
 else
   cp --sparse=always "$rootfs" "$work/content/rootfs.ext4"
 fi
+[ -z "$measurement" ] || cp "$measurement" "$work/content/pks-measurement.json"
 if [ -n "$uki_a" ] || [ -n "$uki_b" ]; then
   cp "$uki_a" "$work/content/uki-A.efi"
   cp "$uki_b" "$work/content/uki-B.efi"

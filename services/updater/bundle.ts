@@ -81,6 +81,16 @@ export function runRauc(args: string[], r: RaucEnv, timeoutMs = 120_000): Promis
   });
 }
 
+/**
+ * One file of the bundle's payload (call only after `rauc info` verified the copy the caller
+ * holds); null when the bundle has no such file. Files are small: 64 KiB at most.
+ */
+export function bundleFile(file: string, name: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile('unsquashfs', ['-cat', file, name], { timeout: 30_000, maxBuffer: 64 * 1024 }, (err, stdout) => resolve(err ? null : stdout));
+  });
+}
+
 /** `rauc info`: signature (keyring incl. CRL), then the manifest. Coded error on refusal. */
 export async function inspectBundle(file: string, r: RaucEnv): Promise<BundleInfo> {
   let out;
@@ -97,9 +107,8 @@ export async function inspectBundle(file: string, r: RaucEnv): Promise<BundleInf
   }
   // the svn is in pks-release inside the squashfs that rauc info has just verified; the
   // caller holds its own copy of the file, so it cannot change in between
-  const text = await new Promise<string>((resolve, reject) => {
-    execFile('unsquashfs', ['-cat', file, 'pks-release'], { timeout: 30_000, maxBuffer: 1 << 20 }, (err, stdout) => (err ? reject(pksError('PKS_UPDATE_CORRUPT', 'pks-release not readable from the bundle')) : resolve(stdout)));
-  });
+  const text = await bundleFile(file, 'pks-release');
+  if (text === null) throw pksError('PKS_UPDATE_CORRUPT', 'pks-release not readable from the bundle');
   const info = parseRelease(text);
   if (info.compatible !== String(j.compatible) || info.version !== String(j.version)) throw pksError('PKS_UPDATE_CORRUPT', 'manifest differs from what rauc verified');
   return info;

@@ -11,7 +11,7 @@ export interface UpdaterConfig {
   compatible: string;
   /** TPM2TOOLS_TCTI for the floor; default tpm2-tools' own (the kernel resource manager) */
   tcti?: string;
-  health: { units: string[]; keystore: boolean; timeoutSeconds: number; intervalSeconds: number };
+  health: { units: string[]; keystore: boolean; vault: boolean; timeoutSeconds: number; intervalSeconds: number };
   drain: { retryAfterSeconds: number; timeoutSeconds: number };
   /** a file whose creation pks-update-reboot.path turns into `systemctl reboot` */
   rebootFile: string;
@@ -50,6 +50,9 @@ export const updaterSchema = {
           default: ['pks-vault.service', 'pks-keystore.service', 'pks-tester-api.service', 'pks-uplink.service', 'pks-sentinel.service'],
         },
         keystore: { type: 'boolean', default: true },
+        // issue 12: the vault's gate open on the new slot; also what makes the updater get the
+        // bundle's measurement authorised before it installs (vault socket updater.sock)
+        vault: { type: 'boolean', default: true },
         timeoutSeconds: { type: 'number', minimum: 1, maximum: 3600, default: 300 },
         intervalSeconds: { type: 'number', minimum: 0.1, maximum: 60, default: 5 },
       },

@@ -3,7 +3,9 @@
 // `update-health` verb: the vault unsealed (HSM logged in), the audit chain verifies with the
 // vault's audit key, and the data is the same the old slot left (the audit entry recorded at
 // drain time is still there with the same hash). Waits up to a deadline, since the services
-// come up one after another on first boot.
+// come up one after another on first boot. And the vault's application gate (issue 12): a slot is
+// good only when the vault serves keys on it (its measurement is the one the build signed and
+// the vault authorised); a closed gate (PKS_TAMPERED) fails the check, so the slot falls back.
 import { execFile } from 'node:child_process';
 import { pksError, asPksError } from '../../appliance/errors.js';
 import type { IpcClient } from '../../appliance/ipc.js';
@@ -11,6 +13,8 @@ import type { IpcClient } from '../../appliance/ipc.js';
 export interface HealthConfig {
   units: readonly string[];
   keystore: boolean;
+  /** the vault's gate must be open (its `status` on /run/pks/vault/updater.sock) */
+  vault?: boolean;
   /** an extra executable check (exit 0 = healthy); tests use it for a bundle that fails */
   command?: readonly string[];
   timeoutSeconds: number;
@@ -32,7 +36,7 @@ const run = (cmd: string, args: string[], timeoutMs = 10_000): Promise<{ code: n
     execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 1 << 20 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }));
   });
 
-export async function checkOnce(cfg: HealthConfig, keystore: IpcClient | null, mark: { headSeq: number; headHash: string } | null | undefined): Promise<string[]> {
+export async function checkOnce(cfg: HealthConfig, keystore: IpcClient | null, mark: { headSeq: number; headHash: string } | null | undefined, vault: IpcClient | null = null): Promise<string[]> {
   const problems: string[] = [];
   if (cfg.units.length > 0) {
     const r = await run('systemctl', ['show', '-p', 'Id,ActiveState,SubState', ...cfg.units]);
@@ -54,6 +58,19 @@ export async function checkOnce(cfg: HealthConfig, keystore: IpcClient | null, m
       problems.push(`keystore: ${asPksError(e).code}`);
     }
   }
+  if (cfg.vault) {
+    if (!vault) problems.push('vault: no client');
+    else {
+      try {
+        const st = await vault.call<{ ready: boolean; gate?: { open: boolean; code?: string; reason?: string } }>('status', {}, 30_000);
+        if (!st.ready) problems.push('vault is not ready');
+        else if (!st.gate) problems.push('vault has no application gate');
+        else if (!st.gate.open) problems.push(`vault gate closed: ${st.gate.code ?? 'PKS_TAMPERED'} ${st.gate.reason ?? ''}`.trim());
+      } catch (e) {
+        problems.push(`vault: ${asPksError(e).code}`);
+      }
+    }
+  }
   if (cfg.command && cfg.command.length > 0) {
     const r = await run(cfg.command[0]!, cfg.command.slice(1), 60_000);
     if (r.code !== 0) problems.push(`health command: ${r.out.trim().slice(-200) || `exit ${r.code}`}`);
@@ -62,11 +79,11 @@ export async function checkOnce(cfg: HealthConfig, keystore: IpcClient | null, m
 }
 
 /** Healthy within the deadline, or PKS_UPDATE_HEALTH_FAILED naming what was not. */
-export async function waitHealthy(cfg: HealthConfig, keystore: IpcClient | null, mark: { headSeq: number; headHash: string } | null | undefined): Promise<void> {
+export async function waitHealthy(cfg: HealthConfig, keystore: IpcClient | null, mark: { headSeq: number; headHash: string } | null | undefined, vault: IpcClient | null = null): Promise<void> {
   const end = Date.now() + cfg.timeoutSeconds * 1000;
   let problems: string[] = [];
   for (;;) {
-    problems = await checkOnce(cfg, keystore, mark);
+    problems = await checkOnce(cfg, keystore, mark, vault);
     if (problems.length === 0) return;
     if (Date.now() >= end) break;
     await new Promise((r) => setTimeout(r, cfg.intervalSeconds * 1000));

@@ -36,6 +36,7 @@ await runService('updater', async (log) => {
   const dir = path.join(runDir(), 'updater');
   mkdirSync(dir, { recursive: true });
   const keystore: IpcClient | null = cfg.health.keystore ? ipcClient(socketPath('keystore', 'updater'), { timeoutMs: 60_000, connections: 2 }) : null;
+  const vault: IpcClient | null = cfg.health.vault ? ipcClient(socketPath('vault', 'updater'), { timeoutMs: 30_000, connections: 1 }) : null;
   const uplink = ipcClient(socketPath('uplink', 'updater'), { timeoutMs: 5_000, connections: 1 });
   // best effort: a report that cannot go now is in the status the uplink publishes later
   const report = (e: Record<string, unknown>): void => void uplink.call('update-report', { event: e }).catch(() => undefined);
@@ -45,6 +46,7 @@ await runService('updater', async (log) => {
     compatible: cfg.compatible,
     ...(cfg.tcti ? { tcti: cfg.tcti } : {}),
     keystore,
+    vault,
     health: cfg.health,
     drain: cfg.drain,
     reboot: async () => {
@@ -112,7 +114,7 @@ await runService('updater', async (log) => {
     async stop() {
       await ipc.close();
       await remote?.stop();
-      await Promise.all([keystore?.close(), uplink.close()]);
+      await Promise.all([keystore?.close(), vault?.close(), uplink.close()]);
     },
   };
 });

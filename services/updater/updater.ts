@@ -12,6 +12,12 @@
 //   checking         target          cut during the health check          check again (one boot try less)
 //   checking         old             health failed, rebooted back         PKS_UPDATE_HEALTH_FAILED
 //   draining         old             cut while draining                   nothing was written: idle, PKS_UPDATE_INTERRUPTED
+// The vault's gate (issue 12): before draining, the bundle's signed measurement manifest goes to
+// the vault (`gate-authorise`), which checks it itself and writes a pending record for the new
+// slot next to the running one; a refusal is PKS_UPDATE_MEASUREMENT and nothing changes. Both
+// records open the gate until the update ends: then (mark-good, or any failure/fallback, or an
+// idle start) `gate-settle` keeps the record this boot matched and drops the other, so after a
+// power cut at any point exactly the slot that boots opens. The health check includes the gate.
 import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createHash, randomUUID } from 'node:crypto';
 import path from 'node:path';
@@ -20,7 +26,8 @@ import { allowMigrations } from '../../appliance/data-format.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
 import type { UpdatePhase, UpdateResult, UpdateStatus } from '../../appliance/contracts/update.js';
-import { compareVersions, inspectBundle, type RaucEnv } from './bundle.js';
+import { MEASUREMENT_MANIFEST_FILE, parseMeasurementManifest } from '../../appliance/contracts/measurement.js';
+import { bundleFile, compareVersions, inspectBundle, type RaucEnv } from './bundle.js';
 import { raiseFloor, readFloor } from './floor.js';
 import { waitHealthy, type HealthConfig, type UpdateHealth } from './health.js';
 import { raucInstall, raucMark, raucStatus } from './rauc.js';
@@ -32,6 +39,8 @@ export interface UpdaterDeps {
   compatible: string;
   tcti?: string;
   keystore: IpcClient | null;
+  /** the vault's updater socket: gate-authorise, gate-settle, status (null: no gate on this box) */
+  vault?: IpcClient | null;
   health: HealthConfig;
   drain: { retryAfterSeconds: number; timeoutSeconds: number };
   /** asks the machine to reboot (box: via pks-update-reboot.path; tests: a recorder) */
@@ -92,6 +101,46 @@ export class Updater {
     return { ...this.booted, primary: st.primary, slots: st.slots };
   }
 
+  /** Keeps the gate record this boot matched, drops the other (vault-gate.ts); never fails the caller. */
+  private async settleGate(): Promise<void> {
+    const v = this.d.vault;
+    if (!v) return;
+    try {
+      const r = await v.call<{ kept: string }>('gate-settle', {}, 30_000);
+      this.d.log.info('gate settled', { kept: r.kept });
+    } catch (e) {
+      // closed gate or no vault yet: both records stay, the next start settles
+      this.d.log.warn('gate not settled', { code: asPksError(e).code });
+    }
+  }
+
+  /** Gets the bundle's measurement authorised by the vault before anything is written. */
+  private async authorise(copy: string, info: { version: string; compatible: string }): Promise<void> {
+    const v = this.d.vault;
+    if (!v) return;
+    const text = await bundleFile(copy, MEASUREMENT_MANIFEST_FILE);
+    if (text === null) throw pksError('PKS_UPDATE_MEASUREMENT', `bundle carries no ${MEASUREMENT_MANIFEST_FILE}`);
+    let m;
+    try {
+      m = parseMeasurementManifest(JSON.parse(text));
+    } catch (e) {
+      throw e instanceof SyntaxError ? pksError('PKS_UPDATE_MEASUREMENT', 'measurement manifest is not JSON') : e;
+    }
+    if (m.release !== info.version || m.compatible !== info.compatible)
+      throw pksError('PKS_UPDATE_MEASUREMENT', `measurement manifest is for ${m.compatible} ${m.release}, the bundle is ${info.compatible.slice(0, 64)} ${info.version}`);
+    try {
+      await v.call('gate-authorise', { manifest: text.trim() }, 30_000);
+    } catch (err) {
+      const e = asPksError(err);
+      throw pksError('PKS_UPDATE_MEASUREMENT', `the vault refused the measurement: ${e.code}${e.detail ? ` ${e.detail}` : ''}`.slice(0, 300));
+    }
+  }
+
+  private async end(r: Omit<UpdateResult, 'at' | 'slot'>): Promise<UpdateResult> {
+    await this.settleGate();
+    return this.finish(r);
+  }
+
   private finish(r: Omit<UpdateResult, 'at' | 'slot'>): UpdateResult {
     const result: UpdateResult = { ...r, at: new Date().toISOString(), slot: this.booted.slot };
     this.state.update((s) => {
@@ -138,6 +187,12 @@ export class Updater {
     try {
       this.setProgress('idle', 0, 'checking bundle');
       const { copy, info } = await this.check(file);
+      try {
+        await this.authorise(copy, info);
+      } catch (e) {
+        rmSync(copy, { force: true });
+        throw e;
+      }
       const from = this.booted.slot;
       const target: Target = {
         version: info.version,
@@ -188,7 +243,7 @@ export class Updater {
       const e = asPksError(err);
       await this.undrain();
       rmSync(t.file, { force: true });
-      this.finish({ ok: false, version: t.version, code: e.code, detail: e.detail });
+      await this.end({ ok: false, version: t.version, code: e.code, detail: e.detail });
     } finally {
       this.running = false;
     }
@@ -223,19 +278,21 @@ export class Updater {
     const t = s.target;
     if (s.phase === 'idle' || s.phase === 'downloading' || s.phase === 'downloaded' || !t) {
       if (s.phase !== 'idle' && s.phase !== 'downloading' && s.phase !== 'downloaded') this.state.update((x) => void (x.phase = 'idle'));
+      // no update in flight: a pending gate record (cut after gate-authorise) is dropped
+      await this.settleGate();
       return;
     }
     const targetSlot = st.slots.find((x) => x.bootname === t.slot);
     if (s.phase === 'draining') {
       await this.undrain();
-      this.finish({ ok: false, version: t.version, code: 'PKS_UPDATE_INTERRUPTED', detail: 'interrupted while draining; nothing was written' });
+      await this.end({ ok: false, version: t.version, code: 'PKS_UPDATE_INTERRUPTED', detail: 'interrupted while draining; nothing was written' });
       return;
     }
     if (s.phase === 'installing' && st.slot !== t.slot) {
       // RAUC marks the target bad before writing it; make sure a half-written slot never boots
       if (st.slot !== t.slot) await raucMark('mark-bad', 'other', this.d.rauc).catch(() => undefined);
       await this.undrain();
-      this.finish({ ok: false, version: t.version, code: 'PKS_UPDATE_INTERRUPTED', detail: `interrupted during install; slot ${st.slot} stays booted, slot ${t.slot} marked bad` });
+      await this.end({ ok: false, version: t.version, code: 'PKS_UPDATE_INTERRUPTED', detail: `interrupted during install; slot ${st.slot} stays booted, slot ${t.slot} marked bad` });
       return;
     }
     if (st.slot === t.slot) {
@@ -243,7 +300,7 @@ export class Updater {
       this.state.update((x) => void (x.phase = 'checking'));
       this.setProgress('checking', 0, `health check of ${t.version} on slot ${t.slot}`);
       try {
-        await waitHealthy(this.d.health, this.d.keystore, t.dataMark);
+        await waitHealthy(this.d.health, this.d.keystore, t.dataMark, this.d.vault ?? null);
       } catch (err) {
         const e = asPksError(err);
         this.d.log.error('health check failed; falling back', { code: e.code, detail: e.detail });
@@ -260,14 +317,14 @@ export class Updater {
       // only now may services move the data partition forward (appliance/data-format.ts)
       allowMigrations(this.d.stateDir, t.version);
       this.booted = { slot: t.slot, version: t.version };
-      this.finish({ ok: true, version: t.version });
+      await this.end({ ok: true, version: t.version });
       return;
     }
     // still (or again) on the old slot
     if (s.phase === 'checking' || targetSlot?.bootStatus === 'bad') {
       await this.undrain();
       const prior = s.last && s.last.version === t.version && !s.last.ok ? s.last : null;
-      this.finish({
+      await this.end({
         ok: false,
         version: t.version,
         code: 'PKS_UPDATE_HEALTH_FAILED',
@@ -281,7 +338,7 @@ export class Updater {
       return;
     }
     await this.undrain();
-    this.finish({ ok: false, version: t.version, code: 'PKS_UPDATE_INTERRUPTED', detail: `slot ${t.slot} is not primary; staying on ${st.slot}` });
+    await this.end({ ok: false, version: t.version, code: 'PKS_UPDATE_INTERRUPTED', detail: `slot ${t.slot} is not primary; staying on ${st.slot}` });
   }
 
   readStateFile(): string {

@@ -3,6 +3,7 @@
 // `hsm-pin` (or, for development, the file named by hsm.pinFile).
 import { CERT_PROFILE, HSM_TOKEN, NAME, PATH } from '../../appliance/schema.js';
 import { TOKEN_KEY_NAME } from './unlock-keys.js';
+import { MEASUREMENT_SIGNING_KEY_PATH } from '../../appliance/contracts/measurement.js';
 import type { EcuCaConfig } from './signed-structures.js';
 
 export interface VaultConfig {
@@ -17,7 +18,7 @@ export interface VaultConfig {
    * issue 12, the application gate (vault-gate.ts): no key operation until the live
    * measurement matches the record signed by the identity key. Absent: no gate (dev stack).
    */
-  gate?: { recordFile: string; liveFile: string; writerUid: number; maxAgeSeconds: number; everySeconds: number };
+  gate?: { recordFile: string; liveFile: string; writerUid: number; maxAgeSeconds: number; everySeconds: number; manifestKeyFile: string };
 }
 
 export const vaultSchema = {
@@ -60,6 +61,8 @@ export const vaultSchema = {
         writerUid: { type: 'integer', minimum: 0, maximum: 4294967294, default: 0 },
         maxAgeSeconds: { type: 'integer', minimum: 5, maximum: 3600, default: 300 },
         everySeconds: { type: 'number', minimum: 0.2, maximum: 60, default: 5 },
+        // the image signing key that signs measurement manifests; inside the measured pks-app tree
+        manifestKeyFile: { ...PATH, default: MEASUREMENT_SIGNING_KEY_PATH },
       },
     },
     unlock: {

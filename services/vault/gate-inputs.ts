@@ -15,10 +15,11 @@
 // The provisioned value is not a file one trusts for where it lies: it is the record signed with
 // the HSM identity key (gate.ts), stored in the vault's own state directory; whoever writes
 // there without the HSM cannot make a record that verifies.
-import { constants, fstatSync, openSync, closeSync, readFileSync, statSync } from 'node:fs';
-import { rename, writeFile } from 'node:fs/promises';
+import { constants, fstatSync, fsyncSync, openSync, closeSync, readFileSync, statSync } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pksError } from '../../appliance/errors.js';
+import { writeFileDurably } from '../../appliance/durable-file.js';
 import { parseLiveMeasurement, type LiveMeasurement } from '../../appliance/contracts/measurement.js';
 import type { GateInputs, GateRecord } from './gate.js';
 
@@ -67,23 +68,48 @@ export function readLive(f: GateFiles, now = Date.now()): LiveMeasurement {
   return live;
 }
 
-export function readRecord(f: GateFiles): unknown {
+/** The pending record (an update's new slot) lies next to the record: `gate-record.next.json`. */
+export const pendingFile = (f: GateFiles): string => f.record.replace(/(\.json)?$/, '.next.json');
+
+export function readRecord(f: GateFiles, file = f.record): unknown {
   try {
-    return JSON.parse(readFileSync(f.record, 'utf8'));
+    return JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     return null; // unreadable or not JSON: malformed, the gate stays closed
   }
 }
 
-export async function writeRecord(f: GateFiles, r: GateRecord): Promise<void> {
-  await writeFile(`${f.record}.tmp`, JSON.stringify(r) + '\n', { mode: 0o600 });
-  await rename(`${f.record}.tmp`, f.record);
+// Durable (fsync'd, renamed into place, directory synced): a record the vault answered for must
+// survive a power cut, since the updater reboots into the slot it opens right after.
+export async function writeRecord(f: GateFiles, r: GateRecord, file = f.record): Promise<void> {
+  writeFileDurably(file, JSON.stringify(r) + '\n', 0o600);
+}
+
+/** The pending record becomes the record (one rename: a power cut leaves one or the other, both valid). */
+export async function promotePending(f: GateFiles): Promise<void> {
+  await rename(pendingFile(f), f.record);
+  syncDir(f.record);
+}
+
+export async function dropPending(f: GateFiles): Promise<void> {
+  await rm(pendingFile(f), { force: true });
+  syncDir(f.record);
+}
+
+function syncDir(file: string): void {
+  const fd = openSync(path.dirname(file), constants.O_RDONLY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** The gate's inputs now: the record, and PCR 15 and the trees of the latest live measurement. */
 export function gateInputs(f: GateFiles): GateInputs {
   const record = readRecord(f);
+  const pending = readRecord(f, pendingFile(f));
   const live = readLive(f);
-  return { record, bootPcr15: live.pcr15, live: live.trees };
+  return { record, ...(pending !== undefined ? { pending } : {}), bootPcr15: live.pcr15, live: live.trees };
 }

@@ -30,6 +30,7 @@ await runService('vault', async (log) => {
     g ? { record: g.recordFile, live: g.liveFile, writerUid: g.writerUid, maxAgeS: g.maxAgeSeconds } : null,
     (g?.everySeconds ?? 5) * 1000,
     log,
+    g?.manifestKeyFile,
   );
   const ipc = await startIpcServer({
     service: 'vault',

@@ -159,8 +159,8 @@ export class Vault {
    * builds the text, domain-separated `pks-gate-v1|`). Not behind the guard: the gate is
    * closed exactly when a record has to be made.
    */
-  signGateRecord(pcr15: string, trees: readonly TreeDigest[], at = new Date()): GateRecord {
-    return signGateRecord(pcr15, trees, at, (d) => this.use((h) => h.sign('identity', d)));
+  signGateRecord(pcr15: string, trees: readonly TreeDigest[], at = new Date(), release?: string): GateRecord {
+    return signGateRecord(pcr15, trees, at, (d) => this.use((h) => h.sign('identity', d)), release);
   }
 
   /** The identity key's signature over a gate report this process built (vault-gate.ts). */

@@ -130,7 +130,9 @@ export function vaultVerbs(vault: Vault): VerbTable {
  * files it packs. The tester API and the uplink face the network: the tester API signs
  * nothing, the uplink only gets the box's own rotate-cert CSR endorsed (checked: this box, a
  * valid P-256 CSR) and the vault's signed gate report for the KMS; the sentinel only looks;
- * pksctl makes the development ECU CA certificate and re-records the application gate.
+ * pksctl makes the development ECU CA certificate and re-records the application gate (only
+ * while it is open); the updater gets a new slot's measurement authorised from a manifest the
+ * build signed, and settles it after mark-good or a fallback (vault-gate.ts).
  */
 export const DEFAULT_CALLERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
   keystore: ['status', 'public-key', 'batch-open', 'she-prepare', 'she-verify', 'audit-checkpoint', 'verification-file', 'ecu-cert-issue'],
@@ -139,4 +141,5 @@ export const DEFAULT_CALLERS: Readonly<Record<string, readonly string[]>> = Obje
   sentinel: ['status'],
   pksctl: ['status', 'public-key', 'ecu-ca-certificate', 'unlock-public-key', 'gate-record'],
   unlock: UNLOCK_CALLER_VERBS,
+  updater: ['status', 'gate-authorise', 'gate-settle'],
 });

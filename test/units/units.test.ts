@@ -20,7 +20,7 @@ const NETWORK_FACING = new Set<string>(['tester-api', 'uplink', 'sentinel', 'unl
 // Servers and the callers each has a socket for: /run/pks/<server>/<caller>.sock, group
 // pks-<server>-<caller> (sysusers.d/pks.conf).
 const SOCKET_PAIRS: Record<string, readonly string[]> = {
-  vault: ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock'],
+  vault: ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock', 'updater'],
   keystore: ['tester-api', 'uplink', 'sentinel', 'unlock', 'updater'],
   'tester-api': ['sentinel'],
   uplink: ['sentinel', 'updater'],

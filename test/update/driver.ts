@@ -2,6 +2,7 @@
 // (with rauc service) at any phase: a power cut. argv[2] is a JSON job; stdout gets one JSON
 // line per event: {progress}, {reboot: true} (then it waits for the power to go), {result}.
 import { createLogger } from '../../appliance/log.js';
+import { ipcClient } from '../../appliance/ipc.js';
 import { Updater } from '../../services/updater/updater.js';
 
 const job = JSON.parse(process.argv[2]!) as {
@@ -13,6 +14,8 @@ const job = JSON.parse(process.argv[2]!) as {
   reportDir: string;
   tcti: string;
   healthCommand?: string[];
+  /** the vault's updater socket: the gate is authorised, checked and settled (issue 12) */
+  vaultSocket?: string;
 };
 const line = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const updater = new Updater({
@@ -21,7 +24,8 @@ const updater = new Updater({
   compatible: 'pks-appliance',
   tcti: job.tcti,
   keystore: null,
-  health: { units: [], keystore: false, ...(job.healthCommand ? { command: job.healthCommand } : {}), timeoutSeconds: 2, intervalSeconds: 0.2 },
+  vault: job.vaultSocket ? ipcClient(job.vaultSocket, { timeoutMs: 30_000 }) : null,
+  health: { units: [], keystore: false, vault: !!job.vaultSocket, ...(job.healthCommand ? { command: job.healthCommand } : {}), timeoutSeconds: 2, intervalSeconds: 0.2 },
   drain: { retryAfterSeconds: 30, timeoutSeconds: 5 },
   reboot: async () => {
     line({ reboot: true });
@@ -42,6 +46,6 @@ try {
   }
   line({ result: updater.status() });
 } catch (e) {
-  line({ error: (e as { code?: string }).code ?? String(e), status: updater.status() });
+  line({ error: (e as { code?: string }).code ?? String(e), detail: (e as { detail?: string }).detail, status: updater.status() });
 }
 process.exit(0);

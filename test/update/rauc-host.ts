@@ -60,6 +60,8 @@ export interface BundleOpts {
   keys?: string;
   /** written into the payload's first line (the fault tests' health command looks for it) */
   marker?: string;
+  /** a signed measurement manifest (pks-measurement.json) for the payload */
+  measurement?: string;
 }
 
 /** A plain-format bundle (host) with a random rootfs image whose first bytes name the version. */
@@ -72,6 +74,7 @@ export function makeBundle(o: BundleOpts): string {
   const args = ['--format', 'plain', '--version', o.version, '--svn', String(o.svn), '--keys', o.keys ?? devKeys(), '--rootfs', img, '--out', o.out];
   if (o.signer) args.push('--signer', o.signer);
   if (o.compatible) args.push('--compatible', o.compatible);
+  if (o.measurement) args.push('--measurement', o.measurement);
   const r = sh(path.join(repoRoot, 'scripts/update/bundle.sh'), args);
   rmSync(img, { force: true });
   rmSync(`${img}.rnd`, { force: true });

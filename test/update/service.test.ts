@@ -57,7 +57,7 @@ test.before(async () => {
   mkdirSync(path.join(dir, 'run'), { recursive: true });
   writeFileSync(
     path.join(dir, 'updater.json'),
-    JSON.stringify({ boxId: 'box-1', stateDir: path.join(dir, 'state'), rauc: { conf: h.conf }, tcti: h.tpm.tcti, health: { units: [], keystore: false, timeoutSeconds: 5, intervalSeconds: 0.2 }, rebootFile: path.join(dir, 'run/updater/reboot') }),
+    JSON.stringify({ boxId: 'box-1', stateDir: path.join(dir, 'state'), rauc: { conf: h.conf }, tcti: h.tpm.tcti, health: { units: [], keystore: false, vault: false, timeoutSeconds: 5, intervalSeconds: 0.2 }, rebootFile: path.join(dir, 'run/updater/reboot') }),
   );
   await startUpdater();
 });

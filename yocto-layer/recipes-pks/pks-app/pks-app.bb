@@ -13,6 +13,8 @@ S = "${WORKDIR}/pks"
 # task with network). Native modules (lmdb, pkcs11js, msgpackr-extract) are rebuilt for the
 # target by the npm class with node-gyp. dev=1 for typescript, pruned again in do_install.
 SRC_URI += "npmsw://${PKS_TOPDIR}/package-lock.json;dev=1"
+# issue 12: pks-unseal reads the signed PCR 11 policy from the ESP on this image (see the file)
+SRC_URI += "file://pks-unseal-yocto-policy.conf"
 
 inherit features_check npm systemd
 REQUIRED_DISTRO_FEATURES = "pks systemd"
@@ -44,6 +46,8 @@ do_install() {
     # shares with the dev machine (same as scripts/image/build.sh does for the dev image)
     install -m 0755 ${S}/scripts/pki.sh ${S}/scripts/softhsm-token.sh ${D}${nonarch_libdir}/pks-setup/
     install -m 0644 ${D}${nonarch_libdir}/pks-setup/pks-setup.service ${D}${systemd_system_unitdir}/pks-setup.service
+    install -d ${D}${systemd_system_unitdir}/pks-unseal.service.d
+    install -m 0644 ${WORKDIR}/pks-unseal-yocto-policy.conf ${D}${systemd_system_unitdir}/pks-unseal.service.d/yocto-policy.conf
     chmod -R go-w ${D}
 
     install -d ${D}${bindir}

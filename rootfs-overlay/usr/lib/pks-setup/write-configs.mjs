@@ -63,7 +63,7 @@ const configs = {
     {
       boxId,
       hsm: { module: site('HSM_MODULE', '/usr/lib/softhsm/libsofthsm2.so'), tokenLabel: `pks-${boxId}`.slice(0, 32), softhsm2Conf: '/etc/pks/softhsm2.conf' },
-      ipc: { groups: groups('vault', ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock']) },
+      ipc: { groups: groups('vault', ['keystore', 'tester-api', 'uplink', 'sentinel', 'unlock', 'updater']) },
       unlock: { tokenKeys: unlockTokenKeys },
       // issue 12: no key operation until the live measurement (pks-measure-live.timer) is the signed record
       gate: {},
