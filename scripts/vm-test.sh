@@ -11,7 +11,10 @@
 # (PKS_TAMPERED), restored it opens again; kms_refused_unattested: the reference KMS's verifier
 # releases stock after the VM's genuine quote, refuses it while the file is changed, releases
 # again once restored; can_injected / can_of / can_dissected: pks-inject over ISO-TP on vcan in
-# the guest against the box, candump's record decoded by tshark with nothing malformed. All gate `ok`.
+# the guest against the box, candump's record decoded by tshark with nothing malformed;
+# keys_sealed: the TLS/MQTT private keys only sealed, no PEM private key in the guest's writable
+# trees nor (a line of the tester API's key) in the disk image; version_floor: the updater's TPM NV
+# counter that setup defined. All gate `ok`.
 #
 # Usage: scripts/vm-test.sh [--no-build] [--cuts N] [--port P] [--state DIR]
 #   --cuts N   power cuts (default 20; CI may pass fewer)
@@ -69,9 +72,12 @@ export PKS_VM_PORT=$port PKS_VM_STATE=$state PKS_VM_EXEC="$root/scripts/image/bo
 : "${PKS_VM_ATTEST:=cd '$root' && node --import tsx test/vm/attest.ts --state '$state'}"
 # issue 15: pks-inject over ISO-TP on vcan in the guest, candump's log decoded by tshark here
 : "${PKS_VM_CAN:=cd '$root' && node --import tsx test/vm/can.ts --state '$state' --ecus 20}"
-inject_pid=
+# the plant's mail relay, where the dev site's SMTP_HOST:SMTP_PORT (10.0.2.2:12525) lands
+: "${PKS_VM_SMTP_PORT:=12525}"
+inject_pid= smtp_pid=
 cleanup() {
   [ -n "$inject_pid" ] && kill "$inject_pid" 2>/dev/null || true
+  [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null || true
   boot kill >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -82,17 +88,17 @@ services_ready=0 of=0 injected=0 confirmed=0 power_cuts=0 duplicates=0 lost=0 re
 restarted_kill=false restarted_watchdog=false measured_ok=false vault_jitless=false sentinel_sockets=false boots=0
 # each true only when checked (issue 12: sealing, tamper, attestation; issue 15: CAN)
 pin_sealed=false uki_tamper_no_unseal=false tamper_fail_closed=false tamper_recovered=false kms_refused_unattested=false
-can_injected=0 can_of=0 can_dissected=false keys_sealed=false
+can_injected=0 can_of=0 can_dissected=false keys_sealed=false version_floor=0
 result() {
   local ok=false
   [ "$duplicates" = 0 ] && [ "$lost" = 0 ] && [ "$audit_ok" = true ] && [ "$of" -gt 0 ] && [ "$services_ready" = "$of" ] \
     && [ "$restarted_kill" = true ] && [ "$restarted_watchdog" = true ] && [ "$power_cuts" = "$cuts" ] \
     && [ "$vault_jitless" = true ] && [ "$sentinel_sockets" = true ] && [ "$pin_sealed" = true ] && [ "$keys_sealed" = true ] && [ "$uki_tamper_no_unseal" = true ] \
     && [ "$tamper_fail_closed" = true ] && [ "$tamper_recovered" = true ] && [ "$kms_refused_unattested" = true ] \
-    && [ "$can_of" -gt 0 ] && [ "$can_injected" = "$can_of" ] && [ "$can_dissected" = true ] && ok=true
-  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"vault_jitless":%s,"sentinel_sockets":%s,"pin_sealed":%s,"keys_sealed":%s,"uki_tamper_no_unseal":%s,"tamper_fail_closed":%s,"tamper_recovered":%s,"kms_refused_unattested":%s,"can_injected":%d,"can_of":%d,"can_dissected":%s,"boots":%d,"seconds":%d,"ok":%s}\n' \
+    && [ "$can_of" -gt 0 ] && [ "$can_injected" = "$can_of" ] && [ "$can_dissected" = true ] && [ "$version_floor" -ge 1 ] && ok=true
+  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"vault_jitless":%s,"sentinel_sockets":%s,"pin_sealed":%s,"keys_sealed":%s,"uki_tamper_no_unseal":%s,"tamper_fail_closed":%s,"tamper_recovered":%s,"kms_refused_unattested":%s,"can_injected":%d,"can_of":%d,"can_dissected":%s,"version_floor":%d,"boots":%d,"seconds":%d,"ok":%s}\n' \
     "$services_ready" "$of" "$injected" "$confirmed" "$power_cuts" "$duplicates" "$lost" "$reissued" "$audit_ok" \
-    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$vault_jitless" "$sentinel_sockets" "$pin_sealed" "$keys_sealed" "$uki_tamper_no_unseal" "$tamper_fail_closed" "$tamper_recovered" "$kms_refused_unattested" "$can_injected" "$can_of" "$can_dissected" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
+    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$vault_jitless" "$sentinel_sockets" "$pin_sealed" "$keys_sealed" "$uki_tamper_no_unseal" "$tamper_fail_closed" "$tamper_recovered" "$kms_refused_unattested" "$can_injected" "$can_of" "$can_dissected" "$version_floor" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
   [ "$ok" = true ]
 }
 
@@ -234,7 +240,21 @@ check_tamper_fail_closed() {
   gx "cp -a $TAMPER_FILE /run/pks-tamper.orig && echo '// changed at run time (vm-test)' >>$TAMPER_FILE" >/dev/null || return 1
   gate_is false || return 1
   gx "pksctl ipc vault status --as sentinel --compact" 2>&1 | sed 's/^/  vault: /' >&2 || true
-  gx "pksctl ipc vault audit-checkpoint '$CHECKPOINT_REQ' --as keystore 2>&1 | grep -q PKS_TAMPERED" >/dev/null
+  gx "pksctl ipc vault audit-checkpoint '$CHECKPOINT_REQ' --as keystore 2>&1 | grep -q PKS_TAMPERED" >/dev/null || return 1
+  tamper_mail || { say "no critical tamper alert mail arrived at the plant relay"; return 1; }
+}
+# the sentinel's critical alert reaches the plant's relay on the host (one cycle run now, then the
+# mailer's queue): a mail whose subject names the tampering
+tamper_mail() {
+  GX_TIMEOUT=200 gx 'pksctl ipc sentinel run-now --compact --timeout 120000' >/dev/null 2>&1 || true
+  local i
+  for i in $(seq 1 60); do
+    jq -e 'select((.subject | test("critical"; "i")) and ((.subject + " " + .text) | test("tamper"; "i")))' "$state/mails.jsonl" >/dev/null 2>&1 && {
+      say "alert mail: $(jq -r 'select(.subject | test("critical"; "i")) | .subject' "$state/mails.jsonl" | head -n 1)"; return 0; }
+    sleep 2
+  done
+  [ -s "$state/mails.jsonl" ] && jq -r '.subject' "$state/mails.jsonl" | sed 's/^/  mail: /' >&2
+  return 1
 }
 check_tamper_recovered() {
   gx "test -e /run/pks-tamper.orig && cp -a /run/pks-tamper.orig $TAMPER_FILE && rm -f /run/pks-tamper.orig" >/dev/null || return 1
@@ -257,7 +277,9 @@ restarted() {
 }
 
 # 1. build and first boot: the box provisions itself (pks-setup) before its services start
-rm -f "$state"/{issued,confirmed,reissued}.log "$state"/{inject,attest,can}.err "$state/master.key" "$state/kms-attest.json"
+rm -f "$state"/{issued,confirmed,reissued}.log "$state"/{inject,attest,can,smtp}.err "$state/master.key" "$state/kms-attest.json" "$state/mails.jsonl"
+(cd "$root" && exec node --import tsx test/vm/smtp.ts --port "$PKS_VM_SMTP_PORT" --out "$state/mails.jsonl" >"$state/smtp.out" 2>"$state/smtp.err") &
+smtp_pid=$!
 if [ "$build" = 1 ]; then say "building the image"; "$root/scripts/image/build.sh" >&2; fi
 say "first boot (fresh disk and TPM)"
 if ! boot_and_wait --fresh; then say "not every service is READY"; result; exit 1; fi
@@ -271,8 +293,10 @@ if check_sentinel_sockets; then sentinel_sockets=true; fi
 say "sentinel reaches the tester API's and the uplink's status sockets: $sentinel_sockets"
 if check_pin_sealed; then pin_sealed=true; fi
 if check_keys_sealed; then keys_sealed=true; fi
-if check_uki_tamper; then uki_tamper_no_unseal=true; fi
-say "HSM PIN sealed (no clear copy in the guest's file systems): $pin_sealed; TLS/MQTT keys sealed: $keys_sealed; tampered PCR 11 does not unseal: $uki_tamper_no_unseal"
+# issue 12, item 4: setup defined the updater's version floor, a TPM NV counter (nt=1)
+version_floor=$(gx 'PKS_TPM_TCTI=device:/dev/tpmrm0 node /usr/lib/pks/dist/services/attest/counter-cli.js read' 2>/dev/null | jq -r '.floor // 0' 2>/dev/null || echo 0)
+[[ "$version_floor" =~ ^[0-9]+$ ]] || version_floor=0
+say "HSM PIN sealed (no clear copy in the guest's file systems): $pin_sealed; TLS/MQTT keys sealed: $keys_sealed; version floor (TPM NV counter): $version_floor"
 sed 's/^/  /' "$state/status.txt" >&2
 # before the line runs: a closed vault would stop it. Around it, the KMS's verifier: stock for the
 # genuine box, none while a service file is changed, stock again once it is restored.
@@ -285,10 +309,16 @@ if check_tamper_recovered; then tamper_recovered=true; attest_recovered=$(attest
   gx "test ! -e /run/pks-tamper.orig || cp -a /run/pks-tamper.orig $TAMPER_FILE; systemctl start pks-measure-live.service; pksctl ipc vault gate-record --compact" 2>&1 | sed 's/^/  gate-record: /' >&2 || true
 fi
 say "service file changed at run time: vault closed with PKS_TAMPERED: $tamper_fail_closed; restored, serving again: $tamper_recovered"
-say "KMS attestation: genuine $attest_genuine; tampered $attest_tampered; restored ${attest_recovered:-not run}"
+# last in this boot: the UKI check extends PCR 11 (a changed UKI), which only the next boot resets;
+# the KMS must refuse that boot state too
+if check_uki_tamper; then uki_tamper_no_unseal=true; fi
+attest_uki=$(attest) || true
+say "tampered PCR 11 does not unseal: $uki_tamper_no_unseal"
+say "KMS attestation: genuine $attest_genuine; file changed $attest_tampered; restored ${attest_recovered:-not run}; PCR 11 changed $attest_uki"
 jq -e '.release == true and .state == "attested"' <<<"$attest_genuine" >/dev/null 2>&1 \
-  && jq -e '.release == false and .state == "untrusted" and .code == "PKS_ATTEST_UNTRUSTED"' <<<"$attest_tampered" >/dev/null 2>&1 \
+  && jq -e '.release == false and .state == "untrusted" and .code == "PKS_ATTEST_UNTRUSTED" and (.reason | test("closed|tamper"; "i"))' <<<"$attest_tampered" >/dev/null 2>&1 \
   && jq -e '.release == true and .state == "attested"' <<<"${attest_recovered:-null}" >/dev/null 2>&1 \
+  && jq -e '.release == false and .state == "untrusted" and (.reason | test("PCR 11"))' <<<"$attest_uki" >/dev/null 2>&1 \
   && kms_refused_unattested=true
 say "provisioning: testers and keys"
 bash -c "$PKS_VM_PROVISION" >&2

@@ -12,6 +12,7 @@ import { asPksError, isPksError, pksError } from '../errors.js';
 import { ipcClient } from '../ipc.js';
 import { socketPath } from '../paths.js';
 import { enrollAk, AK_HANDLE } from '../../services/attest/quote.js';
+import { VERSION_FLOOR_NV, defineVersionCounter } from '../../services/attest/counter.js';
 import { decodeBlob, encodeBlob, parseSignedPolicyFile, sealFile, unsealFile } from '../../services/attest/seal.js';
 import { keystoreSchema } from '../../services/keystore/config.js';
 import { parseSentinelConfig } from '../../services/sentinel/config.js';
@@ -152,7 +153,9 @@ export const STEPS: readonly Step[] = [
     mkdirp(dir);
     writeFileDurably(path.join(dir, 'ek-cert.der'), ak.ekCert, 0o644);
     writeFileDurably(path.join(dir, 'ak-public.tss'), ak.akPublic, 0o644);
-    return { akHandle: AK_HANDLE, ekCert: '/var/lib/pks/attest/ek-cert.der', akPublic: '/var/lib/pks/attest/ak-public.tss' };
+    // the updater's version floor (issue 12, item 4): defined once, kept by a second setup
+    const floor = await defineVersionCounter(ctx.answers.tpm.tcti);
+    return { akHandle: AK_HANDLE, ekCert: '/var/lib/pks/attest/ek-cert.der', akPublic: '/var/lib/pks/attest/ak-public.tss', versionFloor: `${VERSION_FLOOR_NV} = ${floor}` };
   }),
 
   step('hsm', 'HSM token and its PINs sealed to the TPM', async (ctx) => {

@@ -147,14 +147,18 @@ ln -sf /dev/null "$stage/etc/systemd/system/serial-getty@ttyS0.service"
 # 5. expected PCR values (boot chain from the UKI, PCR 15 from the staged tree)
 mkdir -p "$stage/usr/lib/pks-image"
 if [ -f "$root/services/attest/expected-cli.ts" ]; then
+  signkey=$cache/pcr-signing.key
+  [ -f "$signkey" ] || (umask 077; openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$signkey" 2>/dev/null)
+  # the vault's pin for update re-authorisation (issue 12 with 13), inside the measured pks-app
+  # tree: a changed pin changes PCR 15 and closes the gate
+  openssl pkey -in "$signkey" -pubout -out "$stage/usr/lib/pks/measurement-signing.pem"
+  chmod 0644 "$stage/usr/lib/pks/measurement-signing.pem"
   (cd "$root" && node --import tsx services/attest/expected-cli.ts --rootfs "$stage" --uki "$uki") > "$out/expected-pcrs.json"
   install -m 0644 "$out/expected-pcrs.json" "$stage/usr/lib/pks-image/expected-pcrs.json"
   # Issue 12: the image signing key approves the UKI's PCR 11 values (one signature per boot
   # phase); setup seals the HSM PIN to PolicyAuthorize(this key) + PCR 7, pks-unseal opens it.
   # The dev key stays on the host (.cache/image/pcr-signing.key), like the dev site's private
   # halves; it is kept across builds so that a new image unseals what an older one sealed.
-  signkey=$cache/pcr-signing.key
-  [ -f "$signkey" ] || (umask 077; openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$signkey" 2>/dev/null)
   openssl pkey -in "$signkey" -pubout -out "$stage/usr/lib/pks-image/pcr-signing.pem"
   (cd "$root" && node --import tsx services/attest/seal-cli.ts sign-policy --expected "$out/expected-pcrs.json" --key "$signkey" --out "$stage/usr/lib/pks-image/pcr11-policy.json")
   chmod 0644 "$stage/usr/lib/pks-image/pcr-signing.pem" "$stage/usr/lib/pks-image/pcr11-policy.json"
@@ -162,6 +166,8 @@ if [ -f "$root/services/attest/expected-cli.ts" ]; then
   cp "$stage/usr/lib/pks-image/pcr-signing.pem" "$out/pcr-signing.pem"
   # what the KMS verifies quotes against, signed by the same key (the fleet's reference values)
   (cd "$root" && node --import tsx scripts/image/reference.ts --expected "$out/expected-pcrs.json" --key "$signkey") > "$out/reference-values.json"
+  # this image's application measurement, signed: what a bundle of it carries for the vault
+  (cd "$root" && node --import tsx services/attest/measurement-manifest-cli.ts --release "$(node -p 'require("./package.json").version')" --key "$signkey" --expected "$out/expected-pcrs.json") > "$out/pks-measurement.json"
 fi
 
 # 6. file systems and disk

@@ -27,6 +27,10 @@ export interface ReceivedMail {
 export interface SmtpOptions {
   auth?: { user: string; pass: string };
   starttls?: boolean;
+  /** a fixed port (the VM's site names one); default a free one */
+  port?: number;
+  /** called with each message as it arrives */
+  onMail?: (m: ReceivedMail) => void;
 }
 
 export interface TestSmtp {
@@ -133,7 +137,7 @@ export async function startSmtp(opts: SmtpOptions = {}): Promise<TestSmtp> {
       stream.on('end', () => {
         const raw = Buffer.concat(chunks).toString('utf8');
         const headers = parseHeaders(raw);
-        mails.push({
+        const m: ReceivedMail = {
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           to: session.envelope.rcptTo.map((r) => r.address),
           raw,
@@ -142,14 +146,16 @@ export async function startSmtp(opts: SmtpOptions = {}): Promise<TestSmtp> {
           text: bodyText(raw, headers),
           secure: session.secure,
           ...(typeof session.user === 'string' ? { user: session.user } : {}),
-        });
+        };
+        mails.push(m);
+        opts.onMail?.(m);
         cb(null);
       });
     },
   };
 
   let server: SMTPServer | undefined;
-  let port = 0;
+  let port = opts.port ?? 0;
   const listen = async (): Promise<void> => {
     const s = new SMTPServer(options);
     s.on('error', () => {}); // client resets are expected when tests take the server down

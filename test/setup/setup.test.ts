@@ -183,6 +183,9 @@ t('answer-file run: every step done, checked by the real parts; a second run cha
   assert.ok(/^[0-9a-f]{32}$/.test(pin.toString()), 'a random 16-byte PIN');
   assert.not.match(JSON.stringify(walk(root).map((f) => readFileSync(f, 'latin1'))), pin.toString(), 'the clear PIN is in no file');
   assert.ok(existsSync(path.join(root, 'var/lib/pks/attest/ak-public.tss')));
+  // the updater's version floor: a TPM NV counter, defined by setup (issue 12, item 4)
+  const { readVersionCounter } = await import('../../services/attest/counter.js');
+  assert.ok((await readVersionCounter(c.tpm.tcti)) >= 1n, 'version floor defined');
   // enrolled: the KMS pinned the box's HSM keys and issued its MQTT certificate (the broker took it)
   const pinned = await c.kms.fleet.call<{ boxId: string; events: { type: string }[] }>('box', { boxId: 'box-setup-1' });
   assert.ok(pinned.events.some((e) => e.type === 'enrolled'));

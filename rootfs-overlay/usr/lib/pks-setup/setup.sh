@@ -15,7 +15,8 @@
 #   /var/lib/pks/setup); /etc/pks/<service>.json for the five services (validated against the
 #   services' own schemas); the credentials the units load, all TPM-sealed
 #   (/etc/pks/credentials/{hsm-pin,hsm-so-pin,tls-key,unlock-tls-key,mqtt-key,box-ca-key}.sealed,
-#   opened at boot into tmpfs by pks-unseal.service); and the provisioning record of the config
+#   opened at boot into tmpfs by pks-unseal.service); the TPM's attestation key and the updater's
+#   version floor (NV counter 0x01500016); and the provisioning record of the config
 #   measurement (/var/lib/pks/attest/config-expected.json, see services/attest/site-expected.ts).
 # No private key and no PIN is ever written in clear to the disk: they are made in tmpfs
 # (/run/pks-setup), sealed, and gone with it. The mqtt-client.key is moved out of SITE_DIR.
@@ -122,6 +123,12 @@ PKS_SEAL_TMP=$ram node /usr/lib/pks/dist/services/attest/seal-cli.js seal --tcti
 rm -f "$site/mqtt-client.key" /etc/pks/credentials/mqtt-key /etc/pks/credentials/tls-key /etc/pks/credentials/unlock-tls-key
 rm -rf "$ram"
 log "TLS and MQTT keys sealed to the TPM (PCR 7 + signed PCR 11)"
+
+# 3c. the TPM's attestation key (under the EK, persisted; the uplink enrols it at the KMS) and the
+# updater's version floor (an NV counter, nt=1: it only goes up); both kept by a second setup
+PKS_TPM_TCTI=device:/dev/tpmrm0 node /usr/lib/pks/dist/services/attest/quote-cli.js enroll >/dev/null || die "making the attestation key failed"
+floor=$(PKS_TPM_TCTI=device:/dev/tpmrm0 node /usr/lib/pks/dist/services/attest/counter-cli.js define) || die "defining the version floor failed: $floor"
+log "TPM: attestation key made, version floor $floor"
 
 # 4. the services' configs, checked against their schemas before anything starts on them
 for k in "${!env[@]}"; do export "PKS_SITE_$k=${env[$k]}"; done
