@@ -116,10 +116,25 @@ test.after(() => {
 // pks-measure.service is the boot-time oneshot of the image (measured boot), checked by the image tests;
 // pks-measure-live.{service,timer} re-measure while the box runs (the vault's gate follows them)
 // pks-update-reboot.{path,service} turn the updater's reboot request into a reboot (root, no daemon)
-test('the unit directory holds exactly the PKS services, the measurement and unseal oneshots, the update reboot pair and pks.target', () => {
+// pks-quote.{socket,@.service}: the TPM quotes for the uplink, which has no TPM device itself
+test('the unit directory holds exactly the PKS services, the measurement and unseal oneshots, the update reboot pair, the quote socket and pks.target', () => {
   const found = readdirSync(unitDir).filter((f) => f.startsWith('pks')).sort();
-  const want = [...SERVICES.map((s) => `pks-${s}.service`), 'pks-measure.service', 'pks-measure-live.service', 'pks-measure-live.timer', 'pks-unseal.service', 'pks-update-reboot.path', 'pks-update-reboot.service', 'pks.target'].sort();
+  const want = [
+    ...SERVICES.map((s) => `pks-${s}.service`),
+    ...['pks-measure.service', 'pks-measure-live.service', 'pks-measure-live.timer', 'pks-unseal.service', 'pks-update-reboot.path', 'pks-update-reboot.service', 'pks-quote.socket', 'pks-quote@.service', 'pks.target'],
+  ].sort();
   assert.equal(found, want);
+});
+
+test('pks-quote: only the uplink reaches the TPM quotes; one request per instance, no capability, only /dev/tpmrm0, no network', () => {
+  const sock = readUnit(path.join(unitDir, 'pks-quote.socket'));
+  const svc = readUnit(path.join(unitDir, 'pks-quote@.service'));
+  assert.equal(['Accept', 'SocketGroup', 'SocketMode', 'ListenStream'].map((k) => last(sock, 'Socket', k)), ['yes', 'pks-uplink', '0660', '/run/pks/quote.sock']);
+  assert.equal(['StandardInput', 'StandardOutput', 'CapabilityBoundingSet', 'DeviceAllow', 'DevicePolicy', 'PrivateNetwork', 'NoNewPrivileges'].map((k) => last(svc, 'Service', k)), ['socket', 'socket', '', '/dev/tpmrm0 rw', 'closed', 'yes', 'yes']);
+  // the uplink itself keeps no device access and no TPM group
+  const uplink = unitOf('uplink');
+  assert.is(last(uplink, 'Service', 'PrivateDevices'), 'yes');
+  assert.not.ok(words(uplink, 'Service', 'SupplementaryGroups').includes('tss'));
 });
 
 for (const name of SERVICES) {

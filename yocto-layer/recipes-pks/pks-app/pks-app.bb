@@ -56,7 +56,7 @@ do_install() {
 }
 
 SYSTEMD_SERVICE:${PN} = "pks.target pks-setup.service pks-measure.service pks-measure-live.timer pks-unseal.service pks-vault.service pks-keystore.service \
-    pks-tester-api.service pks-uplink.service pks-sentinel.service pks-unlock.service pks-updater.service pks-update-reboot.path"
+    pks-tester-api.service pks-uplink.service pks-sentinel.service pks-unlock.service pks-updater.service pks-update-reboot.path pks-quote.socket"
 SYSTEMD_AUTO_ENABLE = "enable"
 
 FILES:${PN} += "${nonarch_libdir}/pks ${nonarch_libdir}/pks-image ${nonarch_libdir}/pks-setup ${nonarch_libdir}/pks-update ${datadir}/dbus-1 ${systemd_system_unitdir} \

@@ -110,6 +110,11 @@ const configs = {
       opsPublicKeyFile: '/etc/pks/uplink/ops-public.pem',
       kmsCaFile: '/etc/pks/kms-ca.crt',
       ipc: { groups: groups('uplink', ['sentinel']) },
+      // issue 12: a quote of PCRs 0-15 before every re-order and every hour, made by
+      // pks-quote@.service behind /run/pks/quote.sock (the uplink itself has no TPM device)
+      attest: { command: ['/usr/bin/node', '/usr/lib/pks/dist/services/attest/quote-client.js'], everySeconds: 3600, timeoutSeconds: 120 },
+      // issue 12: a quote of PCRs 0-15 with every re-order and every hour (pks-uplink.service copies the event log)
+      attest: { tcti: 'device:/dev/tpmrm0', eventLog: '/run/pks/uplink/firmware-eventlog', everySeconds: 3600, timeoutSeconds: 120 },
     },
     'uplink.json',
   ),
