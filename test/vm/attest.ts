@@ -1,6 +1,7 @@
 // The reference KMS's attestation of the VM's box (issue 12): the KMS's own verifier
 // (scripts/kms/attest.ts, the code the KMS runs on `attest` messages, scripts/kms/attest-link.ts)
-// fed what the box's uplink would send, taken from the guest: the AK enrolled against the VM
+// fed what the box's uplink would send, taken from the guest as the uplink takes it (its user,
+// quote-client through pks-quote.socket, pks-quote@.service on the TPM): the AK enrolled against the VM
 // TPM's EK certificate (swtpm's local CA, which the dev KMS pins) by credential activation, then a
 // quote of PCRs 0-15 on a fresh KMS nonce with the firmware event log, and the vault's gate
 // report signed by the box's HSM identity key. The reference values are the ones the image build
@@ -33,8 +34,11 @@ const a = new Attestor({
 });
 await a.load();
 
+// the TPM side exactly as the box's uplink reaches it: its user, through pks-quote.socket
 const cli = (args: string): Promise<Record<string, string>> =>
-  g.sh(`node /usr/lib/pks/dist/services/attest/quote-cli.js ${args}`, 300).then((o) => JSON.parse(o.trim().split('\n').pop()!) as Record<string, string>);
+  g
+    .sh(`setpriv --reuid pks-uplink --regid pks-uplink --init-groups node /usr/lib/pks/dist/services/attest/quote-client.js ${args}`, 300)
+    .then((o) => JSON.parse(o.trim().split('\n').pop()!) as Record<string, string>);
 let n = 0;
 const ask = async (m: Record<string, unknown>): Promise<Record<string, unknown>> => {
   const r = await onAttestMessage(a, BOX_ID, identity, Buffer.from(JSON.stringify({ requestId: `vm-${process.pid}-${n++}`, ...m })));
