@@ -5,7 +5,7 @@
 //   quote-cli.js activate --credential B64      {secret}                                     (TPM2_ActivateCredential)
 //   quote-cli.js quote --nonce HEX              {message, signature, pcrs, eventLog, measurementLog?}
 // Binary values are base64. Env PKS_TPM_TCTI (default device:/dev/tpmrm0), PKS_EVENT_LOG (default
-// the kernel's firmware event log), PKS_MEASUREMENT_LOG (default pks-measure's
+// the kernel's firmware event log), PKS_MEASUREMENTS (default pks-measure's
 // /run/pks/measurements.json, sent as it is: the KMS replays it; absent when pks-measure wrote
 // none). A failure prints {error: {code, detail}} and exits 1.
 import { parseArgs } from 'node:util';
@@ -20,7 +20,7 @@ const b64 = (b: Buffer) => b.toString('base64');
 
 /** pks-measure's PCR 15 log, as bytes in base64; none written (no pks-measure this boot): nothing. */
 async function measurementLog(): Promise<{ measurementLog?: string }> {
-  const file = process.env.PKS_MEASUREMENT_LOG ?? MEASUREMENTS_PATH;
+  const file = process.env.PKS_MEASUREMENTS ?? MEASUREMENTS_PATH;
   let raw: Buffer;
   try {
     raw = await readFile(file);

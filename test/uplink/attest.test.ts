@@ -31,6 +31,8 @@ let tpm: Swtpm | undefined;
 let rig: Rig | undefined;
 
 test.after(async () => {
+  // the suites share one process: later ones must not send this tree's log
+  delete process.env.PKS_MEASUREMENTS;
   await rig?.stop();
   await tpm?.stop();
   await rm(tmp, { recursive: true, force: true });
@@ -50,7 +52,7 @@ test('unattested box: no stock; genuine box: stock; tampered: refused; restored:
   // the box's application tree, measured into PCR 15 as pks-measure does at boot
   const { rootfs, file, original, liveFile, remeasure, boot } = await makeAppTree(tmp, tpm, 'uplink');
   // the uplink's quote tool sends pks-measure's log of this boot (on the box /run/pks/measurements.json)
-  process.env.PKS_MEASUREMENT_LOG = path.join(tmp, 'measure', 'measurements.json');
+  process.env.PKS_MEASUREMENTS = path.join(tmp, 'measure', 'measurements.json');
 
   // what the build signs: the reference PCR 4 and 7 of the image, with the image signing key
   const build = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
