@@ -249,8 +249,8 @@ tamper_mail() {
   GX_TIMEOUT=200 gx 'pksctl ipc sentinel run-now --compact --timeout 120000' >/dev/null 2>&1 || true
   local i
   for i in $(seq 1 60); do
-    jq -e 'select((.subject | test("critical"; "i")) and ((.subject + " " + .text) | test("tamper"; "i")))' "$state/mails.jsonl" >/dev/null 2>&1 && {
-      say "alert mail: $(jq -r 'select(.subject | test("critical"; "i")) | .subject' "$state/mails.jsonl" | head -n 1)"; return 0; }
+    jq -e 'select((.subject | test("critical"; "i")) and ((.subject + " " + .text) | test("application tampered")))' "$state/mails.jsonl" >/dev/null 2>&1 && {
+      say "alert mail: $(jq -r 'select((.subject + " " + .text) | test("application tampered")) | .subject' "$state/mails.jsonl" | head -n 1)"; return 0; }
     sleep 2
   done
   [ -s "$state/mails.jsonl" ] && jq -r '.subject' "$state/mails.jsonl" | sed 's/^/  mail: /' >&2

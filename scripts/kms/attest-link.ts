@@ -7,24 +7,26 @@
 import { createPublicKey, verify } from 'node:crypto';
 import { compileChecker } from '../../appliance/config.js';
 import { asPksError, pksError } from '../../appliance/errors.js';
-import { gateReportText, type GateReport } from '../../appliance/contracts/attestation.js';
+import { MEASUREMENT_LOG_MAX, gateReportText, type GateReport } from '../../appliance/contracts/attestation.js';
 import { ID, b64 } from '../../appliance/schema.js';
 import type { Attestor } from './attest.js';
 
 const HEX32 = { type: 'string', pattern: '^[0-9a-f]{64}$' } as const;
+/** pks-measure's PCR 15 log as the box has it (MEASUREMENT_LOG_MAX in the contract) */
+const MEASUREMENT_LOG = b64(MEASUREMENT_LOG_MAX);
 const base = { type: { enum: ['enroll', 'activate', 'challenge', 'quote'] }, requestId: ID } as const;
 type Msg =
-  | { type: 'enroll'; requestId: string; ekCert: string; akPublic: string; pcr15: string }
+  | { type: 'enroll'; requestId: string; ekCert: string; akPublic: string; pcr15: string; measurementLog?: string }
   | { type: 'activate'; requestId: string; secret: string }
   | { type: 'challenge'; requestId: string }
-  | { type: 'quote'; requestId: string; nonce: string; message: string; signature: string; pcrs: string; eventLog: string; gate: GateReport };
+  | { type: 'quote'; requestId: string; nonce: string; message: string; signature: string; pcrs: string; eventLog: string; measurementLog?: string; gate: GateReport };
 
 const checkMsg = compileChecker<Msg>(
   {
     type: 'object',
     required: ['type', 'requestId'],
     oneOf: [
-      { additionalProperties: false, required: ['ekCert', 'akPublic', 'pcr15'], properties: { ...base, type: { const: 'enroll' }, ekCert: b64(4096), akPublic: b64(1024), pcr15: HEX32 } },
+      { additionalProperties: false, required: ['ekCert', 'akPublic', 'pcr15'], properties: { ...base, type: { const: 'enroll' }, ekCert: b64(4096), akPublic: b64(1024), pcr15: HEX32, measurementLog: MEASUREMENT_LOG } },
       { additionalProperties: false, required: ['secret'], properties: { ...base, type: { const: 'activate' }, secret: b64(64) } },
       { additionalProperties: false, properties: { ...base, type: { const: 'challenge' } } },
       {
@@ -38,6 +40,7 @@ const checkMsg = compileChecker<Msg>(
           signature: b64(1024),
           pcrs: b64(16 * 32),
           eventLog: b64(128 * 1024),
+          measurementLog: MEASUREMENT_LOG,
           gate: {
             type: 'object',
             additionalProperties: false,
@@ -81,7 +84,7 @@ export async function onAttestMessage(a: Attestor, boxId: string, identity: stri
     }
     switch (m.type) {
       case 'enroll':
-        return { requestId, credential: (await a.beginEnroll(boxId, Buffer.from(m.ekCert, 'base64'), Buffer.from(m.akPublic, 'base64'), m.pcr15)).toString('base64') };
+        return { requestId, credential: (await a.beginEnroll(boxId, Buffer.from(m.ekCert, 'base64'), Buffer.from(m.akPublic, 'base64'), m.pcr15, m.measurementLog === undefined ? undefined : Buffer.from(m.measurementLog, 'base64'))).toString('base64') };
       case 'activate':
         await a.finishEnroll(boxId, Buffer.from(m.secret, 'base64'));
         return { requestId, ok: true, state: 'enrolled' };
@@ -91,7 +94,14 @@ export async function onAttestMessage(a: Attestor, boxId: string, identity: stri
         const nonce = Buffer.from(m.nonce, 'hex');
         await a.verify(
           boxId,
-          { nonce, message: Buffer.from(m.message, 'base64'), signature: Buffer.from(m.signature, 'base64'), pcrs: Buffer.from(m.pcrs, 'base64'), eventLog: Buffer.from(m.eventLog, 'base64') },
+          {
+            nonce,
+            message: Buffer.from(m.message, 'base64'),
+            signature: Buffer.from(m.signature, 'base64'),
+            pcrs: Buffer.from(m.pcrs, 'base64'),
+            eventLog: Buffer.from(m.eventLog, 'base64'),
+            ...(m.measurementLog === undefined ? {} : { measurementLog: Buffer.from(m.measurementLog, 'base64') }),
+          },
           () => {
             if (!identity) throw pksError('PKS_ATTEST_UNTRUSTED', 'box is not registered');
             checkGateReport(boxId, identity, nonce, m.gate);

@@ -4,7 +4,9 @@
 // credential activation. Attestation: a quote of PCRs 0..15 on a single-use nonce from us,
 // signed by the enrolled AK, whose PCRs match the reference values the build signed, whose
 // firmware PCRs replay from the event log sent with it, and whose PCR 15 (application and
-// configuration) is the one recorded when the box was provisioned.
+// configuration) replays from pks-measure's log sent with it, with the configuration event the
+// one recorded at enrollment and the application event the enrolled one or one a build-signed
+// measurement manifest names (a signed update), never of a release older than the last accepted.
 //
 // Fail closed, with Keylime's advisories as the cases to refuse:
 // - CVE-2022-3500: a verifier that dies leaves no "attested" behind: trust is a timestamp of the
@@ -15,11 +17,13 @@
 // - an AK from another TPM for the same box id, a replayed quote or nonce: refused.
 import { execFile } from 'node:child_process';
 import { X509Certificate, createHash, createPublicKey, randomBytes, timingSafeEqual, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PksError, pksError, type ErrorCode } from '../../appliance/errors.js';
 import { parseEventLog, replayEventLog } from '../../services/attest/eventlog.js';
+import { compareVersions } from '../../services/updater/bundle.js';
+import { SITE_TREE_NAMES, measurementManifestText, parseMeasurementManifest, pcr15Replay, type LiveTree, type MeasurementManifest } from '../../appliance/contracts/measurement.js';
 
 const TPM_ALG_RSA = 0x0001;
 const TPM_ALG_SHA256 = 0x000b;
@@ -158,6 +162,105 @@ export function checkReference(ref: ReferenceValues, buildKeyPem: string): Map<n
   return out;
 }
 
+// ---- PCR 15: pks-measure's log and the build-signed measurement manifests --------------------
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/**
+ * The events of pks-measure's log (/run/pks/measurements.json: {version, pcr, events[{name,
+ * digest, ...}]}) as PCR 15 was extended with them. Only name and digest count; the KMS replays
+ * them itself, so nothing else in the file is believed.
+ */
+export function parseMeasurementLog(raw: Buffer): LiveTree[] {
+  const bad = (): never => {
+    throw untrusted('PKS_ATTEST_UNTRUSTED', 'the measurement log is malformed');
+  };
+  let o: { version?: unknown; pcr?: unknown; events?: unknown };
+  try {
+    o = JSON.parse(raw.toString('utf8')) as typeof o;
+  } catch {
+    return bad();
+  }
+  if (typeof o !== 'object' || o === null || o.version !== 1 || o.pcr !== 15 || !Array.isArray(o.events) || o.events.length < 1 || o.events.length > 8) return bad();
+  const events = (o.events as { name?: unknown; digest?: unknown }[]).map((e) => {
+    if (typeof e?.name !== 'string' || !/^[a-z0-9-]{1,32}$/.test(e.name) || typeof e.digest !== 'string' || !HEX64.test(e.digest)) bad();
+    return { name: e.name as string, digest: e.digest as string };
+  });
+  if (new Set(events.map((e) => e.name)).size !== events.length) bad();
+  return events;
+}
+
+/**
+ * The manifests of a directory that verify with the build key (and are of `compatible`, when
+ * given); `refused` names the files that do not, for the log: such a file names nothing.
+ */
+export async function loadManifests(dir: string, buildKeyPem: string, compatible?: string): Promise<{ manifests: MeasurementManifest[]; refused: string[] }> {
+  const key = createPublicKey(buildKeyPem);
+  const manifests: MeasurementManifest[] = [];
+  const refused: string[] = [];
+  for (const f of (await readdir(dir)).filter((n) => n.endsWith('.json')).sort()) {
+    try {
+      const m = parseMeasurementManifest(JSON.parse(await readFile(path.join(dir, f), 'utf8')));
+      const { sig, ...body } = m;
+      if (!cryptoVerify('sha256', measurementManifestText(body), key, Buffer.from(sig, 'base64'))) throw new Error('signature');
+      if (compatible !== undefined && m.compatible !== compatible) throw new Error('compatible');
+      manifests.push(m);
+    } catch {
+      refused.push(f);
+    }
+  }
+  return { manifests, refused };
+}
+
+const isSite = (t: LiveTree) => SITE_TREE_NAMES.includes(t.name);
+const treesKey = (ts: readonly LiveTree[]) => ts.map((t) => `${t.name}=${t.digest}`).join(',');
+const namesKey = (ts: readonly LiveTree[]) => ts.map((t) => t.name).join(',');
+
+/** What a good quote moves on the box's record (the release floor; the enrolled trees, once learned). */
+interface Pcr15Outcome {
+  readonly trees?: LiveTree[];
+  readonly release?: string;
+}
+
+/**
+ * PCR 15 of a quote against the box's record. Without a log, PCR 15 must be the enrolled value
+ * (a box that never sent one; refused once a release floor exists, else omitting the log would
+ * roll back past it). With one: the log replays to the quoted PCR 15, measures the enrolled
+ * trees, the site trees (pks-config) are the enrolled ones, and the application trees (pks-app)
+ * are the enrolled ones or those of a build-signed manifest, whose release is never older than
+ * the last accepted for this box.
+ */
+export function checkPcr15(box: Pick<BoxAttestation, 'pcr15' | 'trees' | 'release'>, pcr15: string, log: Buffer | undefined, manifests: readonly MeasurementManifest[]): Pcr15Outcome {
+  if (!log) {
+    if (box.release !== undefined) throw untrusted('PKS_ATTEST_UNTRUSTED', 'the quote carries no PCR 15 measurement log');
+    if (pcr15 !== box.pcr15) throw untrusted('PKS_ATTEST_UNTRUSTED', 'PCR 15 (application and configuration) differs from the provisioned value');
+    return {};
+  }
+  const events = parseMeasurementLog(log);
+  if (pcr15Replay(events) !== pcr15) throw untrusted('PKS_ATTEST_UNTRUSTED', 'the measurement log does not replay to PCR 15');
+  // a box enrolled without a log: the first log that replays to the enrolled PCR 15 is its events
+  const learned = !box.trees && pcr15 === box.pcr15 ? events : undefined;
+  const enrolled = box.trees ?? learned;
+  if (!enrolled) throw untrusted('PKS_ATTEST_UNTRUSTED', 'PCR 15 (application and configuration) differs from the provisioned value');
+  if (namesKey(events) !== namesKey(enrolled)) throw untrusted('PKS_ATTEST_UNTRUSTED', 'the measurement log measures other trees than at enrollment');
+  if (treesKey(events.filter(isSite)) !== treesKey(enrolled.filter(isSite))) throw untrusted('PKS_ATTEST_UNTRUSTED', 'pks-config (the configuration) differs from the provisioned value');
+  const app = treesKey(events.filter((t) => !isSite(t)));
+  const named = manifests
+    .filter((m) => namesKey(m.trees) === namesKey(events) && treesKey(m.trees.filter((t) => !isSite(t))) === app)
+    .sort((a, b) => compareVersions(b.release, a.release))[0];
+  const more = learned ? { trees: learned } : {};
+  if (named) {
+    if (box.release !== undefined && compareVersions(named.release, box.release) < 0) throw untrusted('PKS_ATTEST_UNTRUSTED', 'pks-app is of a release older than the one last accepted for this box');
+    return { ...more, release: named.release };
+  }
+  if (app === treesKey(enrolled.filter((t) => !isSite(t)))) {
+    // the enrolled application, of no manifest we hold: fine until the box moved to a signed release
+    if (box.release !== undefined) throw untrusted('PKS_ATTEST_UNTRUSTED', 'pks-app is of a release older than the one last accepted for this box');
+    return more;
+  }
+  throw untrusted('PKS_ATTEST_UNTRUSTED', 'pks-app is neither the enrolled application nor named by a build-signed measurement manifest');
+}
+
 // ---- the verifier ------------------------------------------------------------------------------
 
 export interface BoxAttestation {
@@ -167,6 +270,14 @@ export interface BoxAttestation {
   readonly akPublic: string;
   /** PCR 15 (application + configuration) as provisioned */
   readonly pcr15: string;
+  /**
+   * The events of that PCR 15 (pks-app, pks-config: tree name and digest), from the log sent at
+   * enrollment or, for a box enrolled without one, from the first log that replays to `pcr15`.
+   * Like `pcr15`, never moved afterwards.
+   */
+  trees?: LiveTree[];
+  /** the newest release whose measurement manifest this box was accepted with: the rollback floor */
+  release?: string;
   enrolledAt: string;
   trusted: boolean;
   lastGoodAt?: string;
@@ -179,6 +290,8 @@ export interface Evidence {
   readonly signature: Buffer;
   readonly pcrs: Buffer;
   readonly eventLog: Buffer;
+  /** pks-measure's PCR 15 log (/run/pks/measurements.json as the box has it); absent: PCR 15 must be the enrolled value */
+  readonly measurementLog?: Buffer;
 }
 
 export interface AttestorOptions {
@@ -190,6 +303,14 @@ export interface AttestorOptions {
   readonly windowMs: number;
   readonly nonceTtlMs?: number;
   readonly stateFile?: string;
+  /**
+   * Build-signed measurement manifests (`*.json`, appliance/contracts/measurement.ts), read at
+   * every quote: the application measurements of the releases a box may run after an update.
+   * A file that does not verify with `buildKeyPem` names nothing.
+   */
+  readonly manifestsDir?: string;
+  /** when set, only manifests of this compatible count */
+  readonly compatible?: string;
   readonly now?: () => number;
   /** TPM2_MakeCredential, offline (tpm2-tools -T none by default) */
   readonly makeCredential?: (ekPem: string, akName: Buffer, secret: Buffer) => Promise<Buffer>;
@@ -218,7 +339,7 @@ export async function makeCredentialTool(ekPem: string, akName: Buffer, secret: 
 export class Attestor {
   private readonly boxes = new Map<string, BoxAttestation>();
   private readonly nonces = new Map<string, { boxId: string; exp: number }>();
-  private readonly pending = new Map<string, { secret: Buffer; ekFingerprint: string; akName: string; akPublic: string; pcr15: string; exp: number }>();
+  private readonly pending = new Map<string, { secret: Buffer; ekFingerprint: string; akName: string; akPublic: string; pcr15: string; trees?: LiveTree[]; exp: number }>();
   private readonly ref: Map<number, Set<string>>;
   private readonly now: () => number;
 
@@ -227,10 +348,17 @@ export class Attestor {
     this.now = o.now ?? Date.now;
   }
 
-  async load(): Promise<void> {
-    if (!this.o.stateFile) return;
-    const raw = await readFile(this.o.stateFile, 'utf8').catch(() => '[]');
-    for (const b of JSON.parse(raw) as BoxAttestation[]) this.boxes.set(b.boxId, b);
+  /** Reads the state; returns the manifest files that do not verify (named for the log). */
+  async load(): Promise<{ manifests: number; refused: string[] }> {
+    if (this.o.stateFile) {
+      const raw = await readFile(this.o.stateFile, 'utf8').catch(() => '[]');
+      for (const b of JSON.parse(raw) as BoxAttestation[]) this.boxes.set(b.boxId, b);
+    }
+    if (!this.o.manifestsDir) return { manifests: 0, refused: [] };
+    const m = await loadManifests(this.o.manifestsDir, this.o.buildKeyPem, this.o.compatible).catch((e: unknown) => {
+      throw pksError('PKS_CONFIG_INVALID', 'attest.manifestsDir is not a readable directory', e);
+    });
+    return { manifests: m.manifests.length, refused: m.refused };
   }
 
   private async save(): Promise<void> {
@@ -260,7 +388,7 @@ export class Attestor {
    * Enrollment, step 1: checks the EK certificate and the AK, binds the box id to both on first
    * enrollment (another TPM later is refused), and returns a credential only that TPM can open.
    */
-  async beginEnroll(boxId: string, ekCertDer: Buffer, akPublic: Buffer, pcr15: string): Promise<Buffer> {
+  async beginEnroll(boxId: string, ekCertDer: Buffer, akPublic: Buffer, pcr15: string, measurementLog?: Buffer): Promise<Buffer> {
     let ek: X509Certificate;
     try {
       ek = new X509Certificate(ekCertDer);
@@ -272,6 +400,8 @@ export class Attestor {
     const need = ATTR.fixedTPM | ATTR.fixedParent | ATTR.sensitiveDataOrigin | ATTR.restricted | ATTR.sign;
     if ((ak.attributes & need) !== need || ak.attributes & ATTR.decrypt) throw untrusted('PKS_ATTEST_UNTRUSTED', 'AK is not a restricted signing key of the TPM');
     if (!/^[0-9a-f]{64}$/.test(pcr15)) throw pksError('PKS_BAD_HEX', 'PCR 15 is a SHA-256 digest in hex');
+    const trees = measurementLog ? parseMeasurementLog(measurementLog) : undefined;
+    if (trees && pcr15Replay(trees) !== pcr15) throw untrusted('PKS_ATTEST_UNTRUSTED', 'the measurement log does not replay to PCR 15');
     const ekFingerprint = ek.fingerprint256;
     const known = this.boxes.get(boxId);
     if (known && (known.ekFingerprint !== ekFingerprint || known.akName !== ak.name.toString('hex')))
@@ -279,7 +409,7 @@ export class Attestor {
     const secret = randomBytes(32);
     const ekPem = ek.publicKey.export({ type: 'spki', format: 'pem' }).toString();
     const cred = await (this.o.makeCredential ?? makeCredentialTool)(ekPem, ak.name, secret);
-    this.pending.set(boxId, { secret, ekFingerprint, akName: ak.name.toString('hex'), akPublic: akPublic.toString('base64'), pcr15, exp: this.now() + (this.o.nonceTtlMs ?? 60_000) });
+    this.pending.set(boxId, { secret, ekFingerprint, akName: ak.name.toString('hex'), akPublic: akPublic.toString('base64'), pcr15, ...(trees ? { trees } : {}), exp: this.now() + (this.o.nonceTtlMs ?? 60_000) });
     return cred;
   }
 
@@ -290,6 +420,9 @@ export class Attestor {
     if (!p || p.exp < this.now()) throw untrusted('PKS_ATTEST_STALE', 'no enrollment in progress');
     if (secret.length !== p.secret.length || !timingSafeEqual(secret, p.secret)) throw untrusted('PKS_ATTEST_UNTRUSTED', 'credential activation failed');
     const prev = this.boxes.get(boxId);
+    // the same for its events: a re-enrollment only fills them in for a box enrolled without a
+    // log, and only with events that replay to the PCR 15 recorded then
+    const trees = prev ? (prev.trees ?? (p.trees && pcr15Replay(p.trees) === prev.pcr15 ? p.trees : undefined)) : p.trees;
     this.boxes.set(boxId, {
       boxId,
       ekFingerprint: p.ekFingerprint,
@@ -298,6 +431,8 @@ export class Attestor {
       // enrolling again (same TPM, same AK) never moves the provisioned PCR 15: a box booted
       // with a changed application would otherwise re-enroll its way back to trust
       pcr15: prev?.pcr15 ?? p.pcr15,
+      ...(trees ? { trees } : {}),
+      ...(prev?.release ? { release: prev.release } : {}),
       enrolledAt: prev?.enrolledAt ?? new Date(this.now()).toISOString(),
       trusted: false,
       ...(prev?.lastFailure ? { lastFailure: prev.lastFailure } : {}),
@@ -323,8 +458,13 @@ export class Attestor {
   async verify(boxId: string, ev: Evidence, more: () => void = () => undefined): Promise<void> {
     const box = this.boxes.get(boxId);
     if (!box) throw untrusted('PKS_ATTEST_REQUIRED', 'box is not enrolled');
+    let moved: Pcr15Outcome;
     try {
-      this.check(box, ev);
+      // read at every quote: a release's manifest put in the directory counts from the next quote
+      const manifests = this.o.manifestsDir ? (await loadManifests(this.o.manifestsDir, this.o.buildKeyPem, this.o.compatible).catch(() => {
+        throw untrusted('PKS_ATTEST_UNTRUSTED', 'the KMS cannot read its measurement manifests');
+      })).manifests : [];
+      moved = this.check(box, ev, manifests);
       // checks beyond the quote (the KMS link: the vault's gate report) fail the same way
       more();
     } catch (err) {
@@ -334,12 +474,14 @@ export class Attestor {
       await this.save().catch(() => undefined);
       throw e;
     }
+    if (moved.trees && !box.trees) box.trees = moved.trees;
+    if (moved.release) box.release = moved.release;
     box.trusted = true;
     box.lastGoodAt = new Date(this.now()).toISOString();
     await this.save();
   }
 
-  private check(box: BoxAttestation, ev: Evidence): void {
+  private check(box: BoxAttestation, ev: Evidence, manifests: readonly MeasurementManifest[]): Pcr15Outcome {
     const key = ev.nonce.toString('hex');
     const n = this.nonces.get(key);
     this.nonces.delete(key);
@@ -353,7 +495,7 @@ export class Attestor {
       throw untrusted('PKS_ATTEST_UNTRUSTED', 'PCR values do not match the quoted digest');
     const pcr = (i: number) => ev.pcrs.subarray(32 * i, 32 * i + 32);
     for (const [i, ok] of this.ref) if (!ok.has(pcr(i).toString('hex'))) throw untrusted('PKS_ATTEST_UNTRUSTED', `PCR ${i} is not a reference value of the build`);
-    if (pcr(15).toString('hex') !== box.pcr15) throw untrusted('PKS_ATTEST_UNTRUSTED', 'PCR 15 (application and configuration) differs from the provisioned value');
+    const moved = checkPcr15(box, pcr(15).toString('hex'), ev.measurementLog, manifests);
     let replayed: Map<number, Buffer>;
     try {
       replayed = replayEventLog(parseEventLog(ev.eventLog));
@@ -364,6 +506,7 @@ export class Attestor {
       const r = replayed.get(i);
       if (!r || !r.equals(pcr(i))) throw untrusted('PKS_ATTEST_UNTRUSTED', `event log does not replay to PCR ${i}`);
     }
+    return moved;
   }
 
   /** The release gate: throws unless the box's last good quote is within the window and nothing failed since. */

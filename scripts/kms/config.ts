@@ -36,8 +36,11 @@ export interface KmsConfig {
    * issue 12: stock only for attested boxes (attest.ts). The TPM vendor CAs the EK certificates
    * must chain to, the reference values the build signed and the build's public key, and how
    * long a good quote lets a box get stock. Without it every box gets stock (development).
+   * `manifestsDir`: the build-signed measurement manifests (`*.json`) of the releases boxes may
+   * run after a signed update (read at every quote; without it only the enrolled pks-app counts);
+   * `compatible`: only manifests of that compatible count.
    */
-  attest?: { ekCaFiles: string[]; referenceFile: string; buildKeyFile: string; windowSeconds: number; nonceSeconds: number; stateFile?: string };
+  attest?: { ekCaFiles: string[]; referenceFile: string; buildKeyFile: string; windowSeconds: number; nonceSeconds: number; stateFile?: string; manifestsDir?: string; compatible?: string };
 }
 
 const path = PATH;
@@ -79,6 +82,8 @@ export const kmsSchema = {
         windowSeconds: { type: 'integer', minimum: 10, maximum: 30 * 86_400, default: 3600 },
         nonceSeconds: { type: 'integer', minimum: 5, maximum: 600, default: 60 },
         stateFile: path,
+        manifestsDir: path,
+        compatible: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$' },
       },
     },
   },

@@ -30,9 +30,12 @@ await runService('kms', async (log) => {
       windowMs: a.windowSeconds * 1000,
       nonceTtlMs: a.nonceSeconds * 1000,
       stateFile: a.stateFile ?? `${cfg.stateDir}.attestation.json`,
+      ...(a.manifestsDir ? { manifestsDir: a.manifestsDir } : {}),
+      ...(a.compatible ? { compatible: a.compatible } : {}),
     });
-    await attest.load();
-    log.info('attestation required for stock', { windowSeconds: a.windowSeconds });
+    const m = await attest.load();
+    if (m.refused.length) log.warn('measurement manifests not signed by the build key: ignored', { files: m.refused.slice(0, 20) });
+    log.info('attestation required for stock', { windowSeconds: a.windowSeconds, manifests: m.manifests });
   }
   const kms = new Kms({ cfg, signer, clientCa, mqttKey: readCredential('kms-mqtt-key', cfg.mqtt.keyFile), log, attest });
   await kms.start();

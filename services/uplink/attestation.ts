@@ -1,6 +1,6 @@
 // The box's side of remote attestation over MQTT (issue 12; messages in
 // appliance/contracts/attestation.ts): a quote of PCRs 0-15 on a fresh KMS nonce, with the
-// firmware event log and the vault's signed gate report, before every re-order and every
+// firmware event log, pks-measure's PCR 15 log and the vault's signed gate report, before every re-order and every
 // `everySeconds`. The box enrolls its AK by itself the first time the KMS says it does not know
 // it (credential activation proves the AK sits in the EK's TPM). The TPM work runs in the quote
 // tool (services/attest/quote-cli.ts) as a child process: the uplink holds no TPM code of its
@@ -135,7 +135,7 @@ export class Attestation {
 
   private async enroll(): Promise<void> {
     const e = await this.tool(['enroll']);
-    const c = await this.ask({ type: 'enroll', ekCert: e.ekCert, akPublic: e.akPublic, pcr15: e.pcr15 });
+    const c = await this.ask({ type: 'enroll', ekCert: e.ekCert, akPublic: e.akPublic, pcr15: e.pcr15, ...(e.measurementLog ? { measurementLog: e.measurementLog } : {}) });
     if (c.error || !c.credential) throw pksError(isErrorCode(c.error?.code ?? '') ? (c.error!.code as never) : 'PKS_ATTEST_UNTRUSTED', `enrollment refused: ${c.error?.detail ?? 'no credential'}`);
     const { secret } = await this.tool(['activate', '--credential', c.credential]);
     const done = await this.ask({ type: 'activate', secret });
@@ -154,7 +154,8 @@ export class Attestation {
     const q = await this.tool(['quote', '--nonce', c.nonce]);
     // the vault's own verdict on the application, signed by its identity key over this nonce
     const gate = await this.vault.call<GateReport>('gate-report', { nonce: c.nonce });
-    const v = await this.ask({ type: 'quote', nonce: c.nonce, message: q.message, signature: q.signature, pcrs: q.pcrs, eventLog: q.eventLog, gate });
+    // the PCR 15 log lets the KMS tell a signed update (pks-app of a build-signed release) from tampering
+    const v = await this.ask({ type: 'quote', nonce: c.nonce, message: q.message, signature: q.signature, pcrs: q.pcrs, eventLog: q.eventLog, ...(q.measurementLog ? { measurementLog: q.measurementLog } : {}), gate });
     return { at: new Date().toISOString(), ok: v.ok === true, state: v.state ?? 'unknown', ...(v.error ? { error: v.error } : {}) };
   }
 }

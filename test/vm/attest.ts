@@ -34,10 +34,11 @@ const a = new Attestor({
 });
 await a.load();
 
-// the TPM side exactly as the box's uplink reaches it: its user, through pks-quote.socket
+// the TPM side exactly as the box's uplink reaches it: its user and groups (pks-quote.socket is
+// the pks-uplink group's, under /run/pks which pks-ipc may enter), quote-client through the socket
 const cli = (args: string): Promise<Record<string, string>> =>
   g
-    .sh(`setpriv --reuid pks-uplink --regid pks-uplink --init-groups node /usr/lib/pks/dist/services/attest/quote-client.js ${args}`, 300)
+    .sh(`setpriv --reuid pks-uplink --regid pks-uplink --groups pks-ipc node /usr/lib/pks/dist/services/attest/quote-client.js ${args}`, 300)
     .then((o) => JSON.parse(o.trim().split('\n').pop()!) as Record<string, string>);
 let n = 0;
 const ask = async (m: Record<string, unknown>): Promise<Record<string, unknown>> => {
@@ -52,7 +53,7 @@ let refusal: { code: string; detail: string } | undefined;
 try {
   if (a.stateOf(BOX_ID) === 'unknown') {
     const e = await cli('enroll');
-    const cred = await ask({ type: 'enroll', ekCert: e.ekCert, akPublic: e.akPublic, pcr15: e.pcr15 });
+    const cred = await ask({ type: 'enroll', ekCert: e.ekCert, akPublic: e.akPublic, pcr15: e.pcr15, ...(e.measurementLog ? { measurementLog: e.measurementLog } : {}) });
     refusal = failed(cred);
     if (!refusal) {
       const s = await cli(`activate --credential ${String(cred.credential)}`);
@@ -63,7 +64,7 @@ try {
     const { nonce } = (await ask({ type: 'challenge' })) as { nonce: string };
     const q = await cli(`quote --nonce ${nonce}`);
     const gate = JSON.parse((await g.sh(`pksctl ipc vault gate-report '{"nonce":"${nonce}"}' --as uplink --compact`)).trim());
-    refusal = failed(await ask({ type: 'quote', nonce, message: q.message, signature: q.signature, pcrs: q.pcrs, eventLog: q.eventLog, gate }));
+    refusal = failed(await ask({ type: 'quote', nonce, message: q.message, signature: q.signature, pcrs: q.pcrs, eventLog: q.eventLog, ...(q.measurementLog ? { measurementLog: q.measurementLog } : {}), gate }));
   }
 } catch (err) {
   refusal = { code: asPksError(err).code, detail: String(err) };
