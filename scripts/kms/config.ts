@@ -37,6 +37,8 @@ export interface KmsConfig {
    * must chain to, the reference values the build signed and the build's public key, and how
    * long a good quote lets a box get stock. Without it every box gets stock (development).
    */
+  /** issue 16 §3: where the client CA's CRL goes, and the broker's pid file to SIGHUP after it */
+  crl?: { file: string; hupPidFile?: string };
   attest?: { ekCaFiles: string[]; referenceFile: string; buildKeyFile: string; windowSeconds: number; nonceSeconds: number; stateFile?: string };
 }
 
@@ -68,6 +70,7 @@ export const kmsSchema = {
       required: ['certFile', 'keyFile'],
       properties: { certFile: path, keyFile: path, days: { type: 'integer', minimum: 1, maximum: 3650, default: 365 } },
     },
+    crl: { type: 'object', additionalProperties: false, required: ['file'], properties: { file: path, hupPidFile: path } },
     attest: {
       type: 'object',
       additionalProperties: false,
