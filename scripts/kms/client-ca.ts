@@ -126,5 +126,7 @@ export async function clientCrl(cfg: { certFile: string; keyFile: string }, entr
     },
     crypto,
   );
-  return crl.toString('pem') + '\n';
+  // OpenSSL (mosquitto's crlfile) reads only the `X509 CRL` PEM label, not the library's `CRL`
+  const b64 = Buffer.from(crl.rawData).toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  return `-----BEGIN X509 CRL-----\n${b64}\n-----END X509 CRL-----\n`;
 }

@@ -22,7 +22,7 @@ import { importOem } from './oem.js';
 import { KmsStore, pushCapped, type BoxRecord } from './store.js';
 import { takeFile } from './verify.js';
 import { signAnchors } from './audit-anchor.js';
-import { checkEndorsement } from './client-ca.js';
+import { checkEndorsement, clientCrl } from './client-ca.js';
 import { unlockKmsVerbs } from './unlock.js';
 import { onAttestMessage, peekRequestId } from './attest-link.js';
 import { plantOf, rebalanceRequestId } from './cluster.js';
@@ -460,7 +460,16 @@ export class Kms {
           return { plant: r.plant, boxes: boxes.map((b) => this.summary(b)), stock, counters };
         },
       },
-      crl: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: async () => ({ pem: await this.publishCrl(), revoked: [...this.store.revocations.getRange()].map((e) => e.value) }) },
+      // read only: the CRL as it stands (written and reloaded only when a revocation is new)
+      crl: {
+        request: { type: 'object', additionalProperties: false, properties: {} },
+        handler: async () => {
+          const ca = this.o.cfg.clientCa;
+          if (!ca) throw pksError('PKS_SERVICE_UNAVAILABLE', 'this KMS has no client CA, so no CRL');
+          const revoked = [...this.store.revocations.getRange()].map((e) => e.value);
+          return { pem: await clientCrl(ca, revoked), revoked };
+        },
+      },
       attestation: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: () => ({ enabled: Boolean(this.o.attest), boxes: this.o.attest?.status() ?? [] }) },
       box: {
         request: { type: 'object', additionalProperties: false, required: ['boxId'], properties: { boxId: NAME } },
