@@ -7,6 +7,8 @@
 //   pks-fleet [--socket PATH] [--json] show BOX
 //   pks-fleet [--socket PATH] [--json] attest          (issue 12: each box's attestation state, last failure)
 //   pks-fleet [--socket PATH] [--json] pools
+//   pks-fleet [--socket PATH] [--json] plant PLANT     (issue 16 §2: the boxes of one plant, stock summed)
+//   pks-fleet [--socket PATH] cmd BOX release-stock '{"pool":P,"count":N,"to":BOX2}' --ops-key F   (rebalancing)
 //   pks-fleet [--socket PATH] [--json] report [--oem OEM] [--ecu-type TYPE] [--box BOX]
 //   pks-fleet [--socket PATH] [--json] tokens [--box BOX] [--user CN] [--ecu UID] [--ecu-type T] [--ev grant|deny|all] [--since ISO]
 //   pks-fleet [--socket PATH] register BOX --identity B64 --transport B64 --audit B64
@@ -107,6 +109,18 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         emit(a, () => (a.enabled ? table(rows, ['boxId', 'state', 'lastGoodAt', 'lastFailure']) : 'attestation is not enabled at this KMS'));
         return 0;
       }
+      case 'plant': {
+        if (!rest[0]) throw pksError('PKS_BAD_REQUEST', 'plant PLANT');
+        const p = await kms.call<{ plant: string; boxes: Array<Record<string, unknown>>; stock: Record<string, { available: number; reserved: number; boxes: Record<string, number> }>; counters: Record<string, number> }>('plant', { plant: rest[0] });
+        emit(p, () =>
+          [
+            `plant ${p.plant}: ${p.boxes.length} boxes; verified ${p.counters.verified}, burned ${p.counters.burned}, keys sent ${p.counters.keysSent}`,
+            table(p.boxes.map((b) => ({ ...b, stock: stockText(b.stock), state: b.decommissioned ? 'decommissioned' : b.health })), ['boxId', 'state', 'version', 'stock', 'lastSeen']),
+            ...Object.entries(p.stock).map(([pool, s]) => `${pool}: ${s.available} available in the plant (${Object.entries(s.boxes).map(([b, n]) => `${b} ${n}`).join(', ')}), ${s.reserved} reserved`),
+          ].join('\n'),
+        );
+        return 0;
+      }
       case 'pools': {
         const { pools } = await kms.call<{ pools: Array<Record<string, unknown>> }>('pools');
         emit(pools, () => table(pools, ['pool', 'stored', 'allocated', 'free', 'generate']));
@@ -167,7 +181,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
       case 'rollout':
         return await rolloutCommand(kms, opt, emit);
       default:
-        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|attest|pools|report|tokens|register|import-oem|cmd|updates|rollout ...');
+        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|attest|plant|pools|report|tokens|register|import-oem|cmd|updates|rollout ...');
     }
   } finally {
     await kms.close();

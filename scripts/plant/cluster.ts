@@ -88,7 +88,8 @@ export interface ShiftResult {
 
 /**
  * Stations inject `ecus` simulated SHE ECUs through cluster clients (half of them start on each
- * member); `events` run when the shift reaches the given count of finished ECUs.
+ * member); `events` run when the shift reaches the given count of finished ECUs, and no station
+ * starts another ECU until the event is done (so a kill lands mid-shift, not after it).
  */
 export async function runShift(o: { members: ClusterMember[]; pools: LinePool[]; ecus: number; stations: number; events?: { at: number; run: () => Promise<void> }[] }): Promise<ShiftResult> {
   const testers = o.members[0]!.api.testers;
@@ -105,6 +106,7 @@ export async function runShift(o: { members: ClusterMember[]; pools: LinePool[];
       eventRun = eventRun.then(ev.run);
     }
   };
+  const gate = (): Promise<void> => eventRun;
   const clients: ClusterApi[] = [];
   const station = async (i: number): Promise<void> => {
     const t = testers[i % testers.length]!;
@@ -112,6 +114,8 @@ export async function runShift(o: { members: ClusterMember[]; pools: LinePool[];
     const cc = clusterClient(order.map((m) => ({ boxId: m.boxId, url: m.api.url, ca: m.api.boxCa, cert: t.cert, key: t.key, timeoutMs: 5000 })));
     clients.push(cc);
     while (next < o.ecus) {
+      await gate();
+      if (next >= o.ecus) break;
       const n = next++;
       const p = o.pools[n % o.pools.length]!;
       const uid = randomBytes(15);

@@ -126,7 +126,8 @@ test('a shift with a box killed mid-shift, then the other: testers fail over, 0 
   await B.api.restart();
   assert.is(r.injected, ecus);
   assert.is(r.duplicates, 0);
-  assert.ok(r.failovers >= 2, `failovers: ${r.failovers}`);
+  // the stations on A move at the first kill, then all of them move back at the second
+  assert.ok(r.failovers >= 4, `failovers: ${r.failovers}`);
   const c = await checkCluster(kms, [A, B], before + ecus);
   assert.is(c.reserved, 0, 'no reservation left open');
   assert.is(c.onRecord, c.out, `every key that left a box is on record at the KMS (${c.onRecord} of ${c.out})`);
