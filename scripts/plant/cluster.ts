@@ -81,6 +81,8 @@ export interface ShiftResult {
   /** ECUs whose proof went to the KMS through another box (the issuing one was down) */
   relayed: number;
   failovers: number;
+  /** why each fail-over happened: 'connection' (the box did not answer) or the 503 code it answered */
+  failoverWhy: Record<string, number>;
   /** a package answered for two ECUs (never) */
   duplicates: number;
   errors: number;
@@ -94,7 +96,11 @@ export interface ShiftResult {
 export async function runShift(o: { members: ClusterMember[]; pools: LinePool[]; ecus: number; stations: number; events?: { at: number; run: () => Promise<void> }[] }): Promise<ShiftResult> {
   const testers = o.members[0]!.api.testers;
   const issued = new Map<string, string>();
-  const r: ShiftResult = { ecus: o.ecus, injected: 0, relayed: 0, failovers: 0, duplicates: 0, errors: 0 };
+  const r: ShiftResult = { ecus: o.ecus, injected: 0, relayed: 0, failovers: 0, failoverWhy: {}, duplicates: 0, errors: 0 };
+  const why = (w: string): void => {
+    const k = /^PKS_SERVICE_UNAVAILABLE: box https:/.test(w) ? 'connection' : w.split(':')[0]!;
+    r.failoverWhy[k] = (r.failoverWhy[k] ?? 0) + 1;
+  };
   let next = 0;
   let done = 0;
   const events = [...(o.events ?? [])].sort((a, b) => a.at - b.at);
@@ -111,7 +117,10 @@ export async function runShift(o: { members: ClusterMember[]; pools: LinePool[];
   const station = async (i: number): Promise<void> => {
     const t = testers[i % testers.length]!;
     const order = o.members.map((_, k) => o.members[(i + k) % o.members.length]!);
-    const cc = clusterClient(order.map((m) => ({ boxId: m.boxId, url: m.api.url, ca: m.api.boxCa, cert: t.cert, key: t.key, timeoutMs: 5000 })));
+    const cc = clusterClient(
+      order.map((m) => ({ boxId: m.boxId, url: m.api.url, ca: m.api.boxCa, cert: t.cert, key: t.key, timeoutMs: 5000 })),
+      { onFailover: (_from, _to, w) => why(w) },
+    );
     clients.push(cc);
     while (next < o.ecus) {
       await gate();

@@ -128,6 +128,8 @@ test('a shift with a box killed mid-shift, then the other: testers fail over, 0 
   assert.is(r.duplicates, 0);
   // the stations on A move at the first kill, then all of them move back at the second
   assert.ok(r.failovers >= 4, `failovers: ${r.failovers}`);
+  // both kinds: A's tester API answered coded 503s without its keystore, B's did not answer at all
+  assert.ok(r.failoverWhy.connection! > 0 && Object.keys(r.failoverWhy).some((k) => k !== 'connection'), JSON.stringify(r.failoverWhy));
   const c = await checkCluster(kms, [A, B], before + ecus);
   assert.is(c.reserved, 0, 'no reservation left open');
   assert.is(c.onRecord, c.out, `every key that left a box is on record at the KMS (${c.onRecord} of ${c.out})`);
