@@ -362,16 +362,24 @@ export class Kms {
     if (!b) return;
     const begun = b.events.some((e) => e.type === 'zeroize-begin' && typeof e.nonce === 'string' && e.nonce === doc.nonce);
     if (!begun) throw pksError('PKS_BAD_REQUEST', 'zeroized report without a matching zeroize-begin in a verification file');
+    await this.decommission(boxId, typeof doc.reason === 'string' ? doc.reason : 'zeroized', log);
+  }
+
+  /** Strikes a box off: no more stock, every certificate the KMS knows for it revoked. */
+  private async decommission(boxId: string, reason: string, log: Logger): Promise<string[]> {
+    const b = this.store.boxes.get(boxId);
+    if (!b) throw pksError('PKS_NOT_FOUND', `box ${boxId} is not registered`);
     const at = new Date();
     this.store.root.transactionSync(() => {
       for (const serial of b.certSerials ?? []) recordRevocation(this.store, boxId, serial, 'box decommissioned', at);
       this.store.updateBox(boxId, (x) => {
-        x.decommissioned = { at: at.toISOString(), reason: typeof doc.reason === 'string' ? doc.reason.slice(0, 200) : 'zeroized' };
+        x.decommissioned = { at: at.toISOString(), reason: reason.slice(0, 200) };
         pushCapped(x.events, { type: 'decommissioned', at: at.toISOString(), source: 'kms' });
       });
     });
     log.warn('box decommissioned: its certificates are revoked', { serials: b.certSerials ?? [] });
-    await this.publishCrl();
+    if (this.o.cfg.clientCa) await this.publishCrl();
+    return b.certSerials ?? [];
   }
 
   private async publishCrl(): Promise<string> {
@@ -459,6 +467,11 @@ export class Kms {
           const counters = boxes.reduce((a, b) => ({ verified: a.verified + b.counters.verified, burned: a.burned + b.counters.burned, keysSent: a.keysSent + b.counters.keysSent }), { verified: 0, burned: 0, keysSent: 0 });
           return { plant: r.plant, boxes: boxes.map((b) => this.summary(b)), stock, counters };
         },
+      },
+      // ops' own hand (a box zeroized with --force, or lost): the same as a box's zeroized report
+      decommission: {
+        request: { type: 'object', additionalProperties: false, required: ['boxId', 'reason'], properties: { boxId: NAME, reason: { type: 'string', minLength: 1, maxLength: 200 } } },
+        handler: async (r: { boxId: string; reason: string }) => ({ boxId: r.boxId, revoked: await this.decommission(r.boxId, `by ops: ${r.reason}`, this.o.log) }),
       },
       // read only: the CRL as it stands (written and reloaded only when a revocation is new)
       crl: {

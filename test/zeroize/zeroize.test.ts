@@ -111,6 +111,9 @@ test('zeroize killed with SIGKILL mid-way, run again: keys, data and credentials
   assert.ok(rv.filter((x) => x.boxId === BOX).length >= 2, JSON.stringify(rv));
   assert.ok(rv.some((x) => x.serial === serialOf(current.cert)), 'the current certificate is revoked');
   await waitFor('broker refuses the box certificate', async () => !(await brokerTakes(rig.broker, current.cert, current.key)), 15_000, 300);
+  // ops' own hand at the KMS (pks-fleet decommission) is the same decommissioning, again harmless
+  const byHand = await rig.kms.fleet.call<{ revoked: string[] }>('decommission', { boxId: BOX, reason: 'test' });
+  assert.ok(byHand.revoked.includes(serialOf(current.cert)));
   // a third run changes nothing and says so
   const again = await pksctl(rig.box, [...args, '--yes', '--json']);
   assert.is(again.code, 0, again.err);
