@@ -105,6 +105,11 @@ export const CATALOGUE = Object.freeze({
   PKS_UPDATE_MEASUREMENT: spec(422, "bundle's application measurement is not authorised (no, altered or foreign signed manifest, or not this bundle's)"),
   PKS_DATA_FORMAT_NEWER: spec(500, 'data on the data partition is in a newer format than this software reads'),
 
+  // clusters and decommissioning (issue 16 §2, §3)
+  PKS_DECOMMISSIONED: spec(403, 'box is decommissioned'),
+  PKS_ZEROIZE_REFUSED: spec(409, 'zeroize refused: the final records cannot reach the KMS (use --force to zeroize anyway)'),
+  PKS_ZEROIZE_UNCONFIRMED: spec(400, 'zeroize needs the box name typed back (or --yes)'),
+
   // sentinel / mail
   PKS_MAIL_FAILED: spec(503, 'alert mail could not be sent', true),
 

@@ -5,6 +5,7 @@
 # Usage:
 #   BROKER_CA=/path/to/ca.crt [BROKER_PORT=N] broker.sh start DIR
 #   broker.sh stop DIR
+#   broker.sh crl DIR FILE
 #
 # start: writes DIR/mosquitto.conf and DIR/acl, starts mosquitto in the background (its own
 #   session, so a Ctrl-C aimed at the caller does not take it down), waits until it listens
@@ -18,6 +19,11 @@
 #   between; else a free port chosen here.
 # stop: SIGTERM (mosquitto then writes its persistence database), waits for the exit,
 #   SIGKILL after 10 s. Idempotent: nothing running is not an error.
+# crl: installs FILE (a CRL signed by DIR/ca.crt, checked) as DIR/crl.pem and has the running
+#   broker reload it (SIGHUP): client certificates it lists are refused from the next connection
+#   on (issue 16 §3: revoked box certificates). The KMS of the dev stack writes DIR/crl.pem and
+#   sends the SIGHUP itself (scripts/kms/revocation.ts). start makes an empty CRL (with the CA
+#   key) when DIR has none: with `crlfile` set, mosquitto refuses every client without a CRL.
 #
 # Run as root, mosquitto drops to user `mosquitto`, which must write DIR (database, pid, log)
 # and read its certificates: DIR and the files it uses are chowned to it. DIR must therefore
@@ -36,9 +42,10 @@ die() { echo "$prog: $*" >&2; exit 1; }
 # disconnected (MQTT v5 clients learn the limit from CONNACK's Maximum Packet Size).
 MAX_PACKET_SIZE=262144
 
-[ $# -eq 2 ] || bad "usage: $prog start|stop DIR"
+[ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$1" = crl ]; } || bad "usage: $prog start|stop DIR | crl DIR FILE"
 cmd=$1
 dir=$2
+crl_in=${3:-}
 [ -n "$dir" ] || bad "DIR is empty"
 # mosquitto.conf takes paths to the end of the line; keep them plain.
 [[ "$dir" =~ ^[A-Za-z0-9._/-]+$ ]] || bad "DIR '$dir' must be a plain path ([A-Za-z0-9._/-])"
@@ -157,6 +164,8 @@ certfile $dir/broker.crt
 keyfile $dir/broker.key
 require_certificate true
 use_identity_as_username true
+# revoked client certificates (issue 16 §3), reloaded on SIGHUP: see 'crl' above
+crlfile $dir/crl.pem
 tls_version tlsv1.2
 ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305
 EOF
@@ -184,6 +193,30 @@ install_certs() {
   fi
   openssl verify -CAfile "$dir/ca.crt" "$dir/broker.crt" >/dev/null 2>&1 \
     || die "$dir/broker.crt is not signed by $dir/ca.crt"
+  [ -f "$dir/crl.pem" ] || empty_crl "${ca%.crt}"
+}
+
+empty_crl() { # $1 = CA base path (without .crt/.key)
+  [ -n "$1" ] && [ -f "$1.key" ] || bad "$dir holds no crl.pem and there is no CA key (BROKER_CA) to make an empty one"
+  local t; t=$(mktemp -d)
+  : >"$t/index.txt"
+  echo 01 >"$t/crlnumber"
+  printf '[ca]\ndefault_ca = d\n[d]\ndatabase = %s/index.txt\ncrlnumber = %s/crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n' "$t" "$t" >"$t/ca.cnf"
+  openssl ca -gencrl -config "$t/ca.cnf" -keyfile "$1.key" -cert "$1.crt" -out "$dir/crl.pem" 2>"$t/err" \
+    || { cat "$t/err" >&2; rm -rf -- "$t"; die "could not make an empty CRL"; }
+  rm -rf -- "$t"
+  chmod 0644 "$dir/crl.pem"
+}
+
+cmd_crl() {
+  [ -f "$crl_in" ] || bad "no CRL file at '$crl_in'"
+  [ -f "$dir/ca.crt" ] || bad "$dir holds no ca.crt (start the broker first)"
+  openssl crl -in "$crl_in" -CAfile "$dir/ca.crt" -noout 2>&1 | grep -q 'verify OK' \
+    || die "$crl_in is not a CRL signed by $dir/ca.crt"
+  install -m 0644 -- "$crl_in" "$dir/crl.pem.new"
+  mv -f -- "$dir/crl.pem.new" "$dir/crl.pem"
+  local pid; pid=$(running_pid)
+  [ -z "$pid" ] || kill -HUP "$pid"
 }
 
 hand_to_mosquitto() {
@@ -191,7 +224,7 @@ hand_to_mosquitto() {
   id mosquitto >/dev/null 2>&1 || die "running as root but there is no user 'mosquitto' to drop to"
   touch "$dir/mosquitto.log"
   chown mosquitto: "$dir" "$dir/mosquitto.log" "$dir/broker.key" "$dir/broker.crt" "$dir/ca.crt" \
-    "$dir/acl" "$dir/mosquitto.conf"
+    "$dir/acl" "$dir/mosquitto.conf" "$dir/crl.pem"
   [ ! -e "$dir/mosquitto.db" ] || chown mosquitto: "$dir/mosquitto.db"
   chmod 0700 "$dir"
   # every directory above DIR must let the mosquitto user pass
@@ -290,5 +323,6 @@ cmd_stop() {
 case "$cmd" in
   start) cmd_start ;;
   stop) cmd_stop ;;
+  crl) cmd_crl ;;
   *) bad "unknown command '$cmd' (start|stop)" ;;
 esac

@@ -14,6 +14,7 @@ import { openDbs } from '../services/keystore/db.js';
 import { runDoipPhase } from './plant/doip-phase.js';
 import { runPlant, type Plant } from './plant/plant.js';
 import { runUnlockPhase } from './plant/unlock-phase.js';
+import { runClusterPhase } from './plant/cluster-phase.js';
 
 const { values } = parseArgs({
   options: { keep: { type: 'boolean' }, testers: { type: 'string', default: '8' }, ecus: { type: 'string', default: '400' } },
@@ -68,6 +69,8 @@ try {
   await dbs.root.close();
   say(`== audit chain: ${audit.ok ? 'VERIFIED' : 'BROKEN'}: ${audit.entries} entries, ${audit.checkpoints} checkpoints signed by the HSM audit key`);
   summary.audit_ok = audit.ok;
+  // issue 16 §2: a short cluster phase on two more boxes of another plant (scripts/plant/cluster-phase.ts)
+  if (!values.keep) Object.assign(summary, await runClusterPhase(plant, base, say));
 
   if (values.keep) {
     say(`\nThe stack keeps running (Ctrl-C stops it). Try:`);
@@ -91,7 +94,7 @@ try {
     await plant.stop();
     await rm(base, { recursive: true, force: true });
     say(JSON.stringify(summary));
-    const good = summary.duplicates === 0 && summary.injected === summary.ecus && summary.kms_verified === summary.injected && audit.ok && summary.doip_injected === doipN;
+    const good = summary.duplicates === 0 && summary.injected === summary.ecus && summary.kms_verified === summary.injected && audit.ok && summary.doip_injected === doipN && summary.failover_ok === true;
     if (!good) process.exitCode = 1;
   }
 } catch (e) {

@@ -132,7 +132,8 @@ export interface ImportChunkResponse {
 }
 
 /** Every kind of outbox item; the verification file and the vault's check of it take exactly these. */
-export const OUTBOX_KINDS = ['injection', 'burn', 'alert', 'event', 'checkpoint', 'cert', 'unlock'] as const;
+// relayed-proof and release: issue 16 §2 (scripts/kms/cluster.ts)
+export const OUTBOX_KINDS = ['injection', 'burn', 'alert', 'event', 'checkpoint', 'cert', 'unlock', 'relayed-proof', 'release'] as const;
 export type OutboxKind = (typeof OUTBOX_KINDS)[number];
 export interface OutboxItem {
   id: string; // monotonic, sortable

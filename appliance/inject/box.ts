@@ -12,13 +12,27 @@ export interface SheP {
   m1: string;
   m2: string;
   m3: string;
+  /** the SHE counter the box chose for this ECU slot (M2 carries it) */
+  counter?: number;
   reused: boolean;
+}
+
+export interface RelayInput {
+  origin: string;
+  packageId: string;
+  pool: string;
+  uid: string;
+  counter: number;
+  m4: string;
+  m5: string;
 }
 
 export interface BoxApi {
   reserve(pool: string, uid: string): Promise<SheP>;
   confirm(packageId: string, m4: Buffer, m5: Buffer): Promise<{ state: string; verified: boolean }>;
   fail(packageId: string, reason: string): Promise<{ state: string }>;
+  /** issue 16 §2: hands another box's proof to this box for the KMS (cluster.ts) */
+  relay?(r: RelayInput): Promise<{ relayed: boolean }>;
   close(): Promise<void>;
 }
 
@@ -64,6 +78,7 @@ export function boxClient(o: BoxOptions): BoxApi {
     reserve: (pool, uid) => call<SheP>('/v1/she/packages', { pool, uid }),
     confirm: (id, m4, m5) => call(`/v1/she/packages/${encodeURIComponent(id)}/confirm`, { m4: m4.toString('hex'), m5: m5.toString('hex') }),
     fail: (id, reason) => call(`/v1/she/packages/${encodeURIComponent(id)}/fail`, { reason: reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 200) || 'injection failed' }),
+    relay: (r) => call('/v1/she/relayed-proofs', r),
     close: () => c.close(),
   };
 }

@@ -119,7 +119,8 @@ export async function injectEcu(o: InjectOptions): Promise<EcuResult> {
           throw pe;
         }
         res.verified = confirmed.verified;
-        res.ok = confirmed.state === 'INJECTED' || confirmed.state === 'REPORTED';
+        // RELAYED: the issuing box was gone; its proof went to the KMS through another box (cluster.ts)
+        res.ok = confirmed.state === 'INJECTED' || confirmed.state === 'REPORTED' || confirmed.state === 'RELAYED';
         if (!res.ok) throw pksError('PKS_STATE_INVALID', `box answered state ${confirmed.state}`);
         if (type.reset !== undefined) {
           const r = type.reset;

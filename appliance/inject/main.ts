@@ -7,6 +7,8 @@
 //     --pool oem1.bcm.key4 --doip 192.0.2.10[:13400] [--doip-tls --doip-ca CA] \
 //     --target 0x1001[,0x1002...] [--source 0x0e80] [--mapping FILE] [--secrets FILE] [--json]
 //   pks-inject ... --can vcan0 --tx 0x7e0 --rx 0x7e8 [--fd]
+//   pks-inject --box box-plant1-01=https://pks1:8443,box-plant1-02=https://pks2:8443 ...  (a cluster:
+//     the next box on a connection failure or a 503; see appliance/inject/cluster.ts)
 //
 // --secrets: JSON {"<type>/<level>": "<32 hex>"}, the SecurityAccess secrets of the station;
 // without it the plant-in-a-box dev secrets are used (never on a real line).
@@ -19,6 +21,7 @@ import { parseHex } from '../she.js';
 import { DEFAULT_MAPPING, devSecuritySecret, loadMapping } from '../uds/mapping.js';
 import type { UdsLink } from '../uds/client.js';
 import { boxClient } from './box.js';
+import { clusterClient } from './cluster.js';
 import { injectEcu, type EcuResult } from './inject.js';
 
 const { values } = parseArgs({
@@ -70,7 +73,15 @@ async function main(): Promise<number> {
     if (values.secrets) throw pksError('PKS_UDS_MAPPING_INVALID', `no SecurityAccess secret for ${type}/${level} in ${values.secrets}`);
     return devSecuritySecret(type, level);
   };
-  const box = boxClient({ url: need('box'), ca: readFileSync(need('ca'), 'utf8'), cert: readFileSync(need('cert'), 'utf8'), key: readFileSync(need('key'), 'utf8') });
+  const tls = { ca: readFileSync(need('ca'), 'utf8'), cert: readFileSync(need('cert'), 'utf8'), key: readFileSync(need('key'), 'utf8') };
+  // --box URL, or the boxes of a plant as ID=URL,ID=URL: fail-over in that order (cluster.ts)
+  const spec = need('box');
+  const members = spec.split(',').map((m) => /^([A-Za-z0-9][A-Za-z0-9._-]{0,63})=(https:\/\/\S+)$/.exec(m));
+  const box = spec.includes('=')
+    ? members.every((m) => m)
+      ? clusterClient(members.map((m) => ({ boxId: m![1]!, url: m![2]!, ...tls })), { onFailover: (from, to, why) => process.stderr.write(`pks-inject: box ${from} failed (${why}); moving to ${to}\n`) })
+      : usage('--box: URL or ID=URL,ID=URL')
+    : boxClient({ url: spec, ...tls });
   const pool = need('pool');
   const uid = values.uid ? parseHex(values.uid, 15, '--uid') : undefined;
   const results: EcuResult[] = [];

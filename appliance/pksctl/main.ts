@@ -19,6 +19,7 @@ const commands: Record<string, { help: string; load: () => Promise<Command> }> =
   ipc: { help: 'ipc SERVICE VERB [JSON] [--as CALLER]: one verb on a service socket (debugging)', load: async () => (await import('./ipc.js')).ipcCommand },
   unlock: { help: 'unlock onboard|approve|reject|revoke|cert|users|requests|log|tokens|public-key|show ...', load: async () => (await import('./unlock.js')).unlockCommand },
   setup: { help: 'setup [--answers FILE] [--root DIR]: one-time setup of the box (interactive, or from an answer file), resumable', load: async () => (await import('./setup.js')).setupCommand },
+  zeroize: { help: 'zeroize [--yes] [--force]: decommission: final sync to the KMS, HSM keys destroyed, data and credentials wiped, certificate revoked', load: async () => (await import('./zeroize.js')).zeroizeCommand },
   update: { help: 'update install FILE | update status: signed A/B updates', load: async () => (await import('./update.js')).updateCommand },
 };
 

@@ -7,9 +7,12 @@
 //   pks-fleet [--socket PATH] [--json] show BOX
 //   pks-fleet [--socket PATH] [--json] attest          (issue 12: each box's attestation state, last failure)
 //   pks-fleet [--socket PATH] [--json] pools
+//   pks-fleet [--socket PATH] [--json] plant PLANT     (issue 16 §2: the boxes of one plant, stock summed)
+//   pks-fleet [--socket PATH] cmd BOX release-stock '{"pool":P,"count":N,"to":BOX2}' --ops-key F   (rebalancing)
 //   pks-fleet [--socket PATH] [--json] report [--oem OEM] [--ecu-type TYPE] [--box BOX]
 //   pks-fleet [--socket PATH] [--json] tokens [--box BOX] [--user CN] [--ecu UID] [--ecu-type T] [--ev grant|deny|all] [--since ISO]
-//   pks-fleet [--socket PATH] register BOX --identity B64 --transport B64 --audit B64
+//   pks-fleet [--socket PATH] register BOX --identity B64 --transport B64 --audit B64 [--plant PLANT]
+//   pks-fleet [--socket PATH] decommission BOX --reason TEXT   (issue 16 §3: revoke a box's certificates by hand)
 //   pks-fleet [--socket PATH] import-oem FILE
 //   pks-fleet [--socket PATH] cmd BOX COMMAND [ARGS-JSON] --ops-key PEMFILE [--ttl SECONDS] [--seq N]
 //   pks-fleet [--socket PATH] [--json] updates
@@ -107,6 +110,18 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         emit(a, () => (a.enabled ? table(rows, ['boxId', 'state', 'lastGoodAt', 'lastFailure']) : 'attestation is not enabled at this KMS'));
         return 0;
       }
+      case 'plant': {
+        if (!rest[0]) throw pksError('PKS_BAD_REQUEST', 'plant PLANT');
+        const p = await kms.call<{ plant: string; boxes: Array<Record<string, unknown>>; stock: Record<string, { available: number; reserved: number; boxes: Record<string, number> }>; counters: Record<string, number> }>('plant', { plant: rest[0] });
+        emit(p, () =>
+          [
+            `plant ${p.plant}: ${p.boxes.length} boxes; verified ${p.counters.verified}, burned ${p.counters.burned}, keys sent ${p.counters.keysSent}`,
+            table(p.boxes.map((b) => ({ ...b, stock: stockText(b.stock), state: b.decommissioned ? 'decommissioned' : b.health })), ['boxId', 'state', 'version', 'stock', 'lastSeen']),
+            ...Object.entries(p.stock).map(([pool, s]) => `${pool}: ${s.available} available in the plant (${Object.entries(s.boxes).map(([b, n]) => `${b} ${n}`).join(', ')}), ${s.reserved} reserved`),
+          ].join('\n'),
+        );
+        return 0;
+      }
       case 'pools': {
         const { pools } = await kms.call<{ pools: Array<Record<string, unknown>> }>('pools');
         emit(pools, () => table(pools, ['pool', 'stored', 'allocated', 'free', 'generate']));
@@ -131,7 +146,14 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
       }
       case 'register': {
         if (!rest[0]) throw pksError('PKS_BAD_REQUEST', 'register BOX --identity B64 --transport B64 --audit B64');
-        emit(await kms.call('register', { boxId: rest[0], identity: opt.identity, transport: opt.transport, audit: opt.audit }), () => `registered ${rest[0]}`);
+        emit(await kms.call('register', { boxId: rest[0], identity: opt.identity, transport: opt.transport, audit: opt.audit, ...(typeof opt.plant === 'string' ? { plant: opt.plant } : {}) }), () => `registered ${rest[0]}`);
+        return 0;
+      }
+      case 'decommission': {
+        // a box zeroized with --force (no KMS link), or lost: revoked and struck off by ops here
+        if (!rest[0] || typeof opt.reason !== 'string') throw pksError('PKS_BAD_REQUEST', 'decommission BOX --reason TEXT');
+        const r = await kms.call<{ revoked: string[] }>('decommission', { boxId: rest[0], reason: opt.reason });
+        emit(r, () => `${rest[0]} decommissioned; revoked ${r.revoked.length} certificate(s)`);
         return 0;
       }
       case 'import-oem': {
@@ -167,7 +189,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
       case 'rollout':
         return await rolloutCommand(kms, opt, emit);
       default:
-        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|attest|pools|report|tokens|register|import-oem|cmd|updates|rollout ...');
+        throw pksError('PKS_BAD_REQUEST', 'usage: pks-fleet [--socket PATH] [--json] list|show|attest|plant|pools|report|decommission|tokens|register|import-oem|cmd|updates|rollout ...');
     }
   } finally {
     await kms.close();

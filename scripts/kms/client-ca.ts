@@ -103,3 +103,30 @@ export async function checkEndorsement(box: { boxId: string; identity: string },
   }
   if (!ok) throw pksError('PKS_CSR_INVALID', 'csr is not endorsed by the box identity key');
 }
+
+/**
+ * Issue 16 §3: the CRL of the client CA (the broker reloads it: scripts/broker.sh crlfile), over
+ * every revoked box certificate. Signed with the same CA key that issues them.
+ */
+export async function clientCrl(cfg: { certFile: string; keyFile: string }, entries: ReadonlyArray<{ serial: string; at: string }>, now = new Date()): Promise<string> {
+  const crypto = (await import('node:crypto')).webcrypto as unknown as Crypto;
+  const ca = new x509.X509Certificate(readFileSync(cfg.certFile, 'utf8'));
+  const der = createPrivateKey(readFileSync(cfg.keyFile, 'utf8')).export({ format: 'der', type: 'pkcs8' });
+  const signingKey = await crypto.subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+  der.fill(0);
+  const crl = await x509.X509CrlGenerator.create(
+    {
+      issuer: ca.subjectName.toString(),
+      thisUpdate: new Date(now.getTime() - 60_000),
+      // the broker refuses every client once the CRL is past nextUpdate: the KMS re-issues it long before
+      nextUpdate: new Date(now.getTime() + 30 * 86_400_000),
+      entries: entries.map((e) => ({ serialNumber: e.serial, revocationDate: new Date(e.at), reason: x509.X509CrlReason.cessationOfOperation })),
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      signingKey,
+    },
+    crypto,
+  );
+  // OpenSSL (mosquitto's crlfile) reads only the `X509 CRL` PEM label, not the library's `CRL`
+  const b64 = Buffer.from(crl.rawData).toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  return `-----BEGIN X509 CRL-----\n${b64}\n-----END X509 CRL-----\n`;
+}

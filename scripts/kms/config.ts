@@ -40,6 +40,8 @@ export interface KmsConfig {
    * run after a signed update (read at every quote; without it only the enrolled pks-app counts);
    * `compatible`: only manifests of that compatible count.
    */
+  /** issue 16 §3: where the client CA's CRL goes, and the broker's pid file to SIGHUP after it */
+  crl?: { file: string; hupPidFile?: string };
   attest?: { ekCaFiles: string[]; referenceFile: string; buildKeyFile: string; windowSeconds: number; nonceSeconds: number; stateFile?: string; manifestsDir?: string; compatible?: string };
 }
 
@@ -71,6 +73,7 @@ export const kmsSchema = {
       required: ['certFile', 'keyFile'],
       properties: { certFile: path, keyFile: path, days: { type: 'integer', minimum: 1, maximum: 3650, default: 365 } },
     },
+    crl: { type: 'object', additionalProperties: false, required: ['file'], properties: { file: path, hupPidFile: path } },
     attest: {
       type: 'object',
       additionalProperties: false,

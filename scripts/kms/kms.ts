@@ -22,9 +22,12 @@ import { importOem } from './oem.js';
 import { KmsStore, pushCapped, type BoxRecord } from './store.js';
 import { takeFile } from './verify.js';
 import { signAnchors } from './audit-anchor.js';
-import { checkEndorsement } from './client-ca.js';
+import { checkEndorsement, clientCrl } from './client-ca.js';
 import { unlockKmsVerbs } from './unlock.js';
 import { onAttestMessage, peekRequestId } from './attest-link.js';
+import { plantOf, rebalanceRequestId } from './cluster.js';
+import { boxCertSerial, publishCrl, recordRevocation } from './revocation.js';
+import type { FileResult } from './verify.js';
 
 const checkReorder = compileChecker<{ requestId: string; pool: string; count: number }>(
   {
@@ -69,12 +72,13 @@ const checkResync = compileChecker<{ requestId: string }>(
 );
 
 const SPKI = b64(200);
-type BoxKeys = { boxId: string; identity: string; transport: string; audit: string };
+type BoxKeys = { boxId: string; identity: string; transport: string; audit: string; plant?: string };
 const REGISTER = {
   type: 'object',
   additionalProperties: false,
   required: ['boxId', 'identity', 'transport', 'audit'],
-  properties: { boxId: NAME, identity: SPKI, transport: SPKI, audit: SPKI },
+  // plant: issue 16 §2 (the box's cluster; default from the id, cluster.ts plantOf)
+  properties: { boxId: NAME, identity: SPKI, transport: SPKI, audit: SPKI, plant: NAME },
 } as const;
 
 export interface KmsOptions {
@@ -101,6 +105,8 @@ export class Kms {
 
   async start(): Promise<void> {
     const m = this.o.cfg.mqtt;
+    // the broker reloads what the store says, also after a crash between record and publish
+    if (this.o.cfg.clientCa && this.o.cfg.crl) await this.publishCrl();
     this.ipc = await startIpcServer({ service: 'kms', dir: this.o.cfg.runDir, verbs: this.verbs(), callers: { fleet: Object.keys(this.verbs()) }, log: this.o.log });
     this.client = connectLink(
       {
@@ -187,6 +193,7 @@ export class Kms {
         case 'cmd-result': {
           const doc = parseJson(payload) as Record<string, unknown>;
           if (!doc || typeof doc !== 'object' || payload.length > 16 * 1024) throw pksError('PKS_BAD_REQUEST', `${t.name} is not a small object`);
+          if (t.name === 'event' && doc.type === 'zeroized') await this.onZeroized(t.boxCn, doc, log);
           this.store.updateBox(t.boxCn, (b) => {
             const list = t.name === 'alert' ? b.alerts : t.name === 'event' ? b.events : b.cmdResults;
             pushCapped(list, { ...doc, receivedAt: new Date().toISOString() });
@@ -225,6 +232,7 @@ export class Kms {
 
   private onReorder(boxId: string, r: { requestId: string; pool: string; count: number }, log: Logger): void {
     try {
+      if (this.store.boxes.get(boxId)?.decommissioned) throw pksError('PKS_DECOMMISSIONED', `box ${boxId} is decommissioned`);
       this.o.attest?.mayRelease(boxId);
       const { batch, created } = allocate(this.store, boxId, r.requestId, r.pool, r.count);
       log.info(created ? 're-order answered' : 're-order repeated, same batch again', { requestId: r.requestId, batchId: batch.batchId, keys: batch.count, chunks: batch.chunks });
@@ -261,6 +269,7 @@ export class Kms {
     try {
       const r = takeFile(this.store, boxId, payload);
       log.info('verification file taken', { fileId: r.fileId, items: r.ids.length, rejected: r.rejected.length, duplicate: r.duplicate });
+      await this.afterFile(boxId, r, log);
       ack = { fileId: r.fileId, ids: r.ids, rejected: r.rejected, anchors: signAnchors(boxId, r.anchors ?? [], this.o.signer) };
     } catch (err) {
       const e = asPksError(err);
@@ -298,7 +307,10 @@ export class Kms {
       if (!this.o.clientCa) throw pksError('PKS_SERVICE_UNAVAILABLE', 'this KMS issues no client certificates (no clientCa)');
       const issued = await this.o.clientCa.issue(boxId, r.csr);
       log.info('client certificate issued', { requestId, serial: issued.serial, notAfter: issued.notAfter });
-      this.store.updateBox(boxId, (b) => pushCapped(b.events, { type: 'mqtt-cert-issued', serial: issued.serial, notAfter: issued.notAfter, at: new Date().toISOString(), source: 'kms' }));
+      this.store.updateBox(boxId, (b) => {
+        pushCapped(b.events, { type: 'mqtt-cert-issued', serial: issued.serial, notAfter: issued.notAfter, at: new Date().toISOString(), source: 'kms' });
+        b.certSerials = [...(b.certSerials ?? []), issued.serial.toLowerCase()].slice(-50);
+      });
       answer = { requestId, cert: issued.cert };
     } catch (err) {
       const e = asPksError(err);
@@ -311,10 +323,77 @@ export class Kms {
     if (this.client) void publish(this.client, boxTopic(boxId, 'cert'), JSON.stringify(signKmsMessage('cert', boxId, answer, this.o.signer))).catch(() => undefined);
   }
 
+  /**
+   * Issue 16: what a taken file asks for beyond its ack: fresh stock for the target of released
+   * keys (the same request id for the same file, so a repeated file gets the same batch) and
+   * revocations of certificates the box reported replaced or about to be wiped.
+   */
+  private async afterFile(boxId: string, r: FileResult, log: Logger): Promise<void> {
+    for (const rel of r.releases ?? []) {
+      try {
+        const { batch, created } = allocate(this.store, rel.to, rebalanceRequestId(boxId, r.fileId, rel), rel.pool, rel.count);
+        if (created) log.info('rebalanced: released keys answered with fresh stock for the target', { from: boxId, to: rel.to, pool: rel.pool, keys: batch.count, batchId: batch.batchId });
+        this.queueSend(batch.batchId);
+      } catch (err) {
+        const e = asPksError(err);
+        log.warn('rebalance not answered', { to: rel.to, pool: rel.pool, code: e.code, detail: e.detail });
+      }
+    }
+    const ca = this.o.cfg.clientCa;
+    let revoked = false;
+    for (const ev of r.certEvents ?? []) {
+      if (!ca) break;
+      const pem = ev.type === 'mqtt-cert-rotated' ? ev.previous : ev.cert;
+      const serial = boxCertSerial(ca.certFile, boxId, pem);
+      if (!serial) continue;
+      if (ev.type === 'zeroize-begin') this.store.updateBox(boxId, (b) => void (b.certSerials = [...new Set([...(b.certSerials ?? []), serial])]));
+      else revoked = recordRevocation(this.store, boxId, serial, 'superseded by rotate-cert') || revoked;
+    }
+    if (revoked) await this.publishCrl();
+  }
+
+  /**
+   * Step 4 of `pksctl zeroize`: the box reports that its keys and data are gone. Taken only with
+   * the nonce of the zeroize-begin event of the box's last audit-signed verification file (so a
+   * stray message cannot decommission a box); every certificate of the box is revoked.
+   */
+  private async onZeroized(boxId: string, doc: Record<string, unknown>, log: Logger): Promise<void> {
+    const b = this.store.boxes.get(boxId);
+    if (!b) return;
+    const begun = b.events.some((e) => e.type === 'zeroize-begin' && typeof e.nonce === 'string' && e.nonce === doc.nonce);
+    if (!begun) throw pksError('PKS_BAD_REQUEST', 'zeroized report without a matching zeroize-begin in a verification file');
+    await this.decommission(boxId, typeof doc.reason === 'string' ? doc.reason : 'zeroized', log);
+  }
+
+  /** Strikes a box off: no more stock, every certificate the KMS knows for it revoked. */
+  private async decommission(boxId: string, reason: string, log: Logger): Promise<string[]> {
+    const b = this.store.boxes.get(boxId);
+    if (!b) throw pksError('PKS_NOT_FOUND', `box ${boxId} is not registered`);
+    const at = new Date();
+    this.store.root.transactionSync(() => {
+      for (const serial of b.certSerials ?? []) recordRevocation(this.store, boxId, serial, 'box decommissioned', at);
+      this.store.updateBox(boxId, (x) => {
+        x.decommissioned = { at: at.toISOString(), reason: reason.slice(0, 200) };
+        pushCapped(x.events, { type: 'decommissioned', at: at.toISOString(), source: 'kms' });
+      });
+    });
+    log.warn('box decommissioned: its certificates are revoked', { serials: b.certSerials ?? [] });
+    if (this.o.cfg.clientCa) await this.publishCrl();
+    return b.certSerials ?? [];
+  }
+
+  private async publishCrl(): Promise<string> {
+    const ca = this.o.cfg.clientCa;
+    if (!ca) throw pksError('PKS_SERVICE_UNAVAILABLE', 'this KMS has no client CA, so no CRL');
+    return publishCrl(this.store, ca, this.o.cfg.crl, this.o.log);
+  }
+
   private summary(b: BoxRecord): Record<string, unknown> {
     const st = (b.status ?? {}) as Record<string, unknown>;
     return {
       boxId: b.boxId,
+      plant: plantOf(b),
+      ...(b.decommissioned ? { decommissioned: b.decommissioned } : {}),
       health: st.health ?? 'unknown',
       version: st.version ?? null,
       mode: st.mode ?? null,
@@ -343,11 +422,12 @@ export class Kms {
     return this.store.root.transactionSync(() => {
       const old = this.store.boxes.get(r.boxId);
       if (old) {
-        if (old.identity === r.identity && old.transport === r.transport && old.audit === r.audit) return { boxId: r.boxId, created: false };
+        if (old.identity === r.identity && old.transport === r.transport && old.audit === r.audit && (r.plant ?? old.plant) === old.plant) return { boxId: r.boxId, created: false };
         throw pksError('PKS_CONFLICT', `box ${r.boxId} is registered with other keys`);
       }
       this.store.boxes.putSync(r.boxId, {
         boxId: r.boxId,
+        ...(r.plant ? { plant: r.plant } : {}),
         identity: r.identity,
         transport: r.transport,
         audit: r.audit,
@@ -369,6 +449,40 @@ export class Kms {
     };
     return {
       boxes: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: () => ({ boxes: [...this.store.boxes.getRange()].map((e) => this.summary(e.value)) }) },
+      // issue 16 §2: one plant's boxes as one view (pks-fleet plant)
+      plant: {
+        request: { type: 'object', additionalProperties: false, required: ['plant'], properties: { plant: NAME } },
+        handler: (r: { plant: string }) => {
+          const boxes = [...this.store.boxes.getRange()].map((e) => e.value).filter((b) => plantOf(b) === r.plant);
+          const stock: Record<string, { available: number; reserved: number; boxes: Record<string, number> }> = {};
+          for (const b of boxes) {
+            if (b.decommissioned) continue;
+            for (const [pool, p] of Object.entries(((b.status ?? {}) as { stock?: Record<string, { available?: number; reserved?: number }> }).stock ?? {})) {
+              const s = (stock[pool] ??= { available: 0, reserved: 0, boxes: {} });
+              s.available += p.available ?? 0;
+              s.reserved += p.reserved ?? 0;
+              s.boxes[b.boxId] = p.available ?? 0;
+            }
+          }
+          const counters = boxes.reduce((a, b) => ({ verified: a.verified + b.counters.verified, burned: a.burned + b.counters.burned, keysSent: a.keysSent + b.counters.keysSent }), { verified: 0, burned: 0, keysSent: 0 });
+          return { plant: r.plant, boxes: boxes.map((b) => this.summary(b)), stock, counters };
+        },
+      },
+      // ops' own hand (a box zeroized with --force, or lost): the same as a box's zeroized report
+      decommission: {
+        request: { type: 'object', additionalProperties: false, required: ['boxId', 'reason'], properties: { boxId: NAME, reason: { type: 'string', minLength: 1, maxLength: 200 } } },
+        handler: async (r: { boxId: string; reason: string }) => ({ boxId: r.boxId, revoked: await this.decommission(r.boxId, `by ops: ${r.reason}`, this.o.log) }),
+      },
+      // read only: the CRL as it stands (written and reloaded only when a revocation is new)
+      crl: {
+        request: { type: 'object', additionalProperties: false, properties: {} },
+        handler: async () => {
+          const ca = this.o.cfg.clientCa;
+          if (!ca) throw pksError('PKS_SERVICE_UNAVAILABLE', 'this KMS has no client CA, so no CRL');
+          const revoked = [...this.store.revocations.getRange()].map((e) => e.value);
+          return { pem: await clientCrl(ca, revoked), revoked };
+        },
+      },
       attestation: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: () => ({ enabled: Boolean(this.o.attest), boxes: this.o.attest?.status() ?? [] }) },
       box: {
         request: { type: 'object', additionalProperties: false, required: ['boxId'], properties: { boxId: NAME } },
@@ -397,7 +511,10 @@ export class Kms {
           await checkEndorsement(keys, csr, endorsement);
           const reg = this.registerBox(keys);
           const issued = await this.o.clientCa.issue(r.boxId, csr);
-          this.store.updateBox(r.boxId, (b) => pushCapped(b.events, { type: 'enrolled', serial: issued.serial, notAfter: issued.notAfter, at: new Date().toISOString(), source: 'kms' }));
+          this.store.updateBox(r.boxId, (b) => {
+            pushCapped(b.events, { type: 'enrolled', serial: issued.serial, notAfter: issued.notAfter, at: new Date().toISOString(), source: 'kms' });
+            b.certSerials = [...(b.certSerials ?? []), issued.serial.toLowerCase()].slice(-50);
+          });
           return { boxId: r.boxId, created: reg.created, cert: issued.cert, serial: issued.serial, notAfter: issued.notAfter };
         },
       },

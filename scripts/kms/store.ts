@@ -70,9 +70,15 @@ export interface BoxRecord {
   lastCmdSeq?: number;
   /** the box updater's last update-status (scripts/kms/updates.ts) */
   update?: Record<string, unknown>;
+  /** issue 16 §2: the plant the box stands in (its cluster); stock moves only within one plant */
+  plant?: string;
+  /** issue 16 §3: decommissioned (zeroized and reported): no stock, no certificate */
+  decommissioned?: { at: string; reason: string };
+  /** MQTT client certificate serials the KMS knows for this box (issued or reported) */
+  certSerials?: string[];
 }
 
-export type InjectionState = 'VERIFIED' | 'BURNED' | 'REJECTED';
+export type InjectionState = 'VERIFIED' | 'BURNED' | 'REJECTED' | 'RELEASED';
 export interface InjectionRecord {
   recordId: string;
   boxId: string;
@@ -84,6 +90,18 @@ export interface InjectionRecord {
   fileId: string;
   itemId: string;
   reason?: string;
+  /** the SHE counter the ECU's proof carried (issue 16 §2: the higher one is what the ECU holds) */
+  counter?: number;
+  /** a proof for this box's key that reached the KMS through another box of its plant */
+  relayedBy?: string;
+}
+
+/** Certificate revocations (issue 16 §3): the CRL the broker reloads is built from these. */
+export interface RevocationRecord {
+  serial: string;
+  boxId: string;
+  at: string;
+  reason: string;
 }
 
 export interface FileRecord {
@@ -91,6 +109,8 @@ export interface FileRecord {
   rejected: Array<{ id: string; code: string; detail: string }>;
   /** checkpoints of this file the KMS took, to be answered with signed anchors (issue 9) */
   anchors?: Array<{ seq: number; auditSeq: number; head: string; at: string }>;
+  /** issue 16 §2: keys this file released, to be answered with fresh stock for their target */
+  releases?: Array<{ to: string; pool: string; ref: string; count: number }>;
 }
 
 export class KmsStore {
@@ -103,6 +123,9 @@ export class KmsStore {
   readonly injections: Database<InjectionRecord, string>;
   readonly checkpoints: Database<CheckpointRecord, [string, number]>;
   readonly files: Database<FileRecord, [string, string]>;
+  /** issue 16 §2: the one key recorded as injected per ECU slot, [pool, uid] → recordId */
+  readonly slots: Database<string, [string, string]>;
+  readonly revocations: Database<RevocationRecord, string>;
 
   constructor(dir: string) {
     this.root = open({ path: dir, compression: false, maxDbs: 16, mapSize: 4 * 1024 ** 3 });
@@ -114,6 +137,8 @@ export class KmsStore {
     this.injections = this.root.openDB({ name: 'injections' });
     this.checkpoints = this.root.openDB({ name: 'checkpoints' });
     this.files = this.root.openDB({ name: 'files' });
+    this.slots = this.root.openDB({ name: 'slots' });
+    this.revocations = this.root.openDB({ name: 'revocations' });
   }
 
   keyAt(pool: string, index: number): Buffer | undefined {

@@ -30,7 +30,7 @@ export interface Box {
  * `kmsCa`: pin this KMS CA (the reference KMS's) instead of making a throw-away KMS PKI; then
  * `kms.signer` is not usable and batches come from the KMS itself.
  */
-export async function startBox(o: { boxId?: string; pools: PoolConfig[]; base?: string; checkpointEvery?: number; kmsCa?: string; ecuCa?: Parameters<typeof startVault>[0]['ecuCa']; quotas?: Record<string, number>; gate?: Parameters<typeof startVault>[0]['gate'] }): Promise<Box> {
+export async function startBox(o: { boxId?: string; pools: PoolConfig[]; base?: string; checkpointEvery?: number; kmsCa?: string; ecuCa?: Parameters<typeof startVault>[0]['ecuCa']; quotas?: Record<string, number>; gate?: Parameters<typeof startVault>[0]['gate']; keystoreExtra?: Record<string, unknown> }): Promise<Box> {
   const base = o.base ?? (await mkdtemp(path.join(os.tmpdir(), 'pks-box-')));
   const ownBase = !o.base;
   const runDir = path.join(base, 'run');
@@ -39,7 +39,7 @@ export async function startBox(o: { boxId?: string; pools: PoolConfig[]; base?: 
   const boxId = o.boxId ?? 'box-test-1';
   const kms: KmsPki = o.kmsCa ? { caCert: o.kmsCa, signer: null as unknown as KmsPki['signer'] } : await makeKmsPki(path.join(base, 'kms-pki'));
   const vault = await startVault({ dir: path.join(base, 'vault'), runDir, logDir, boxId, ...(o.ecuCa ? { ecuCa: o.ecuCa } : {}), ...(o.gate ? { gate: o.gate } : {}) });
-  const keystore = await startKeystore({ dir: path.join(base, 'keystore'), runDir, logDir, boxId, kmsCa: kms.caCert, pools: o.pools, ...(o.checkpointEvery ? { checkpointEvery: o.checkpointEvery } : {}), ...(o.quotas ? { quotas: o.quotas } : {}) });
+  const keystore = await startKeystore({ dir: path.join(base, 'keystore'), runDir, logDir, boxId, kmsCa: kms.caCert, pools: o.pools, ...(o.checkpointEvery ? { checkpointEvery: o.checkpointEvery } : {}), ...(o.quotas ? { quotas: o.quotas } : {}), ...(o.keystoreExtra ? { extra: o.keystoreExtra } : {}) });
   const admin = vault.client('pksctl');
   const transportSpki = Buffer.from((await admin.call<{ spki: string }>('public-key', { name: 'transport' })).spki, 'base64');
   const importer = keystore.client('pksctl');

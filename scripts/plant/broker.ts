@@ -26,11 +26,16 @@ export interface TestBroker {
   stop(): Promise<void>;
   /** stop + start on the same port and dir: sessions and queued messages come back */
   restart(): Promise<void>;
+  /** issue 16 §3: the CRL file mosquitto reads (`crlfile`) and its pid file (SIGHUP reloads it) */
+  crlFile: string;
+  pidFile: string;
+  /** installs a CRL (checked against the dev CA) and has the broker reload it: broker.sh crl */
+  installCrl(file: string): Promise<void>;
 }
 
-async function broker(verb: 'start' | 'stop', dir: string, env: NodeJS.ProcessEnv): Promise<string> {
+async function broker(verb: 'start' | 'stop' | 'crl', dir: string, env: NodeJS.ProcessEnv, extra: string[] = []): Promise<string> {
   try {
-    const { stdout } = await run(script, [verb, dir], { env: { ...process.env, ...env }, timeout: 30_000 });
+    const { stdout } = await run(script, [verb, dir, ...extra], { env: { ...process.env, ...env }, timeout: 30_000 });
     return stdout;
   } catch (err) {
     const e = err as { code?: number; stderr?: string };
@@ -72,6 +77,11 @@ export async function startBroker(opts: { dir?: string } = {}): Promise<TestBrok
       },
       dir,
       caCert: ca.cert,
+      crlFile: path.join(dir, 'crl.pem'),
+      pidFile: path.join(dir, 'mosquitto.pid'),
+      async installCrl(file: string): Promise<void> {
+        await broker('crl', dir, {}, [file]);
+      },
       clientCert(cn: string): Promise<KeyPair> {
         let made = certs.get(cn);
         if (!made) {

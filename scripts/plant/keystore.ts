@@ -42,7 +42,7 @@ export interface KeystoreHandle {
  * `separate` (default on; PKS_SEPARATE_USERS=0 turns it off): as root, the keystore runs as
  * pks-keystore with its pair groups and chgrp's each caller's socket (scripts/plant/users.ts).
  */
-export async function startKeystore(o: { dir: string; runDir: string; logDir: string; boxId: string; kmsCa: string; pools: PoolConfig[]; checkpointEvery?: number; name?: string; separate?: boolean; quotas?: Record<string, number> }): Promise<KeystoreHandle> {
+export async function startKeystore(o: { dir: string; runDir: string; logDir: string; boxId: string; kmsCa: string; pools: PoolConfig[]; checkpointEvery?: number; name?: string; separate?: boolean; quotas?: Record<string, number>; extra?: Record<string, unknown> }): Promise<KeystoreHandle> {
   await mkdir(o.dir, { recursive: true });
   const dataDir = path.join(o.dir, 'data');
   const configFile = path.join(o.dir, 'keystore.json');
@@ -58,6 +58,7 @@ export async function startKeystore(o: { dir: string; runDir: string; logDir: st
         pools: o.pools,
         audit: { checkpointEvery: o.checkpointEvery ?? 1000, checkpointSeconds: 5 },
         ...(o.quotas ? { quotas: o.quotas } : {}),
+        ...o.extra,
         ...(separate ? { ipc: { groups: pairGroups('keystore', ['tester-api', 'uplink', 'sentinel', 'unlock', 'updater']) } } : {}),
       },
       null,

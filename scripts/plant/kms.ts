@@ -40,6 +40,8 @@ export interface KmsOptions {
   clientCa?: boolean;
   /** issue 12: the KMS config's `attest` section (stock only for attested boxes) */
   attest?: Record<string, unknown>;
+  /** issue 16 §3: the KMS writes the client CA's CRL into the broker's dir and SIGHUPs it */
+  crl?: boolean;
 }
 
 export async function startKms(broker: TestBroker, dir: string, o: KmsOptions = {}): Promise<TestKms> {
@@ -66,6 +68,7 @@ export async function startKms(broker: TestBroker, dir: string, o: KmsOptions = 
     // the dev broker trusts client certificates of its own CA (scripts/plant/broker.ts)
     ...(o.clientCa === false ? {} : { clientCa: { certFile: broker.caCert, keyFile: broker.caCert.replace(/\.crt$/, '.key') } }),
     ...(o.attest ? { attest: o.attest } : {}),
+    ...(o.crl ? { crl: { file: broker.crlFile, hupPidFile: broker.pidFile } } : {}),
   };
   const configFile = path.join(dir, 'kms.json');
   await writeFile(configFile, JSON.stringify(cfg, null, 2));

@@ -46,6 +46,9 @@ export interface PlantSummary {
   audit_ok?: boolean;
   /** ECUs injected over DoIP + UDS by the demo's DoIP phase (scripts/plant/doip-phase.ts) */
   doip_injected?: number;
+  /** issue 16 §2: boxes of the demo's cluster phase and whether its fail-over held (scripts/plant/cluster-phase.ts) */
+  cluster_boxes?: number;
+  failover_ok?: boolean;
 }
 
 export interface Plant {

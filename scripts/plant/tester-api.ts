@@ -41,9 +41,11 @@ export async function startTesterApi(o: {
   separate?: boolean;
   /** the OpenMetrics endpoint's port (issue 16 §4) */
   metricsPort?: number;
+  /** issue 16 §2: another tester API's PKI dir, so the boxes of a cluster share box and tester CA */
+  pkiDir?: string;
 }): Promise<TesterApiHandle> {
   await mkdir(o.dir, { recursive: true });
-  const pkiDir = path.join(o.dir, 'pki');
+  const pkiDir = o.pkiDir ?? path.join(o.dir, 'pki');
   await makeCa(pkiDir, 'box-ca');
   const testerCa = await makeCa(pkiDir, 'tester-ca');
   const server = await issue(pkiDir, 'box-ca', 'server', { cn: 'pks.local', server: true, san: ['DNS:localhost', 'IP:127.0.0.1'] });

@@ -10,6 +10,8 @@ export interface KeystoreConfig {
   pools: { pool: string; minimum: number; reorder: number; critical?: number }[];
   audit: { checkpointEvery: number; checkpointSeconds: number };
   reservationTtlHours: number;
+  /** how often abandoned reservations are swept (burned) */
+  sweepSeconds: number;
   /** quota.ts: open reservations per tester, new keys per hour per tester and per pool */
   quotas: { openPerTester: number; testerPerHour: number; poolPerHour: number };
   ipc: { groups?: Record<string, number> };
@@ -47,6 +49,7 @@ export const keystoreSchema = {
       },
     },
     reservationTtlHours: { type: 'number', minimum: 0.001, maximum: 720, default: 24 },
+    sweepSeconds: { type: 'integer', minimum: 1, maximum: 86_400, default: 60 },
     quotas: {
       type: 'object',
       additionalProperties: false,

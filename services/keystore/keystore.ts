@@ -60,6 +60,8 @@ export interface KeystoreOptions {
   checkpointEvery: number;
   checkpointMs: number;
   reservationTtlMs: number;
+  /** sweep cadence (default 60 s) */
+  sweepMs?: number;
   now?: () => number;
   /** monotonic process time in ms (tests step it); default performance.now() */
   hrtime?: () => number;
@@ -100,7 +102,7 @@ export class Keystore {
 
   start(): void {
     this.timers.push(setInterval(() => void this.runCheckpoint().catch((e) => this.log.warn('checkpoint failed', { err: e })), this.opts.checkpointMs));
-    this.timers.push(setInterval(() => void this.sweep().catch((e) => this.log.warn('sweep failed', { err: e })), 60_000));
+    this.timers.push(setInterval(() => void this.sweep().catch((e) => this.log.warn('sweep failed', { err: e })), this.opts.sweepMs ?? 60_000));
     this.timers.push(setInterval(() => void this.compact().catch((e) => this.log.warn('compaction failed', { err: e })), 60_000));
     for (const t of this.timers) t.unref();
     void this.restartWallClockAges().catch((e) => this.log.warn('pending migration failed', { err: e }));
@@ -379,7 +381,14 @@ export class Keystore {
     return this.cpRunning;
   }
 
-  async stop(): Promise<void> {
+  private stopping: Promise<void> | null = null;
+
+  /** Idempotent: zeroize (zeroize-verbs.ts) closes the store before the service stops. */
+  stop(): Promise<void> {
+    return (this.stopping ??= this.close());
+  }
+
+  private async close(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     await this.cpRunning?.catch(() => {});
     await this.dbs.root.flushed;

@@ -15,6 +15,15 @@ import { beginOutboxEpoch } from './outbox.js';
 import { ipcVaultPort } from './vault-port.js';
 import { KEYSTORE_CALLERS, keystoreVerbs } from './verbs.js';
 import { Drain, UPDATE_CALLERS, updateVerbs, withDrain } from './update-verbs.js';
+import { CLUSTER_CALLERS, clusterKeystoreVerbs } from './cluster-verbs.js';
+import { ZEROIZE_CALLERS, zeroizeKeystoreVerbs } from './zeroize-verbs.js';
+
+/** One caller table from several: each caller's verbs are the union of what the tables give it. */
+const mergeCallers = (...tables: Readonly<Record<string, readonly string[]>>[]): Record<string, string[]> => {
+  const out: Record<string, string[]> = {};
+  for (const t of tables) for (const [caller, verbs] of Object.entries(t)) out[caller] = [...new Set([...(out[caller] ?? []), ...verbs])];
+  return out;
+};
 
 await runService('keystore', async (log) => {
   // lmdb-js rejects a promise per write of a failed commit (a full disk), also of writes no
@@ -47,7 +56,7 @@ await runService('keystore', async (log) => {
     ipcVaultPort(vault),
     trust,
     cfg.boxId,
-    { checkpointEvery: cfg.audit.checkpointEvery, checkpointMs: cfg.audit.checkpointSeconds * 1000, reservationTtlMs: cfg.reservationTtlHours * 3_600_000, quotas: { ...cfg.quotas } },
+    { checkpointEvery: cfg.audit.checkpointEvery, checkpointMs: cfg.audit.checkpointSeconds * 1000, reservationTtlMs: cfg.reservationTtlHours * 3_600_000, sweepMs: cfg.sweepSeconds * 1000, quotas: { ...cfg.quotas } },
     log,
   );
   for (const p of cfg.pools) await ks.setPool({ pool: p.pool, minimum: p.minimum, reorder: p.reorder, critical: p.critical ?? Math.floor(p.minimum / 4) });
@@ -57,8 +66,8 @@ await runService('keystore', async (log) => {
     service: 'keystore',
     dir: path.join(runDir(), 'keystore'),
     // the updater's drain and health check (update-verbs.ts)
-    verbs: { ...withDrain(keystoreVerbs(ks), drain), ...updateVerbs(ks, vault, drain) },
-    callers: { ...KEYSTORE_CALLERS, ...UPDATE_CALLERS },
+    verbs: { ...withDrain(keystoreVerbs(ks), drain), ...updateVerbs(ks, vault, drain), ...clusterKeystoreVerbs(ks, cfg.boxId), ...zeroizeKeystoreVerbs(ks, cfg.dataDir, cfg.boxId, () => process.kill(process.pid, 'SIGTERM')) },
+    callers: mergeCallers(KEYSTORE_CALLERS, UPDATE_CALLERS, CLUSTER_CALLERS, ZEROIZE_CALLERS),
     ...(cfg.ipc.groups ? { groups: cfg.ipc.groups as Record<string, number> } : {}),
     log,
   });

@@ -410,6 +410,13 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
       }
       return res;
     },
+    'she-relay': async (req) => {
+      const b = req.body as { origin: string; packageId: string; pool: string; uid: string; counter: number; m4: string; m5: string };
+      const tester = req.tester!;
+      if (!tester.pools.includes(b.pool)) throw authFail(req, 'PKS_POOL_FORBIDDEN', `tester may not use pool '${b.pool}'`);
+      await upstream('keystore', 'relay-proof', { ...b, uid: b.uid.toLowerCase(), m4: b.m4.toLowerCase(), m5: b.m5.toLowerCase(), tester: tester.cn, station: tester.station });
+      return { relayed: true };
+    },
     'she-fail': async (req) => {
       const { packageId } = req.params as { packageId: string };
       const { reason } = req.body as { reason: string };

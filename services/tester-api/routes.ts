@@ -3,7 +3,7 @@
 // document, so the documented contract and the enforced one cannot drift apart.
 import { CERT_PROFILE, ID, POOL, hex } from '../../appliance/schema.js';
 
-export type RouteId = 'she-reserve' | 'she-confirm' | 'she-fail' | 'history' | 'ecu-certificate' | 'openapi' | 'health';
+export type RouteId = 'she-reserve' | 'she-confirm' | 'she-fail' | 'she-relay' | 'history' | 'ecu-certificate' | 'openapi' | 'health';
 
 export interface RouteSpec {
   id: RouteId;
@@ -92,6 +92,27 @@ export const ROUTES: readonly RouteSpec[] = [
       response: { 200: obj({ packageId: { type: 'string' }, state: { type: 'string', enum: ['BURNED'] } }) },
     },
     errors: ['PKS_NOT_FOUND', 'PKS_STATE_INVALID'],
+  },
+  {
+    id: 'she-relay',
+    method: 'POST',
+    url: '/v1/she/relayed-proofs',
+    summary:
+      "Issue 16 §2 (clusters): the ECU's proof M4/M5 for a package of another box of this plant that cannot take it (down); this box forwards it to the KMS, which checks it against the key it sent there. No package is issued for that ECU slot",
+    auth: 'tester',
+    schema: {
+      body: obj({
+        origin: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'the box that issued the package' },
+        packageId: { ...ID, description: 'the package id that box answered' },
+        pool: POOL,
+        uid: UID,
+        counter: { type: 'integer', minimum: 0, maximum: 0x0fffffff, description: 'the SHE counter of that package' },
+        m4: { ...hex(32), description: 'hex, 32 bytes' },
+        m5: { ...hex(16), description: 'hex, 16 bytes' },
+      }),
+      response: { 200: obj({ relayed: { type: 'boolean' } }) },
+    },
+    errors: ['PKS_POOL_FORBIDDEN'],
   },
   {
     id: 'history',

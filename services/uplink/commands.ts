@@ -5,7 +5,7 @@
 // Payload:
 //   { "v": 1, "seq": <integer, strictly increasing per box>, "expiresAt": "<ISO time>",
 //     "boxId": "<box CN>", "command": "set-quota"|"set-schedule"|"sync-now"|"revoke-tester"|
-//     "rotate-cert"|"unlock-onboard"|"unlock-approve"|"unlock-revoke", "args": {...} }
+//     "rotate-cert"|"release-stock"|"unlock-onboard"|"unlock-approve"|"unlock-revoke", "args": {...} }
 // rotate-cert takes no arguments: the box makes its new key itself (identity.ts) and reports
 // on cmd-result only once it is connected with the new certificate.
 // The box refuses (coded error, published on cmd-result, logged, alerted) anything unsigned,
@@ -17,7 +17,7 @@ import { pksError } from '../../appliance/errors.js';
 import { NAME, POOL } from '../../appliance/schema.js';
 import { UNLOCK_ARG_SCHEMAS, UNLOCK_COMMANDS } from './unlock-commands.js';
 
-export const COMMANDS = ['set-quota', 'set-schedule', 'sync-now', 'revoke-tester', 'rotate-cert', ...UNLOCK_COMMANDS] as const;
+export const COMMANDS = ['set-quota', 'set-schedule', 'sync-now', 'revoke-tester', 'rotate-cert', 'release-stock', ...UNLOCK_COMMANDS] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 export interface CommandPayload {
@@ -90,6 +90,8 @@ const argSchemas: Record<CommandName, Record<string, unknown>> = {
   'revoke-tester': { type: 'object', additionalProperties: false, required: ['cn'], properties: { cn: NAME } },
   // the box makes the new key itself (identity.ts): ops never handles a private key
   'rotate-cert': { type: 'object', additionalProperties: false, properties: {} },
+  // issue 16 §2: rebalancing; the box takes the keys out for good, the KMS sends as many to `to`
+  'release-stock': { type: 'object', additionalProperties: false, required: ['pool', 'count', 'to'], properties: { pool: POOL, count: { type: 'integer', minimum: 1, maximum: 100_000 }, to: NAME } },
   ...UNLOCK_ARG_SCHEMAS,
 };
 

@@ -57,13 +57,22 @@ await runService('uplink', async (log) => {
     dir,
     verbs: {
       status: { request: { type: 'object', additionalProperties: false, properties: {} }, handler: status },
+      // issue 16 §3: pksctl zeroize, steps 1 and 4 (uplink.ts finalSync, reportZeroized)
+      'final-sync': {
+        request: { type: 'object', additionalProperties: false, required: ['nonce'], properties: { nonce: { type: 'string', pattern: '^[0-9a-f]{32}$' }, timeoutSeconds: { type: 'integer', minimum: 1, maximum: 3600, default: 60 } } },
+        handler: (b: { nonce: string; timeoutSeconds: number }) => uplink.finalSync(b.nonce, b.timeoutSeconds * 1000),
+      },
+      zeroized: {
+        request: { type: 'object', additionalProperties: false, required: ['nonce'], properties: { nonce: { type: 'string', pattern: '^[0-9a-f]{32}$' } } },
+        handler: (b: { nonce: string }) => uplink.reportZeroized(b.nonce),
+      },
       'update-report': {
         request: { type: 'object', additionalProperties: false, required: ['event'], properties: { event: { type: 'object', maxProperties: 16 } } },
         maxBytes: 8192,
         handler: (b: { event: Record<string, unknown> }) => (updates.report(b.event), { ok: true }),
       },
     },
-    callers: { sentinel: ['status'], pksctl: ['status'], updater: ['update-report'] },
+    callers: { sentinel: ['status'], pksctl: ['status', 'final-sync', 'zeroized'], updater: ['update-report'] },
     ...(cfg.ipc?.groups ? { groups: cfg.ipc.groups } : {}),
     log,
   });

@@ -420,9 +420,43 @@ export class Uplink {
         setTimeout(() => this.applySchedule(), 100).unref();
         return { schedule: s };
       }
+      case 'release-stock': {
+        // issue 16 §2 rebalancing: out of this box for good, then the KMS sends as many to `to`
+        const r = (await this.d.keystore.call('release-stock', { pool: a.pool, count: a.count, to: a.to, ref: `cmd-${cmd.seq}` })) as Record<string, unknown>;
+        setTimeout(() => void this.syncIfConnected(), 100).unref();
+        return r;
+      }
       case 'rotate-cert':
         throw pksError('PKS_INTERNAL', 'rotate-cert runs on its own path');
     }
+  }
+
+  // ---- decommissioning (issue 16 §3, appliance/pksctl/zeroize.ts)
+
+  /**
+   * Step 1 of zeroize: a zeroize-begin event (with the current client certificate, so the KMS
+   * can revoke it) and a final audit checkpoint go into the outbox, then sync rounds until the
+   * KMS acknowledged everything. Refused while the KMS link is down.
+   */
+  async finalSync(nonce: string, timeoutMs: number): Promise<{ drained: boolean }> {
+    if (!this.connected) throw pksError('PKS_UPLINK_DOWN', 'not connected to the broker');
+    await this.d.keystore.call('outbox-put', { kind: 'event', body: { type: 'zeroize-begin', nonce, cert: this.mqttCert, source: 'uplink' } });
+    await this.d.keystore.call('checkpoint', {});
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      await this.syncIfConnected();
+      const { items } = await this.d.keystore.call<{ items: unknown[] }>('outbox-peek', { limit: 1 });
+      if (items.length === 0) return { drained: true };
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return { drained: false };
+  }
+
+  /** Step 4 of zeroize: tells the KMS the keys and data are gone; it revokes the certificate. */
+  async reportZeroized(nonce: string): Promise<{ reported: boolean }> {
+    if (!this.connected) throw pksError('PKS_UPLINK_DOWN', 'not connected to the broker');
+    await publish(this.client!, boxTopic(this.d.cfg.boxId, 'event'), JSON.stringify({ type: 'zeroized', nonce, at: new Date().toISOString() }));
+    return { reported: true };
   }
 
   // ---- certificate rotation
@@ -500,7 +534,8 @@ export class Uplink {
       stored = null;
       if (previous && previous.certFile !== committed.certFile) removeIdentity(previous);
       this.d.log.info('MQTT client certificate rotated', { serial: info.serial, notAfter: info.notAfter });
-      await this.d.keystore.call('outbox-put', { kind: 'event', body: { type: 'mqtt-cert-rotated', serial: info.serial, notAfter: info.notAfter, source: 'uplink' } }).catch(() => undefined);
+      // with the replaced certificate: the KMS revokes it at once (issue 16 §3, scripts/kms/revocation.ts)
+      await this.d.keystore.call('outbox-put', { kind: 'event', body: { type: 'mqtt-cert-rotated', serial: info.serial, notAfter: info.notAfter, previous: old.cert, source: 'uplink' } }).catch(() => undefined);
       await report({ ok: true, result: { serial: info.serial, notAfter: info.notAfter } });
     } catch (err) {
       const e = asPksError(err);

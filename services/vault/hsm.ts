@@ -107,6 +107,9 @@ function requireBuffer(v: unknown, what: string, max: number): Buffer {
   return v;
 }
 
+/** The public data object a zeroized token keeps (issue 16 §3). */
+export const ZEROIZED_LABEL = 'pks-zeroized';
+
 export class Hsm {
   readonly #cfg: Omit<HsmConfig, 'pin'>;
   // a private field: not enumerable, not printed by util.inspect, not in JSON
@@ -517,6 +520,57 @@ export class Hsm {
       throw pksError('PKS_OUT_OF_RANGE', `random length must be 1..${MAX_RANDOM}`);
     }
     return this.#run('random', (p11, session) => p11.C_GenerateRandom(session, Buffer.alloc(n)));
+  }
+
+  /**
+   * Issue 16 §3: destroys every object on this box's token (keys of every kind, ours by label or
+   * not: the token is the box's), then leaves one public data object `pks-zeroized` so that no
+   * later start makes a new key hierarchy on it (tryOpen fails closed). Idempotent.
+   */
+  zeroize(note: string): { destroyed: number } {
+    return this.#run('zeroize', (p11, session) => {
+      let destroyed = 0;
+      for (;;) {
+        p11.C_FindObjectsInit(session, [{ type: pkcs11js.CKA_TOKEN, value: true }]);
+        let batch: Handle[];
+        try {
+          batch = p11.C_FindObjects(session, 64);
+        } finally {
+          p11.C_FindObjectsFinal(session);
+        }
+        const doomed = batch.filter((h) => !this.#isMarker(p11, session, h));
+        if (doomed.length === 0) break;
+        for (const h of doomed) {
+          p11.C_DestroyObject(session, h);
+          destroyed++;
+        }
+      }
+      this.#handles.clear();
+      this.#spki.clear();
+      if (!this.#markerOn(p11, session))
+        p11.C_CreateObject(session, [
+          { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+          { type: pkcs11js.CKA_TOKEN, value: true },
+          { type: pkcs11js.CKA_PRIVATE, value: false },
+          { type: pkcs11js.CKA_LABEL, value: ZEROIZED_LABEL },
+          { type: pkcs11js.CKA_VALUE, value: Buffer.from(note.slice(0, 200)) },
+        ]);
+      return { destroyed };
+    });
+  }
+
+  /** True when the token carries the zeroize marker. */
+  isZeroized(): boolean {
+    return this.#run('isZeroized', (p11, session) => this.#markerOn(p11, session));
+  }
+
+  #markerOn(p11: P11, session: Handle): boolean {
+    return this.#find(p11, session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA }, { type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_LABEL, value: ZEROIZED_LABEL }]).length > 0;
+  }
+
+  #isMarker(p11: P11, session: Handle, h: Handle): boolean {
+    const [cls, label] = p11.C_GetAttributeValue(session, h, [{ type: pkcs11js.CKA_CLASS }, { type: pkcs11js.CKA_LABEL }]);
+    return readUlong(cls!.value) === pkcs11js.CKO_DATA && label!.value.toString() === ZEROIZED_LABEL;
   }
 
   /** Logs out, closes the session, finalises the module when we were its last user. Idempotent. */

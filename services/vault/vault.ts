@@ -66,6 +66,11 @@ export class Vault {
   private tryOpen(): void {
     try {
       const hsm = Hsm.open(this.cfg);
+      // a zeroized token (issue 16 §3) never gets a new hierarchy: decommissioned boxes stay dead
+      if (hsm.isZeroized()) {
+        hsm.close();
+        throw pksError('PKS_DECOMMISSIONED', 'the HSM token was zeroized; set the box up again to use it');
+      }
       const { created } = hsm.ensureHierarchy();
       hsm.checkHierarchy();
       if (created.length) this.log.info('key hierarchy created', { created });
@@ -83,7 +88,7 @@ export class Vault {
   }
 
   private scheduleRetry(): void {
-    if (this.retryTimer || this.failure?.code === 'PKS_HSM_LOGIN') return;
+    if (this.retryTimer || this.failure?.code === 'PKS_HSM_LOGIN' || this.failure?.code === 'PKS_DECOMMISSIONED') return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.tryOpen();
@@ -121,6 +126,27 @@ export class Vault {
 
   get ready(): boolean {
     return this.hsm !== null;
+  }
+
+  /** Issue 16 §3: destroys the HSM keys of this box (only when asked for this box by name). */
+  zeroize(boxId: string): { destroyed: number; zeroized: true } {
+    if (boxId !== this.boxId) throw pksError('PKS_BAD_REQUEST', `this vault belongs to ${this.boxId}, not ${boxId}`);
+    let hsm = this.hsm;
+    let own = false;
+    if (!hsm) {
+      // a re-run after a kill: the token may be zeroized already, or the vault failed closed
+      hsm = Hsm.open(this.cfg);
+      own = true;
+    }
+    try {
+      const r = hsm.zeroize(`zeroized ${boxId} ${new Date().toISOString()}`);
+      this.log.warn('HSM keys destroyed (zeroize)', { destroyed: r.destroyed });
+      return { ...r, zeroized: true };
+    } finally {
+      this.clearCache();
+      if (own) hsm.close();
+      else this.drop(pksError('PKS_DECOMMISSIONED', 'the HSM keys were destroyed (zeroize)'));
+    }
   }
 
   /** `ready`: the HSM is open; `gate` (when there is one): whether key operations are served. */

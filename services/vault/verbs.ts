@@ -120,6 +120,11 @@ export function vaultVerbs(vault: Vault): VerbTable {
         ok: vault.sheVerify(toShe(b), Buffer.from(b.m4, 'hex'), Buffer.from(b.m5, 'hex')),
       }),
     },
+    // issue 16 §3: pksctl zeroize, step 2; the vault checks the box named is its own
+    zeroize: {
+      request: { type: 'object', additionalProperties: false, required: ['boxId', 'confirm'], properties: { boxId: { type: 'string', maxLength: 64 }, confirm: { const: 'destroy-all-keys' } } },
+      handler: (b: { boxId: string }) => vault.zeroize(b.boxId),
+    },
     ...unlockVerbs(vault),
   };
 }
@@ -139,7 +144,7 @@ export const DEFAULT_CALLERS: Readonly<Record<string, readonly string[]>> = Obje
   'tester-api': ['status', 'public-key'],
   uplink: ['status', 'public-key', 'box-csr', 'gate-report'],
   sentinel: ['status'],
-  pksctl: ['status', 'public-key', 'ecu-ca-certificate', 'unlock-public-key', 'gate-record'],
+  pksctl: ['status', 'public-key', 'ecu-ca-certificate', 'unlock-public-key', 'gate-record', 'zeroize'],
   unlock: UNLOCK_CALLER_VERBS,
   updater: ['status', 'gate-authorise', 'gate-settle'],
 });
