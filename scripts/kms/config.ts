@@ -32,6 +32,8 @@ export interface KmsConfig {
    * box's rotate-cert CSR. Without it, CSRs are refused (PKS_SERVICE_UNAVAILABLE).
    */
   clientCa?: { certFile: string; keyFile: string; days: number };
+  /** issue 16 §3: where the client CA's CRL goes, and the broker's pid file to SIGHUP after it */
+  crl?: { file: string; hupPidFile?: string };
   /**
    * issue 12: stock only for attested boxes (attest.ts). The TPM vendor CAs the EK certificates
    * must chain to, the reference values the build signed and the build's public key, and how
@@ -40,8 +42,6 @@ export interface KmsConfig {
    * run after a signed update (read at every quote; without it only the enrolled pks-app counts);
    * `compatible`: only manifests of that compatible count.
    */
-  /** issue 16 §3: where the client CA's CRL goes, and the broker's pid file to SIGHUP after it */
-  crl?: { file: string; hupPidFile?: string };
   attest?: { ekCaFiles: string[]; referenceFile: string; buildKeyFile: string; windowSeconds: number; nonceSeconds: number; stateFile?: string; manifestsDir?: string; compatible?: string };
 }
 
