@@ -51,13 +51,21 @@ for (const [id, uids] of issuedTo) {
 }
 let auditOk = false;
 let audit: unknown;
-try {
-  // exit 3 is "intact but NOT VERIFIED": no checkpoint anchored at a KMS yet, which a VM without a
-  // KMS cannot have; the chain and its signed checkpoints are what is checked here (ok: true)
-  audit = JSON.parse(await g.sh('pksctl audit verify --json; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 3 ]', 300));
-  auditOk = (audit as { ok?: boolean }).ok === true;
-} catch (e) {
-  audit = { error: (e as Error).message.slice(0, 300) };
+// the verification needs the vault's audit key: a vault that is (re)starting right then (a busy
+// emulated guest after a power cut) is waited for, up to a minute; a chain that does not verify
+// is never retried
+for (let attempt = 1; attempt <= 6; attempt++) {
+  try {
+    // exit 3 is "intact but NOT VERIFIED": no checkpoint anchored at a KMS yet, which a VM without a
+    // KMS cannot have; the chain and its signed checkpoints are what is checked here (ok: true)
+    audit = JSON.parse(await g.sh('pksctl audit verify --json; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 3 ]', 300));
+    auditOk = (audit as { ok?: boolean }).ok === true;
+    break;
+  } catch (e) {
+    audit = { error: (e as Error).message.slice(0, 300) };
+    if (!/PKS_IPC_UNAVAILABLE|did not answer/.test((e as Error).message) || attempt === 6) break;
+    await new Promise((r) => setTimeout(r, 10_000));
+  }
 }
 const injectedOnBox = [...box.values()].filter((r) => r.state === 'INJECTED' || r.state === 'REPORTED').length;
 process.stdout.write(
