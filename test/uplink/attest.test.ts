@@ -8,18 +8,17 @@
 // the next re-order; the file restored, the box attests again and gets stock by itself.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { generateKeyPairSync, sign } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { EV_NO_ACTION, parseEventLog, replayEventLog } from '../../services/attest/eventlog.js';
+import { EV_NO_ACTION, parseEventLog } from '../../services/attest/eventlog.js';
 import { extendPcr } from '../../services/attest/measure.js';
-import { referenceText } from '../../scripts/kms/attest.js';
 import { main as fleet } from '../../scripts/fleet/main.js';
 import { waitFor } from '../../scripts/plant/process.js';
 import { makeAppTree } from '../attest/app-tree.js';
 import { startSwtpm, type Swtpm } from '../attest/swtpm.js';
+import { writeKmsAttestFiles } from '../attest/kms-attest-files.js';
 import { POOL, startRig, type Rig } from './rig.js';
 
 const fixture = path.join(path.dirname(fileURLToPath(import.meta.url)), '../attest/fixtures/ovmf-uki-eventlog.bin');
@@ -44,22 +43,11 @@ test('unattested box: no stock; genuine box: stock; tampered: refused; restored:
   const { file, original, liveFile, remeasure } = await makeAppTree(tmp, tpm, 'uplink');
 
   // what the build signs: the reference PCR 4 and 7 of the image, with the image signing key
-  const build = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
-  const fw = replayEventLog(parseEventLog(eventLog));
-  const pcrs = { '4': [fw.get(4)!.toString('hex')], '7': [fw.get(7)!.toString('hex')] };
-  const kmsFiles = path.join(tmp, 'kms-attest');
-  await mkdir(kmsFiles);
-  await writeFile(path.join(kmsFiles, 'reference.json'), JSON.stringify({ version: 1, bank: 'sha256', pcrs, sig: sign('sha256', Buffer.from(referenceText(pcrs)), build.privateKey).toString('base64') }));
-  await writeFile(path.join(kmsFiles, 'build.pem'), build.publicKey);
-  const ekCaFiles = await Promise.all(tpm.ekCaPems.map(async (pem, i) => {
-    const f = path.join(kmsFiles, `ek-ca-${i}.pem`);
-    await writeFile(f, pem);
-    return f;
-  }));
+  const attest = await writeKmsAttestFiles(path.join(tmp, 'kms-attest'), eventLog, tpm.ekCaPems, 600);
 
   rig = await startRig({
     name: 'attest-e2e',
-    kms: { signer: 'keyfile', attest: { ekCaFiles, referenceFile: path.join(kmsFiles, 'reference.json'), buildKeyFile: path.join(kmsFiles, 'build.pem'), windowSeconds: 600 } },
+    kms: { signer: 'keyfile', attest },
     vaultGate: { liveFile, everySeconds: 0.3 },
     timing: { reorderRetrySeconds: 1 },
   });
