@@ -76,7 +76,9 @@ export async function startKms(broker: TestBroker, dir: string, o: KmsOptions = 
   const fleet = ipcClient(socket, { timeoutMs: 20_000 });
   let proc: Proc;
   const launch = async (): Promise<void> => {
-    proc = startProcess('kms', process.execPath, ['--import', 'tsx', path.join(ROOT, 'scripts', 'kms', 'main.ts')], {
+    // $PKS_NODE_ARGS as for the services (startService): extra node flags, e.g. a test's clock warp
+    const extra = (process.env.PKS_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    proc = startProcess('kms', process.execPath, [...extra, '--import', 'tsx', path.join(ROOT, 'scripts', 'kms', 'main.ts')], {
       env: { PKS_CONFIG: configFile, PKS_LOG_LEVEL: 'debug' },
       logDir: dir,
     });

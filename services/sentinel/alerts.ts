@@ -301,6 +301,9 @@ export class AlertEngine {
     // become due in later runs whatever the checks report then.
     let held = 0;
     const due: MailItem[] = [];
+    // A reminder repeats what a queued mail already says: while SMTP is down they would pile up
+    // (one per interval per alert) and go out as a storm when it returns. One waiting is enough.
+    const waiting = new Set(this.store.pendingMails().flatMap((m) => m.mail.items.map((i) => i.alert.key)));
     for (const a of alerts.values()) {
       const desired: Level = a.resolvedAt ? 'ok' : a.severity;
       if (desired !== a.notified) {
@@ -312,7 +315,7 @@ export class AlertEngine {
           a.notified === 'ok' ? 'raised' : desired === 'ok' ? 'resolved' : desired === 'critical' ? 'escalated' : 'deescalated';
         due.push({ type, severity: higher(a.notified, desired), alert: a });
       } else if (
-        desired === 'critical' && this.reminderMs > 0 &&
+        desired === 'critical' && this.reminderMs > 0 && !waiting.has(a.key) &&
         now.getTime() - ms(a.lastMailAt ?? a.updatedAt) >= this.reminderMs
       ) {
         due.push({ type: 'reminder', severity: 'critical', alert: a });

@@ -57,6 +57,8 @@ export interface SentinelOptions {
   manual?: boolean;
   /** Run all checks once right after start. Default true. */
   runAtStart?: boolean;
+  /** The wall clock of every run (tests warp it: a day of SMTP outage in seconds). */
+  now?: () => Date;
 }
 
 export interface Sentinel {
@@ -145,8 +147,9 @@ export async function startSentinel(cfg: Config, opts: SentinelOptions): Promise
     return { forwarded, pending: 0 };
   };
 
+  const clock = opts.now ?? (() => new Date());
   const cycle = async (groups: readonly Group[], withMail: boolean): Promise<CycleSummary> => {
-    const now = new Date();
+    const now = clock();
     const s: CycleSummary = {
       at: now.toISOString(), groups: [...groups], observations: 0, events: 0, mailsQueued: 0, mailsSent: 0, mailsFailed: 0,
       mailsPending: 0, held: 0, open: 0, eventsForwarded: 0, eventsPending: 0, skipped: [], errors: [],
@@ -176,7 +179,7 @@ export async function startSentinel(cfg: Config, opts: SentinelOptions): Promise
     }
     if (withMail || s.mailsQueued > 0) {
       try {
-        const m = await mailer.flush(new Date());
+        const m = await mailer.flush(clock());
         s.mailsSent = m.sent;
         s.mailsFailed = m.failed;
         s.mailsPending = m.pending;

@@ -72,19 +72,29 @@ t('ok for an unknown subject does nothing', async ({ engine, store }) => {
   assert.is(store.load().length, 0);
 });
 
-t('reminder for open critical alerts every reminderMinutes, not for warnings', async ({ engine }) => {
+t('reminder for open critical alerts every reminderMinutes, not for warnings', async ({ engine, store }) => {
   const c = 'hsm:vault';
   const w = 'uplink-stale:kms';
+  // what the mailer does after each run with SMTP up
+  const delivered = async (): Promise<void> => {
+    for (const m of store.pendingMails()) await store.removeMail(m.id);
+  };
   let r = await engine.evaluate([o(c, 'critical'), o(w, 'warning')], min(0));
   assert.is(r.mails.length, 2);
+  await delivered();
   r = await engine.evaluate([o(c, 'critical'), o(w, 'warning')], min(59));
   assert.equal(r.mails, []);
   r = await engine.evaluate([o(c, 'critical'), o(w, 'warning')], min(60));
   assert.equal(kinds(r.mails), [`reminder:${c}`]);
   r = await engine.evaluate([o(c, 'critical'), o(w, 'warning')], min(61));
   assert.equal(r.mails, []);
+  // SMTP down: the reminder is still queued, so the next one is not added behind it
   r = await engine.evaluate([], min(120));
+  assert.equal(r.mails, [], 'no second reminder while the first one waits');
+  await delivered();
+  r = await engine.evaluate([], min(121));
   assert.equal(kinds(r.mails), [`reminder:${c}`], 'reminders do not depend on the check running');
+  await delivered();
   r = await engine.evaluate([o(c, 'critical')], min(125));
   assert.equal(r.mails, []);
 });
