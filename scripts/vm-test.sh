@@ -280,6 +280,8 @@ restarted() {
 rm -f "$state"/{issued,confirmed,reissued}.log "$state"/{inject,attest,can,smtp}.err "$state/master.key" "$state/kms-attest.json" "$state/mails.jsonl"
 (cd "$root" && exec node --import tsx test/vm/smtp.ts --port "$PKS_VM_SMTP_PORT" --out "$state/mails.jsonl" >"$state/smtp.out" 2>"$state/smtp.err") &
 smtp_pid=$!
+for _ in $(seq 1 60); do grep -q ready "$state/smtp.out" 2>/dev/null && break; kill -0 "$smtp_pid" 2>/dev/null || break; sleep 0.5; done
+grep -q ready "$state/smtp.out" 2>/dev/null || say "the plant's SMTP relay is not listening on 127.0.0.1:$PKS_VM_SMTP_PORT: $(tail -n 3 "$state/smtp.err" | tr '\n' ' ')"
 if [ "$build" = 1 ]; then say "building the image"; "$root/scripts/image/build.sh" >&2; fi
 say "first boot (fresh disk and TPM)"
 if ! boot_and_wait --fresh; then say "not every service is READY"; result; exit 1; fi
@@ -371,6 +373,7 @@ done
 say "orderly poweroff"
 boot stop >&2
 trap - EXIT
+kill "$smtp_pid" 2>/dev/null || true; smtp_pid=
 # the PIN nowhere in what the guest wrote to its disk (the qcow2 overlay over the built disk.raw, which never had it)
 if [ -s "$state/pin" ] && grep -qaF "$(cat "$state/pin")" "$state/disk.qcow2" "$root/.cache/image/out/disk.raw" 2>/dev/null; then
   say "clear PIN found in the disk image"; pin_sealed=false
