@@ -205,3 +205,18 @@ export interface HandoverRequest {
 export interface TesterRevokeRequest {
   cn: string;
 }
+
+/**
+ * A proof relayed by another box of the plant (issue 16 §2): the ECU took a key of box `origin`
+ * that is gone; this box records and forwards it, the KMS checks it against the key it sent there.
+ * What the tester sends; the keystore's verb adds who relayed it.
+ */
+export interface RelayedProof {
+  origin: string;
+  packageId: string;
+  pool: string;
+  uid: string;
+  counter: number;
+  m4: string;
+  m5: string;
+}

@@ -3,6 +3,7 @@
 // into our coded errors so the injector can tell "retry" from "stop".
 import { Client } from 'undici';
 import { isErrorCode, pksError, PksError } from '../errors.js';
+import type { RelayedProof } from '../contracts/keystore.js';
 
 export interface SheP {
   packageId: string;
@@ -17,15 +18,7 @@ export interface SheP {
   reused: boolean;
 }
 
-export interface RelayInput {
-  origin: string;
-  packageId: string;
-  pool: string;
-  uid: string;
-  counter: number;
-  m4: string;
-  m5: string;
-}
+export type RelayInput = RelayedProof;
 
 export interface BoxApi {
   reserve(pool: string, uid: string): Promise<SheP>;

@@ -7,6 +7,7 @@
 //    pool out of this box for good (BURNED, reason `released`), audited, in the outbox for the
 //    KMS, which answers the target box with as many fresh keys. Idempotent per `ref`.
 import { pksError } from '../../appliance/errors.js';
+import type { RelayedProof } from '../../appliance/contracts/keystore.js';
 import type { VerbTable } from '../../appliance/ipc.js';
 import { ID, NAME, POOL, hex } from '../../appliance/schema.js';
 import { appendAudit } from './audit.js';
@@ -15,14 +16,7 @@ import { counters, putOutbox, refuse, isRefusal, type Refusal } from './stock.js
 
 const obj = (required: string[], properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required, properties });
 
-interface RelayInput {
-  origin: string;
-  packageId: string;
-  pool: string;
-  uid: string;
-  counter: number;
-  m4: string;
-  m5: string;
+interface RelayInput extends RelayedProof {
   tester: string;
   station: string;
 }
