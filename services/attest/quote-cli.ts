@@ -32,8 +32,9 @@ async function measurementLog(): Promise<{ measurementLog?: string }> {
   return { measurementLog: b64(raw) };
 }
 
-async function main(): Promise<Record<string, unknown>> {
-  const { values, positionals } = parseArgs({ options: { credential: { type: 'string' }, nonce: { type: 'string' } }, allowPositionals: true, strict: true });
+/** One of the three commands on `args` (also what quote-socket runs for the uplink, in-process). */
+export async function quoteCommand(args: string[]): Promise<Record<string, unknown>> {
+  const { values, positionals } = parseArgs({ args, options: { credential: { type: 'string' }, nonce: { type: 'string' } }, allowPositionals: true, strict: true });
   switch (positionals[0]) {
     case 'enroll': {
       const e = await enrollAk(tcti);
@@ -55,10 +56,12 @@ async function main(): Promise<Record<string, unknown>> {
   }
 }
 
-try {
-  process.stdout.write(JSON.stringify(await main()) + '\n');
-} catch (err) {
-  const e = asPksError(err);
-  process.stdout.write(JSON.stringify({ error: { code: e.code, detail: e.detail } }) + '\n');
-  process.exitCode = 1;
+if (process.argv[1]?.endsWith('quote-cli.js') || process.argv[1]?.endsWith('quote-cli.ts')) {
+  try {
+    process.stdout.write(JSON.stringify(await quoteCommand(process.argv.slice(2))) + '\n');
+  } catch (err) {
+    const e = asPksError(err);
+    process.stdout.write(JSON.stringify({ error: { code: e.code, detail: e.detail } }) + '\n');
+    process.exitCode = 1;
+  }
 }

@@ -6,15 +6,10 @@
 // forms of quote-cli (enroll | activate --credential B64 | quote --nonce HEX); anything else is
 // refused with a coded error before the TPM is touched. The answer is quote-cli's JSON line.
 //   stdin/stdout = the accepted connection (StandardInput=socket)
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { asPksError, pksError } from '../../appliance/errors.js';
+import { quoteCommand } from './quote-cli.js';
 
 const MAX_LINE = 4096; // a credential blob is < 1 KiB of base64
-const here = fileURLToPath(import.meta.url);
-// next to this module: quote-cli.js in dist/, quote-cli.ts under tsx (tests)
-const CLI = path.join(path.dirname(here), `quote-cli${path.extname(here)}`);
 
 /** The argv a request may ask for, or a coded refusal. */
 export function checkQuoteRequest(line: string): string[] {
@@ -47,17 +42,8 @@ async function readLine(): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  const args = checkQuoteRequest(await readLine());
-  const out = await new Promise<string>((resolve) =>
-    execFile(process.execPath, [...process.execArgv, CLI, ...args], { timeout: 120_000, maxBuffer: 4 << 20 }, (_err, stdout) => resolve(String(stdout))),
-  );
-  const line = out.trim().split('\n').pop() ?? '';
-  try {
-    JSON.parse(line);
-  } catch {
-    throw pksError('PKS_SERVICE_UNAVAILABLE', 'TPM quote tool gave no answer');
-  }
-  process.stdout.write(line + '\n');
+  // in this process: one node start per request is what the box pays, not two
+  process.stdout.write(JSON.stringify(await quoteCommand(checkQuoteRequest(await readLine()))) + '\n');
 }
 
 if (process.argv[1]?.endsWith('quote-socket.js') || process.argv[1]?.endsWith('quote-socket.ts')) {
