@@ -229,11 +229,14 @@ check_uki_tamper() {
 # restored, the next re-measurement opens the vault again and the same verb is served.
 TAMPER_FILE=/usr/lib/pks/dist/services/tester-api/main.js
 CHECKPOINT_REQ='{"seq":1,"hash":"'$(printf 'ab%.0s' {1..32})'","prevSeq":0,"prevHash":"'$(printf '0%.0s' {1..64})'","at":"2026-01-01T00:00:00.000Z"}'
-gate_is() { # $1 = true|false: waits up to 90 s for the vault's gate to be open / closed
-  GX_TIMEOUT=200 gx "for i in \$(seq 1 45); do
-      systemctl start pks-measure-live.service >/dev/null 2>&1 || true
+gate_is() { # $1 = true|false: waits up to 360 s (wall clock) for the vault's gate to be open / closed
+  # the re-measurement is started without waiting for it: under TCG one walk of the trees can take
+  # longer than a whole fixed number of polls (a slow guest missed the close that way)
+  GX_TIMEOUT=420 gx "end=\$((\$(date +%s) + 360))
+    while [ \$(date +%s) -lt \$end ]; do
+      systemctl start --no-block pks-measure-live.service >/dev/null 2>&1 || true
       pksctl ipc vault status --as sentinel --compact 2>/dev/null | grep -q '\"gate\":{\"open\":$1' && exit 0
-      sleep 2
+      sleep 3
     done; exit 1" >/dev/null
 }
 check_tamper_fail_closed() {
