@@ -14,6 +14,7 @@
 // with the batch and record ids as associated data).
 import { X509Certificate, createPublicKey, createSign, createVerify, type KeyObject } from 'node:crypto';
 import { pksError } from './errors.js';
+import { parseJsonOr } from './json.js';
 import { compileChecker } from './config.js';
 import { ID, NAME, POOL, b64 } from './schema.js';
 
@@ -160,13 +161,7 @@ export function verifyChunk(raw: unknown, trust: TrustAnchor, boxId: string, now
   checkSigner(cert, trust, now);
   const ok = createVerify('sha256').update(chunk.payload).verify(createPublicKey(cert.publicKey.export({ type: 'spki', format: 'pem' })), Buffer.from(chunk.sig, 'base64'));
   if (!ok) throw pksError('PKS_BATCH_SIGNATURE', 'signature does not verify');
-  let data: unknown;
-  try {
-    data = JSON.parse(chunk.payload);
-  } catch {
-    throw pksError('PKS_BATCH_INVALID', 'payload is not JSON');
-  }
-  const p = checkPayload(data);
+  const p = checkPayload(parseJsonOr('PKS_BATCH_INVALID', 'payload', chunk.payload));
   if (p.boxId !== boxId) throw pksError('PKS_BATCH_NOT_FOR_US', `batch is for ${p.boxId}`);
   if (p.chunk >= p.chunks) throw pksError('PKS_BATCH_INVALID', 'chunk index beyond chunk count');
   return p;

@@ -13,6 +13,7 @@
 import { X509Certificate, createVerify } from 'node:crypto';
 import { compileChecker } from './config.js';
 import { pksError } from './errors.js';
+import { parseJsonOr } from './json.js';
 import type { TrustAnchor } from './batch-format.js';
 import { NAME } from './schema.js';
 
@@ -83,13 +84,7 @@ const validNow = (c: X509Certificate, now: Date): boolean => now >= new Date(c.v
  * failure is PKS_KMS_SIGNATURE or PKS_KMS_MESSAGE_INVALID and changes nothing.
  */
 export function verifyKmsMessage(raw: Buffer | string, kind: KmsMessageKind, trust: TrustAnchor, boxId: string, now = new Date()): Record<string, unknown> {
-  if (raw.length > MAX_KMS_MESSAGE_BYTES + 16 * 1024) throw pksError('PKS_KMS_MESSAGE_INVALID', 'KMS message is too large');
-  let data: unknown;
-  try {
-    data = JSON.parse(raw.toString());
-  } catch {
-    throw pksError('PKS_KMS_MESSAGE_INVALID', 'KMS message is not JSON');
-  }
+  const data = parseJsonOr('PKS_KMS_MESSAGE_INVALID', 'KMS message', raw, MAX_KMS_MESSAGE_BYTES + 16 * 1024);
   if (data && typeof data === 'object' && !('sig' in data)) throw pksError('PKS_KMS_SIGNATURE', 'KMS message is not signed');
   const env = checkEnvelope(data);
   let cert: X509Certificate;
@@ -109,13 +104,7 @@ export function verifyKmsMessage(raw: Buffer | string, kind: KmsMessageKind, tru
     ok = false;
   }
   if (!ok) throw pksError('PKS_KMS_SIGNATURE', 'signature does not verify');
-  let p: unknown;
-  try {
-    p = JSON.parse(env.payload);
-  } catch {
-    throw pksError('PKS_KMS_MESSAGE_INVALID', 'payload is not JSON');
-  }
-  const msg = checkPayload(p);
+  const msg = checkPayload(parseJsonOr('PKS_KMS_MESSAGE_INVALID', 'payload', env.payload));
   if (msg.kind !== kind) throw pksError('PKS_KMS_MESSAGE_INVALID', `expected a ${kind} message, got ${msg.kind}`);
   if (msg.boxId !== boxId) throw pksError('PKS_KMS_MESSAGE_INVALID', 'message is for another box');
   return msg.body;

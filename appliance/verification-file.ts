@@ -15,6 +15,7 @@
 import { createVerify, type KeyObject } from 'node:crypto';
 import { compileChecker } from './config.js';
 import { pksError } from './errors.js';
+import { parseJsonOr } from './json.js';
 import { ID, NAME } from './schema.js';
 import { verificationFileMessage } from './signed-messages.js';
 import { OUTBOX_KINDS, type OutboxItem } from './contracts/keystore.js';
@@ -97,13 +98,7 @@ export function packFile(fileId: string, boxId: string, items: readonly OutboxIt
 
 /** KMS side: checks shape and the audit-key signature, returns the payload. */
 export function verifyFile(raw: Buffer | string, auditKey: KeyObject): VerificationPayload {
-  let data: unknown;
-  try {
-    data = JSON.parse(raw.toString());
-  } catch {
-    throw pksError('PKS_BAD_REQUEST', 'verification file is not JSON');
-  }
-  const env = checkEnvelope(data);
+  const env = checkEnvelope(parseJsonOr('PKS_BAD_REQUEST', 'verification file', raw));
   let ok = false;
   try {
     ok = createVerify('sha256').update(verificationFileMessage(env.payload)).verify({ key: auditKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(env.sig, 'base64'));
@@ -111,11 +106,5 @@ export function verifyFile(raw: Buffer | string, auditKey: KeyObject): Verificat
     ok = false;
   }
   if (!ok) throw pksError('PKS_AUDIT_BROKEN', 'verification file signature does not verify with the box audit key');
-  let p: unknown;
-  try {
-    p = JSON.parse(env.payload);
-  } catch {
-    throw pksError('PKS_BAD_REQUEST', 'verification payload is not JSON');
-  }
-  return checkPayload(p);
+  return checkPayload(parseJsonOr('PKS_BAD_REQUEST', 'verification payload', env.payload));
 }

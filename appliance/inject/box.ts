@@ -3,6 +3,7 @@
 // into our coded errors so the injector can tell "retry" from "stop".
 import { Client } from 'undici';
 import { isErrorCode, pksError, PksError } from '../errors.js';
+import { parseJsonOr } from '../json.js';
 import type { RelayedProof } from '../contracts/keystore.js';
 
 export interface SheP {
@@ -55,12 +56,7 @@ export function boxClient(o: BoxOptions): BoxApi {
     } catch (e) {
       throw pksError('PKS_SERVICE_UNAVAILABLE', `box ${o.url}: ${(e as Error).message}`);
     }
-    let doc: Record<string, unknown>;
-    try {
-      doc = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      throw pksError('PKS_SERVICE_UNAVAILABLE', `box answered ${status} without JSON`);
-    }
+    const doc = parseJsonOr('PKS_SERVICE_UNAVAILABLE', `the box's answer (HTTP ${status})`, text) as Record<string, unknown>;
     if (status !== 200) {
       const code = isErrorCode(doc.code) ? doc.code : 'PKS_INTERNAL';
       throw new PksError(code, typeof doc.detail === 'string' ? doc.detail : `HTTP ${status}`);

@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { MAX_CHUNK_BYTES } from '../batch-format.js';
 import { pksError } from '../errors.js';
+import { parseJsonOr } from '../json.js';
 import { ipcClient } from '../ipc.js';
 import { socketPath } from '../paths.js';
 
@@ -21,12 +22,7 @@ export async function importCommand(argv: string[], out: (s: string) => void): P
       n++;
       if (!line.trim()) continue;
       if (line.length > MAX_CHUNK_BYTES + 16 * 1024) throw pksError('PKS_TOO_LARGE', `line ${n} is larger than a chunk may be`);
-      let chunk: unknown;
-      try {
-        chunk = JSON.parse(line);
-      } catch {
-        throw pksError('PKS_BATCH_INVALID', `line ${n} is not JSON`);
-      }
+      const chunk = parseJsonOr('PKS_BATCH_INVALID', `line ${n}`, line);
       const r = await ks.call<{ batchId: string; pool: string; imported: number; complete: boolean; missing: number[] }>('import-chunk', { chunk });
       const b = batches.get(r.batchId) ?? { pool: r.pool, imported: 0, complete: false, missing: [] };
       batches.set(r.batchId, { pool: r.pool, imported: b.imported + r.imported, complete: r.complete, missing: r.missing });

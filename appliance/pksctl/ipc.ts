@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { ipcClient } from '../ipc.js';
 import { socketPath } from '../paths.js';
 import { pksError } from '../errors.js';
+import { parseJsonOr } from '../json.js';
 
 const NAME = /^[a-z][a-z0-9-]{0,31}$/;
 export const IPC_USAGE = 'usage: pksctl ipc SERVICE VERB [JSON] [--as CALLER] [--timeout MS] [--compact]';
@@ -18,12 +19,7 @@ export async function ipcCommand(argv: string[], out: (s: string) => void): Prom
   if (!service || !verb || extra.length || !NAME.test(service) || !NAME.test(verb) || !NAME.test(values.as!)) throw pksError('PKS_BAD_REQUEST', IPC_USAGE);
   const timeoutMs = Number(values.timeout);
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) throw pksError('PKS_BAD_REQUEST', '--timeout must be 1..600000 ms');
-  let body: unknown;
-  try {
-    body = JSON.parse(json);
-  } catch {
-    throw pksError('PKS_BAD_REQUEST', 'JSON argument does not parse');
-  }
+  const body = parseJsonOr('PKS_BAD_REQUEST', 'the JSON argument', json);
   // the socket decides who is calling: --as picks another caller's socket (root can open them all)
   const client = ipcClient(socketPath(service, values.as!), { timeoutMs });
   try {

@@ -9,6 +9,7 @@ import { isIPv4 } from 'node:net';
 import type { SchemaObject } from 'ajv';
 import { compileChecker, makeAjv } from '../config.js';
 import { isPksError, pksError } from '../errors.js';
+import { parseJsonOr } from '../json.js';
 import { NAME, PATH, POOL } from '../schema.js';
 import { validateMailerConfig } from '../../services/sentinel/mailer.js';
 import { keystoreSchema } from '../../services/keystore/config.js';
@@ -254,12 +255,5 @@ export function checkAnswers(raw: unknown): SetupAnswers {
 
 /** Reads and checks an answer file (JSON, at most 1 MiB). */
 export function readAnswersFile(file: string): SetupAnswers {
-  const raw = readableFile(file, 'answer file');
-  let data: unknown;
-  try {
-    data = JSON.parse(raw.toString('utf8'));
-  } catch {
-    return bad(`${file} is not JSON`);
-  }
-  return checkAnswers(data);
+  return checkAnswers(parseJsonOr('PKS_SETUP_ANSWERS', `answers: ${file}`, readableFile(file, 'answer file')));
 }

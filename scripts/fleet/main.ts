@@ -23,6 +23,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { asPksError, pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import { ipcClient } from '../../appliance/ipc.js';
 import { COMMANDS, signCommand, type CommandName } from '../../services/uplink/commands.js';
 import { rolloutCommand, updatesTable } from './rollout.js';
@@ -166,14 +167,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         const [boxId, command, argsJson] = rest;
         if (!boxId || !command || !(COMMANDS as readonly string[]).includes(command)) throw pksError('PKS_BAD_REQUEST', `cmd BOX (${COMMANDS.join('|')}) [ARGS-JSON] --ops-key FILE`);
         if (typeof opt['ops-key'] !== 'string') throw pksError('PKS_BAD_REQUEST', 'cmd needs --ops-key FILE');
-        let args: Record<string, unknown> = {};
-        if (argsJson) {
-          try {
-            args = JSON.parse(argsJson) as Record<string, unknown>;
-          } catch {
-            throw pksError('PKS_BAD_REQUEST', 'ARGS-JSON is not JSON');
-          }
-        }
+        const args = (argsJson ? parseJsonOr('PKS_BAD_REQUEST', 'ARGS-JSON', argsJson) : {}) as Record<string, unknown>;
         const ttl = Number(opt.ttl ?? 3600);
         const seq = Number(opt.seq ?? Date.now());
         const signed = signCommand({ v: 1, seq, expiresAt: new Date(Date.now() + ttl * 1000).toISOString(), boxId, command: command as CommandName, args }, readFileSync(opt['ops-key'], 'utf8'));

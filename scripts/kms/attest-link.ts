@@ -7,6 +7,7 @@
 import { createPublicKey, verify } from 'node:crypto';
 import { compileChecker } from '../../appliance/config.js';
 import { asPksError, pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import { MEASUREMENT_LOG_MAX, gateReportText, type GateReport } from '../../appliance/contracts/attestation.js';
 import { ID, b64 } from '../../appliance/schema.js';
 import type { Attestor } from './attest.js';
@@ -76,12 +77,7 @@ export function checkGateReport(boxId: string, identitySpkiB64: string, nonce: B
 export async function onAttestMessage(a: Attestor, boxId: string, identity: string | undefined, raw: Buffer): Promise<Record<string, unknown> | null> {
   const requestId = peekRequestId(raw);
   try {
-    let m: Msg;
-    try {
-      m = checkMsg(JSON.parse(raw.toString('utf8')));
-    } catch (e) {
-      throw e instanceof SyntaxError ? pksError('PKS_BAD_REQUEST', 'attest message is not JSON') : e;
-    }
+    const m: Msg = checkMsg(parseJsonOr('PKS_BAD_REQUEST', 'attest message', raw));
     switch (m.type) {
       case 'enroll':
         return { requestId, credential: (await a.beginEnroll(boxId, Buffer.from(m.ekCert, 'base64'), Buffer.from(m.akPublic, 'base64'), m.pcr15, m.measurementLog === undefined ? undefined : Buffer.from(m.measurementLog, 'base64'))).toString('base64') };

@@ -9,6 +9,7 @@ import { createPublicKey } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
 import { compileChecker } from '../../appliance/config.js';
 import { asPksError, pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import { startIpcServer, type IpcServer, type VerbTable } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
 import { signKmsMessage } from '../../appliance/kms-message.js';
@@ -48,13 +49,7 @@ const checkResend = compileChecker<{ batchId: string; chunks: number[] }>(
   'resend',
 );
 
-const parseJson = (b: Buffer): unknown => {
-  try {
-    return JSON.parse(b.toString('utf8'));
-  } catch {
-    throw pksError('PKS_BAD_REQUEST', 'message is not JSON');
-  }
-};
+const parseJson = (b: Buffer): unknown => parseJsonOr('PKS_BAD_REQUEST', 'message', b);
 
 const checkCsrRequest = compileChecker<{ requestId: string; csr: string; endorsement?: string }>(
   {
@@ -527,13 +522,7 @@ export class Kms {
           } catch {
             throw pksError('PKS_NOT_FOUND', 'OEM file cannot be read');
           }
-          let data: unknown;
-          try {
-            data = JSON.parse(text);
-          } catch {
-            throw pksError('PKS_BAD_REQUEST', 'OEM file is not JSON');
-          }
-          return importOem(this.store, data);
+          return importOem(this.store, parseJsonOr('PKS_BAD_REQUEST', 'OEM file', text));
         },
       },
       pools: {

@@ -7,18 +7,14 @@
 // refused with a coded error before the TPM is touched. The answer is quote-cli's JSON line.
 //   stdin/stdout = the accepted connection (StandardInput=socket)
 import { asPksError, pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import { quoteCommand } from './quote-cli.js';
 
 const MAX_LINE = 4096; // a credential blob is < 1 KiB of base64
 
 /** The argv a request may ask for, or a coded refusal. */
 export function checkQuoteRequest(line: string): string[] {
-  let req: unknown;
-  try {
-    req = JSON.parse(line);
-  } catch {
-    throw pksError('PKS_BAD_REQUEST', 'quote request is not JSON');
-  }
+  const req = parseJsonOr('PKS_BAD_REQUEST', 'quote request', line);
   const args = (req as { args?: unknown })?.args;
   if (!req || typeof req !== 'object' || Object.keys(req).length !== 1 || !Array.isArray(args) || !args.every((a) => typeof a === 'string'))
     throw pksError('PKS_BAD_REQUEST', 'quote request is {"args":[strings]}');

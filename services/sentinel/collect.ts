@@ -8,6 +8,7 @@ import { constants as fsConstants } from 'node:fs';
 import net from 'node:net';
 import { open as openLmdb } from 'lmdb';
 import { asPksError, isPksError, pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
 import type { Level, Observation } from './alerts.js';
@@ -80,11 +81,7 @@ async function readJson(file: string): Promise<unknown | undefined> {
     throw pksError('PKS_CONFIG_UNREADABLE', `${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
   }
   if (text.length > MAX_FILE) throw pksError('PKS_TOO_LARGE', file);
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw pksError('PKS_BAD_REQUEST', `${file}: not JSON`);
-  }
+  return parseJsonOr('PKS_BAD_REQUEST', file, text);
 }
 
 /** A unix socket that accepts a connection within `ms`. */

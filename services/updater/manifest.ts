@@ -13,6 +13,7 @@
 import { X509Certificate, createPublicKey, createSign, createVerify, type KeyObject } from 'node:crypto';
 import { compileChecker } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import { ID, NAME, b64 } from '../../appliance/schema.js';
 
 export interface ManifestPayload {
@@ -92,14 +93,7 @@ export function signManifest(p: ManifestPayload, key: KeyObject | string, certPe
 
 /** Box side: shape, signer issued by the pinned KMS CA and valid now, signature, payload, addressee, expiry. */
 export function verifyManifest(raw: Buffer | string, o: { kmsCa: X509Certificate; boxId: string; compatible: string; maxBytes: number; now?: Date }): ManifestPayload {
-  if (raw.length > MAX_MANIFEST_BYTES * 2) throw pksError('PKS_UPDATE_MANIFEST', 'manifest is too large');
-  let data: unknown;
-  try {
-    data = JSON.parse(raw.toString());
-  } catch {
-    throw pksError('PKS_UPDATE_MANIFEST', 'manifest is not JSON');
-  }
-  const env = envelope(data);
+  const env = envelope(parseJsonOr('PKS_UPDATE_MANIFEST', 'manifest', raw, MAX_MANIFEST_BYTES * 2));
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(env.cert);
@@ -116,13 +110,7 @@ export function verifyManifest(raw: Buffer | string, o: { kmsCa: X509Certificate
     ok = false;
   }
   if (!ok) throw pksError('PKS_UPDATE_MANIFEST', 'signature does not verify');
-  let p: unknown;
-  try {
-    p = JSON.parse(env.payload);
-  } catch {
-    throw pksError('PKS_UPDATE_MANIFEST', 'payload is not JSON');
-  }
-  const m = payload(p);
+  const m = payload(parseJsonOr('PKS_UPDATE_MANIFEST', 'payload', env.payload));
   if (m.boxId !== o.boxId) throw pksError('PKS_UPDATE_MANIFEST', `manifest is for ${m.boxId}`);
   if (m.compatible !== o.compatible) throw pksError('PKS_UPDATE_INCOMPATIBLE', `manifest is for '${m.compatible}'`);
   if (!(Date.parse(m.expiresAt) > now.getTime())) throw pksError('PKS_UPDATE_MANIFEST', 'manifest has expired');

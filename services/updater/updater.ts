@@ -22,6 +22,7 @@ import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createHash, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { asPksError, pksError, type PksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import { allowMigrations } from '../../appliance/data-format.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
@@ -120,12 +121,7 @@ export class Updater {
     if (!v) return;
     const text = await bundleFile(copy, MEASUREMENT_MANIFEST_FILE);
     if (text === null) throw pksError('PKS_UPDATE_MEASUREMENT', `bundle carries no ${MEASUREMENT_MANIFEST_FILE}`);
-    let m;
-    try {
-      m = parseMeasurementManifest(JSON.parse(text));
-    } catch (e) {
-      throw e instanceof SyntaxError ? pksError('PKS_UPDATE_MEASUREMENT', 'measurement manifest is not JSON') : e;
-    }
+    const m = parseMeasurementManifest(parseJsonOr('PKS_UPDATE_MEASUREMENT', 'measurement manifest', text));
     if (m.release !== info.version || m.compatible !== info.compatible)
       throw pksError('PKS_UPDATE_MEASUREMENT', `measurement manifest is for ${m.compatible} ${m.release}, the bundle is ${info.compatible.slice(0, 64)} ${info.version}`);
     try {

@@ -14,6 +14,7 @@
 import { createHash, createPublicKey, createSign, createVerify, type KeyObject } from 'node:crypto';
 import { compileChecker } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import { NAME, POOL } from '../../appliance/schema.js';
 import { UNLOCK_ARG_SCHEMAS, UNLOCK_COMMANDS } from './unlock-commands.js';
 
@@ -133,13 +134,7 @@ export interface VerifyOptions {
  * (shape, addressee, expiry, replay, arguments). Returns the payload only if all hold.
  */
 export function verifyCommand(raw: Buffer | string, o: VerifyOptions): CommandPayload {
-  if (raw.length > MAX_COMMAND_BYTES * 2) throw pksError('PKS_COMMAND_INVALID', 'command is too large');
-  let data: unknown;
-  try {
-    data = JSON.parse(raw.toString());
-  } catch {
-    throw pksError('PKS_COMMAND_INVALID', 'command is not JSON');
-  }
+  const data = parseJsonOr('PKS_COMMAND_INVALID', 'command', raw, MAX_COMMAND_BYTES * 2);
   if (data && typeof data === 'object' && !('sig' in data)) throw pksError('PKS_COMMAND_SIGNATURE', 'command is not signed');
   const env = checkEnvelope(data);
   let ok = false;
@@ -149,13 +144,7 @@ export function verifyCommand(raw: Buffer | string, o: VerifyOptions): CommandPa
     ok = false;
   }
   if (!ok) throw pksError('PKS_COMMAND_SIGNATURE', 'signature does not verify with the pinned ops key');
-  let p: unknown;
-  try {
-    p = JSON.parse(env.payload);
-  } catch {
-    throw pksError('PKS_COMMAND_INVALID', 'payload is not JSON');
-  }
-  const cmd = checkPayload(p);
+  const cmd = checkPayload(parseJsonOr('PKS_COMMAND_INVALID', 'payload', env.payload));
   if (cmd.boxId !== o.boxId) throw pksError('PKS_COMMAND_INVALID', `command is for ${cmd.boxId}`);
   const now = (o.now ?? new Date()).getTime();
   const exp = Date.parse(cmd.expiresAt);

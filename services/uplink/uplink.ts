@@ -21,6 +21,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { MqttClient } from 'mqtt';
 import { loadTrustAnchor, verifyChunk, type TrustAnchor } from '../../appliance/batch-format.js';
 import { asPksError, isErrorCode, pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import type { IpcClient } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
 import type { ImportChunkResponse, OutboxFileResponse, StatsResponse } from '../../appliance/contracts/keystore.js';
@@ -247,12 +248,12 @@ export class Uplink {
   private async onChunk(payload: Buffer): Promise<void> {
     let chunk: unknown;
     try {
-      chunk = JSON.parse(payload.toString('utf8'));
+      chunk = parseJsonOr('PKS_BATCH_INVALID', 'batch chunk', payload);
       // checked here first, so junk costs one signature check and never reaches the keystore
       verifyChunk(chunk, this.trust, this.d.cfg.boxId);
     } catch (err) {
       this.counters.refusedChunks++;
-      const e = err instanceof SyntaxError ? pksError('PKS_BATCH_INVALID', 'batch chunk is not JSON') : asPksError(err);
+      const e = asPksError(err);
       return this.raise(e.code, `batch chunk refused: ${e.detail}`);
     }
     for (let attempt = 0; ; attempt++) {

@@ -19,6 +19,7 @@ import { constants, fstatSync, fsyncSync, openSync, closeSync, readFileSync, sta
 import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import { writeFileDurably } from '../../appliance/durable-file.js';
 import { parseLiveMeasurement, type LiveMeasurement } from '../../appliance/contracts/measurement.js';
 import type { GateInputs, GateRecord } from './gate.js';
@@ -55,14 +56,7 @@ export function readTrustedFile(file: string, uid: number): Buffer {
 }
 
 export function readLive(f: GateFiles, now = Date.now()): LiveMeasurement {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readTrustedFile(f.live, f.writerUid).toString('utf8'));
-  } catch (e) {
-    if (e instanceof SyntaxError) throw pksError('PKS_TAMPERED', 'live measurement: not JSON');
-    throw e;
-  }
-  const live = parseLiveMeasurement(raw);
+  const live = parseLiveMeasurement(parseJsonOr('PKS_TAMPERED', 'live measurement', readTrustedFile(f.live, f.writerUid)));
   const age = (now - Date.parse(live.measuredAt)) / 1000;
   if (age > f.maxAgeS || age < -f.maxAgeS) throw pksError('PKS_TAMPERED', 'the live measurement is stale (is pks-measure-live.timer running?)');
   return live;

@@ -8,6 +8,7 @@ import { X509Certificate as NodeX509 } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import { pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import { boxCsrMessage, checkpointMessage, verificationFileMessage, type CheckpointFields } from '../../appliance/signed-messages.js';
 import { checkP256Csr, keyIdentifier, signCertificate, type RawSigner } from '../../appliance/x509.js';
 import { p256PointFromSpki } from '../../appliance/ec-der.js';
@@ -213,12 +214,7 @@ const FILE_KINDS = new Set<string>(OUTBOX_KINDS);
  * signs the domain-separated digest of the exact text.
  */
 export function verificationFileToSign(text: string, boxId: string): Buffer {
-  let p: { type?: unknown; v?: unknown; fileId?: unknown; boxId?: unknown; createdAt?: unknown; items?: unknown };
-  try {
-    p = JSON.parse(text) as typeof p;
-  } catch {
-    throw pksError('PKS_BAD_REQUEST', 'verification payload is not JSON');
-  }
+  const p = parseJsonOr('PKS_BAD_REQUEST', 'verification payload', text) as { type?: unknown; v?: unknown; fileId?: unknown; boxId?: unknown; createdAt?: unknown; items?: unknown };
   const keys = Object.keys(p ?? {}).sort().join(',');
   if (keys !== 'boxId,createdAt,fileId,items,type,v' || p.type !== 'pks-verification' || p.v !== 1) throw pksError('PKS_BAD_REQUEST', 'not a v1 verification payload');
   if (p.boxId !== boxId) throw pksError('PKS_BAD_REQUEST', 'verification payload names another box');

@@ -29,6 +29,7 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { pksError } from '../../appliance/errors.js';
+import { parseJsonOr } from '../../appliance/json.js';
 import type { VerbTable } from '../../appliance/ipc.js';
 import type { Logger } from '../../appliance/log.js';
 import { gateReportText, type GateReport } from '../../appliance/contracts/attestation.js';
@@ -122,13 +123,7 @@ export async function startVaultGate(vault: Vault, boxId: string, files: GateFil
         const g = await openGate();
         if (g.matched !== 'record') throw pksError('PKS_UPDATE_BUSY', 'this boot runs the pending record: settle it first');
         const base = verifiedRecord(readRecord(files!), verifier);
-        let raw: unknown;
-        try {
-          raw = JSON.parse(b.manifest);
-        } catch {
-          throw pksError('PKS_UPDATE_MEASUREMENT', 'measurement manifest is not JSON');
-        }
-        const m = parseMeasurementManifest(raw);
+        const m = parseMeasurementManifest(parseJsonOr('PKS_UPDATE_MEASUREMENT', 'measurement manifest', b.manifest));
         let pin: KeyObject;
         try {
           pin = createPublicKey(readFileSync(manifestKeyFile ?? '', 'utf8'));

@@ -21,6 +21,7 @@ import { loadTrustAnchor, verifyChunk, type TrustAnchor } from '../../../applian
 import { loadConfig } from '../../../appliance/config.js';
 import { DoipDecodeError, DoipStream, decodeHeader, decodePayload } from '../../../appliance/doip/codec.js';
 import { isPksError } from '../../../appliance/errors.js';
+import { parseJsonOr } from '../../../appliance/json.js';
 import { decodeFrame } from '../../../appliance/isotp/frames.js';
 import { decodeSocketCan } from '../../../appliance/isotp/socketcan.js';
 import { parseHex, sheVerify } from '../../../appliance/she.js';
@@ -43,9 +44,6 @@ import { call, startRig, type Rig } from '../../tester-api/fixture.js';
 import type { FuzzTarget } from './engine.js';
 
 export const BOX_ID = 'box-fuzz-01';
-
-/** A refusal the parser's caller turns into a coded one (the uplink maps SyntaxError to PKS_BATCH_INVALID). */
-const codedOrSyntax = (e: unknown): boolean => isPksError(e) || e instanceof SyntaxError;
 
 interface Pki {
   dir: string;
@@ -87,10 +85,9 @@ const batchChunk: FuzzTarget = {
   what: 'batch chunks (KMS re-order answers on .../batch): uplink JSON + verifyChunk',
   json: true,
   setup: needPki,
-  clean: codedOrSyntax,
   run(input) {
     const raw = signedOrRaw(input, (payload) => ({ v: 1, payload, sig: sign(p.signerKey, payload), cert: p.signerCert }));
-    const chunk: unknown = JSON.parse(raw.toString('utf8'));
+    const chunk = parseJsonOr('PKS_BATCH_INVALID', 'batch chunk', raw);
     const b = verifyChunk(chunk, p.trust, BOX_ID);
     return `${b.pool}:${b.records.length > 1 ? 'n' : '1'}`;
   },
