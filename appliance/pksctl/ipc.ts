@@ -19,7 +19,7 @@ export async function ipcCommand(argv: string[], out: (s: string) => void): Prom
   if (!service || !verb || extra.length || !NAME.test(service) || !NAME.test(verb) || !NAME.test(values.as!)) throw pksError('PKS_BAD_REQUEST', IPC_USAGE);
   const timeoutMs = Number(values.timeout);
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) throw pksError('PKS_BAD_REQUEST', '--timeout must be 1..600000 ms');
-  const body = parseJsonOr('PKS_BAD_REQUEST', 'the JSON argument', json);
+  const body = parseJsonOr('PKS_BAD_REQUEST', 'the request argument', json);
   // the socket decides who is calling: --as picks another caller's socket (root can open them all)
   const client = ipcClient(socketPath(service, values.as!), { timeoutMs });
   try {

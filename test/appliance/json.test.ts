@@ -6,6 +6,13 @@ import * as assert from 'uvu/assert';
 import { compileChecker } from '../../appliance/config.js';
 import { PksError, type ErrorCode } from '../../appliance/errors.js';
 import { parseJsonOr } from '../../appliance/json.js';
+import type { TrustAnchor } from '../../appliance/batch-format.js';
+import { verifyKmsMessage } from '../../appliance/kms-message.js';
+import { verifyFile } from '../../appliance/verification-file.js';
+import { checkQuoteRequest } from '../../services/attest/quote-socket.js';
+import { MAX_MANIFEST_BYTES, verifyManifest } from '../../services/updater/manifest.js';
+import { MAX_COMMAND_BYTES, verifyCommand } from '../../services/uplink/commands.js';
+import { verificationFileToSign } from '../../services/vault/signed-structures.js';
 
 const refusal = (fn: () => unknown): PksError => {
   try {
@@ -91,6 +98,23 @@ test('a closed schema (as the callers\' envelopes and payloads are) refuses a "_
   assert.equal(check(parseJsonOr('PKS_COMMAND_INVALID', 'command', '{"a":1}')), { a: 1 });
   const e = refusal(() => check(parseJsonOr('PKS_COMMAND_INVALID', 'command', '{"a":1,"__proto__":{"a":2}}')));
   assert.is(e.code, 'PKS_COMMAND_INVALID');
+});
+
+test('the parsers of outside messages keep their codes and wording for junk and for a flood', () => {
+  // nothing past the parse is reached, so no key or anchor is needed
+  const none = undefined as never;
+  const cases: [() => unknown, ErrorCode, string][] = [
+    [() => verifyKmsMessage('{"v":1,', 'ack', none as TrustAnchor, 'box-1'), 'PKS_KMS_MESSAGE_INVALID', 'KMS message is not JSON'],
+    [() => verifyKmsMessage(Buffer.alloc(300 * 1024, 0x20), 'ack', none, 'box-1'), 'PKS_KMS_MESSAGE_INVALID', 'KMS message is too large'],
+    [() => verifyCommand('{"payload":', { opsKey: none, boxId: 'box-1', lastSeq: 0 }), 'PKS_COMMAND_INVALID', 'command is not JSON'],
+    [() => verifyCommand(' '.repeat(MAX_COMMAND_BYTES * 2 + 1), { opsKey: none, boxId: 'box-1', lastSeq: 0 }), 'PKS_COMMAND_INVALID', 'command is too large'],
+    [() => verifyManifest(Buffer.from('<xml/>'), { kmsCa: none, boxId: 'box-1', compatible: 'pks', maxBytes: 1 }), 'PKS_UPDATE_MANIFEST', 'manifest is not JSON'],
+    [() => verifyManifest(' '.repeat(MAX_MANIFEST_BYTES * 2 + 1), { kmsCa: none, boxId: 'box-1', compatible: 'pks', maxBytes: 1 }), 'PKS_UPDATE_MANIFEST', 'manifest is too large'],
+    [() => verifyFile('}', none), 'PKS_BAD_REQUEST', 'verification file is not JSON'],
+    [() => verificationFileToSign('{"type":', 'box-1'), 'PKS_BAD_REQUEST', 'verification payload is not JSON'],
+    [() => checkQuoteRequest('args'), 'PKS_BAD_REQUEST', 'quote request is not JSON'],
+  ];
+  for (const [fn, code, detail] of cases) refused(fn, code, detail);
 });
 
 test.run();
