@@ -15,9 +15,19 @@
 # keys_sealed: the TLS/MQTT private keys only sealed, no PEM private key in the guest's writable
 # trees nor (a line of the tester API's key) in the disk image; version_floor: the updater's TPM NV
 # counter that setup defined. All gate `ok`.
+# A/B updates (issue 13, scripts/update/vm-updates.sh): before the power-cut loop the box takes a
+# signed v2 over the plant network, reboots itself into slot B, passes its health check and is
+# marked good (update_ok; pin_survived_update: the sealed PIN opened on slot B's UKI through the
+# signed PCR 11 policy; data_intact: same data partition, audit kept every entry); a v1 is refused
+# below the version floor (downgrade_refused), a bundle of a foreign CA is refused
+# (bad_signature_refused); the first power cut hits the install of a v4 and the box comes back on
+# v2 reporting PKS_UPDATE_INTERRUPTED (power_cut_install_ok). --updates adds a v3 whose service
+# fails the health check: the box falls back to v2 (fallback_ok). With the figures
+# update_bundle_mib, update_install_s and update_downtime_s (drain to serving again).
 #
-# Usage: scripts/vm-test.sh [--no-build] [--cuts N] [--port P] [--state DIR]
-#   --cuts N   power cuts (default 20; CI may pass fewer)
+# Usage: scripts/vm-test.sh [--no-build] [--cuts N] [--updates] [--port P] [--state DIR]
+#   --cuts N     power cuts (default 20; CI may pass fewer)
+#   --updates    the whole update scenario (the short form, without the fallback, always runs)
 #
 # The box provisions itself on its first boot (pks-setup.service, rootfs-overlay/usr/lib/
 # pks-setup/setup.sh, from the dev site the image build planted in /etc/pks-site); the default
@@ -43,6 +53,7 @@ root=$(cd "$here/.." && pwd)
 
 build=1
 cuts=${PKS_VM_CUTS:-20}
+upd_mode=short
 # a free loopback port unless one is given: another VM (a developer's, a second run) may hold any fixed one
 port=${PKS_VM_PORT:-$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")}
 state=$root/.cache/image/vm-test
@@ -50,6 +61,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) build=0; shift ;;
     --cuts) cuts=${2:?}; shift 2 ;;
+    --updates) upd_mode=full; shift ;;
     --port) port=${2:?}; shift 2 ;;
     --state) state=${2:?}; shift 2 ;;
     *) echo "vm-test: unknown argument '$1'" >&2; exit 2 ;;
@@ -75,7 +87,11 @@ export PKS_VM_PORT=$port PKS_VM_STATE=$state PKS_VM_EXEC="$root/scripts/image/bo
 # the plant's mail relay, where the dev site's SMTP_HOST:SMTP_PORT (10.0.2.2:12525) lands
 : "${PKS_VM_SMTP_PORT:=12525}"
 inject_pid= smtp_pid=
+# shellcheck source=update/vm-updates.sh
+. "$here/update/vm-updates.sh"
 cleanup() {
+  upd_stop
+  [ -n "$upd_build_pid" ] && kill "$upd_build_pid" 2>/dev/null || true
   [ -n "$inject_pid" ] && kill "$inject_pid" 2>/dev/null || true
   [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null || true
   boot kill >/dev/null 2>&1 || true
@@ -95,10 +111,13 @@ result() {
     && [ "$restarted_kill" = true ] && [ "$restarted_watchdog" = true ] && [ "$power_cuts" = "$cuts" ] \
     && [ "$vault_jitless" = true ] && [ "$sentinel_sockets" = true ] && [ "$pin_sealed" = true ] && [ "$keys_sealed" = true ] && [ "$uki_tamper_no_unseal" = true ] \
     && [ "$tamper_fail_closed" = true ] && [ "$tamper_recovered" = true ] && [ "$kms_refused_unattested" = true ] \
-    && [ "$can_of" -gt 0 ] && [ "$can_injected" = "$can_of" ] && [ "$can_dissected" = true ] && [ "$version_floor" -ge 1 ] && ok=true
-  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"vault_jitless":%s,"sentinel_sockets":%s,"pin_sealed":%s,"keys_sealed":%s,"uki_tamper_no_unseal":%s,"tamper_fail_closed":%s,"tamper_recovered":%s,"kms_refused_unattested":%s,"can_injected":%d,"can_of":%d,"can_dissected":%s,"version_floor":%d,"boots":%d,"seconds":%d,"ok":%s}\n' \
+    && [ "$can_of" -gt 0 ] && [ "$can_injected" = "$can_of" ] && [ "$can_dissected" = true ] && [ "$version_floor" -ge 1 ] \
+    && [ "$update_ok" = true ] && [ "$pin_survived_update" = true ] && [ "$data_intact" = true ] && [ "$downgrade_refused" = true ] \
+    && [ "$bad_signature_refused" = true ] && { [ "$cuts" = 0 ] || [ "$power_cut_install_ok" = true ]; } \
+    && { [ "$upd_mode" = short ] || [ "$fallback_ok" = true ]; } && ok=true
+  printf '{"services_ready":%d,"of":%d,"injected":%d,"confirmed":%d,"power_cuts":%d,"duplicates":%d,"lost":%d,"reissued":%d,"audit_ok":%s,"restarted_after_kill":%s,"restarted_by_watchdog":%s,"measured_boot_ok":%s,"vault_jitless":%s,"sentinel_sockets":%s,"pin_sealed":%s,"keys_sealed":%s,"uki_tamper_no_unseal":%s,"tamper_fail_closed":%s,"tamper_recovered":%s,"kms_refused_unattested":%s,"can_injected":%d,"can_of":%d,"can_dissected":%s,"version_floor":%d,"updates":"%s","update_ok":%s,"fallback_ok":%s,"downgrade_refused":%s,"bad_signature_refused":%s,"power_cut_install_ok":%s,"data_intact":%s,"pin_survived_update":%s,"update_bundle_mib":%d,"update_install_s":%d,"update_downtime_s":%d,"boots":%d,"seconds":%d,"ok":%s}\n' \
     "$services_ready" "$of" "$injected" "$confirmed" "$power_cuts" "$duplicates" "$lost" "$reissued" "$audit_ok" \
-    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$vault_jitless" "$sentinel_sockets" "$pin_sealed" "$keys_sealed" "$uki_tamper_no_unseal" "$tamper_fail_closed" "$tamper_recovered" "$kms_refused_unattested" "$can_injected" "$can_of" "$can_dissected" "$version_floor" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
+    "$restarted_kill" "$restarted_watchdog" "$measured_ok" "$vault_jitless" "$sentinel_sockets" "$pin_sealed" "$keys_sealed" "$uki_tamper_no_unseal" "$tamper_fail_closed" "$tamper_recovered" "$kms_refused_unattested" "$can_injected" "$can_of" "$can_dissected" "$version_floor" "$upd_mode" "$update_ok" "$fallback_ok" "$downgrade_refused" "$bad_signature_refused" "$power_cut_install_ok" "$data_intact" "$pin_survived_update" "$update_bundle_mib" "$update_install_s" "$update_downtime_s" "$boots" "$(( $(date +%s) - t0 ))" "$ok"
   [ "$ok" = true ]
 }
 
@@ -286,6 +305,9 @@ smtp_pid=$!
 for _ in $(seq 1 60); do grep -q ready "$state/smtp.out" 2>/dev/null && break; kill -0 "$smtp_pid" 2>/dev/null || break; sleep 0.5; done
 grep -q ready "$state/smtp.out" 2>/dev/null || say "the plant's SMTP relay is not listening on 127.0.0.1:$PKS_VM_SMTP_PORT: $(tail -n 3 "$state/smtp.err" | tr '\n' ' ')"
 if [ "$build" = 1 ]; then say "building the image"; "$root/scripts/image/build.sh" >&2; fi
+# the update bundles of this image, made on the host while the box boots (issue 13)
+upd_build "$upd_mode" >"$state/update-build.log" 2>&1 &
+upd_build_pid=$!
 say "first boot (fresh disk and TPM)"
 if ! boot_and_wait --fresh; then say "not every service is READY"; result; exit 1; fi
 count_ready
@@ -358,20 +380,44 @@ say "SIGSTOP pks-tester-api ($old): restarted=$restarted_watchdog, NRestarts $n0
 wait_services 120 || say "services not all READY after the restart tests"
 check_records
 
+# 3b. a signed update v1 -> v2 while the line runs (drain, install, reboot into slot B, health
+# check, mark good), then a downgrade and a foreign signature refused
+if upd_serve; then
+  upd_update_v2
+  check_records
+  say "after the update: injected $injected, confirmed $confirmed, duplicates $duplicates, lost $lost, audit_ok $audit_ok"
+else
+  say "update: no bundles (see $state/update-build.log): $(tail -n 3 "$state/update-build.log" | tr '\n' ' ')"
+fi
+
 # 4. the power-cut loop
 for ((i = 1; i <= cuts; i++)); do
   [ -n "$inject_pid" ] || inject_pid=$(bash -c "$PKS_VM_INJECT")
-  sleep $(( (RANDOM % 10) + 5 ))             # somewhere in the middle of the injections
+  cut_install=0
+  if [ "$i" = 1 ] && [ "$update_ok" = true ] && upd_start_install v4.raucb; then
+    cut_install=1; sleep $(( RANDOM % 5 ))   # while RAUC writes slot A
+  else
+    sleep $(( (RANDOM % 10) + 5 ))           # somewhere in the middle of the injections
+  fi
   boot kill >&2                              # power cut: QEMU SIGKILLed, swtpm goes with it
   power_cuts=$i
   kill "$inject_pid" 2>/dev/null || true; wait "$inject_pid" 2>/dev/null || true; inject_pid=
   if ! boot_and_wait; then say "services not READY after power cut $i"; result; exit 1; fi
+  [ "$cut_install" = 1 ] && upd_after_cut
   check_records
   # measured boot holds after every power cut too
   gx 'pksctl status' >"$state/status.txt" 2>&1 || { measured_ok=false; say "pksctl status NOT OK after power cut $i"; }
   say "power cut $i/$cuts: injected $injected, confirmed $confirmed, duplicates $duplicates, lost $lost, audit_ok $audit_ok, measured_ok $measured_ok, TPM $(gx 'tpm2_getcap -T device:/dev/tpmrm0 properties-variable | grep -E "inLockout|LOCKOUT_COUNTER" | tr -s " \n" " "' || echo '?')"
   bash -c "$PKS_VM_TOPUP" >/dev/null 2>&1 || say "top-up failed"
 done
+
+# --updates: v3 fails its health check on slot A and the box falls back to v2 on B
+if [ "$upd_mode" = full ] && [ "$update_ok" = true ]; then
+  upd_fallback_v3
+  check_records
+  say "after the fallback: injected $injected, confirmed $confirmed, duplicates $duplicates, lost $lost, audit_ok $audit_ok"
+fi
+upd_stop
 
 say "orderly poweroff"
 boot stop >&2

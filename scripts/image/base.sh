@@ -60,11 +60,12 @@ chroot "$dest" /usr/bin/env DEBIAN_FRONTEND=noninteractive LC_ALL=C \
   || { tail -30 "$dest.kernel.log" >&2; exit 1; }
 rm -f "$dest.kernel.log"
 
-# Base system identity. The root file system is found by PARTUUID on the kernel command line;
-# fstab only remounts it.
+# Base system identity. The root file system is found by PARTUUID on the kernel command line
+# (each A/B slot's UKI names its own); fstab has no line for it, because both slots carry the
+# same file system UUID and a UUID= line could name the other slot.
 echo pks-dev > "$dest/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tpks-dev\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$dest/etc/hosts"
-printf 'UUID=%s\t/\text4\tdefaults,noatime\t0\t1\n' "$ROOT_FS_UUID" > "$dest/etc/fstab"
+printf '# / comes from root=PARTUUID= on the command line; the data partition is added by build.sh\n' > "$dest/etc/fstab"
 : > "$dest/etc/machine-id"
 rm -f "$dest/var/lib/dbus/machine-id"
 

@@ -9,6 +9,8 @@
 #                        exit with its exit code
 #   stop    [--timeout S]  orderly poweroff (agent, then ACPI), QEMU killed after the timeout
 #   kill                 power cut: SIGKILL QEMU (then swtpm); the disk keeps what was flushed
+#   usb-attach FILE      plug FILE (a disk image) in as a read-only USB stick (maintenance's
+#                        bundles: the guest sees /dev/sdX, by label); usb-detach pulls it
 #   run     [...]        like start, but in the foreground with the serial console on stdio
 #   status               print whether QEMU runs and where the files are
 # Options valid for every command: --state DIR (default .cache/image/vm)
@@ -107,7 +109,10 @@ qemu_args() {
     -device virtio-serial-pci \
     -chardev "socket,id=agent,path=$state/agent.sock,server=on,wait=off" -device virtconsole,chardev=agent \
     -qmp "unix:$state/qmp.sock,server=on,wait=off" \
-    -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0
+    -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0 \
+    -device qemu-xhci,id=usb,addr=0x10
+  # the xHCI for usb-attach at a fixed slot: QEMU places the if=virtio disk after the -device
+  # list, and OVMF's boot entry names the disk by its PCI slot (in the first boot's NVRAM)
 }
 
 qmp() {
@@ -115,6 +120,8 @@ qmp() {
   node -e '
     const net = require("node:net");
     const s = net.connect(process.argv[1]);
+    // each further argument: a command name, or a whole JSON command object
+    const cmds = process.argv.slice(2).map((a) => a.startsWith("{") ? JSON.parse(a) : { execute: a });
     let buf = "", step = 0;
     s.on("data", (d) => {
       buf += d;
@@ -123,13 +130,17 @@ qmp() {
         const line = buf.slice(0, i); buf = buf.slice(i + 1);
         const m = JSON.parse(line);
         if (step === 0 && m.QMP) { s.write(JSON.stringify({ execute: "qmp_capabilities" }) + "\n"); step = 1; }
-        else if (step === 1 && "return" in m) { s.write(JSON.stringify({ execute: process.argv[2] }) + "\n"); step = 2; }
-        else if (step === 2 && ("return" in m || "error" in m)) { s.end(); process.exit("error" in m ? 1 : 0); }
+        else if (step >= 1 && ("return" in m || "error" in m)) {
+          // step 1: the capabilities answer; step k > 1: the answer to cmds[k - 2]
+          if ("error" in m) { console.error(JSON.stringify(m.error)); s.end(); process.exit(1); }
+          if (step > cmds.length) { s.end(); process.exit(0); }
+          s.write(JSON.stringify(cmds[step - 1]) + "\n"); step++;
+        }
       }
     });
     s.on("error", () => process.exit(1));
-    setTimeout(() => process.exit(1), 5000);
-  ' "$state/qmp.sock" "$1"
+    setTimeout(() => process.exit(1), 15000);
+  ' "$state/qmp.sock" "$@"
 }
 
 case "$cmd" in
@@ -182,6 +193,19 @@ case "$cmd" in
     for _ in $(seq 50); do alive qemu || break; sleep 0.1; done
     rm -f "$state/qemu.pid"
     stop_swtpm
+    ;;
+  usb-attach)
+    [ ${#args[@]} -eq 1 ] && [ -f "${args[0]}" ] || { echo "boot.sh usb-attach: one image file" >&2; exit 2; }
+    alive qemu || { echo "boot.sh: QEMU is not running" >&2; exit 1; }
+    f=$(cd "$(dirname "${args[0]}")" && pwd)/$(basename "${args[0]}")
+    qmp "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"raw\",\"node-name\":\"stick\",\"read-only\":true,\"file\":{\"driver\":\"file\",\"filename\":\"$f\",\"read-only\":true}}}" \
+        '{"execute":"device_add","arguments":{"driver":"usb-storage","bus":"usb.0","drive":"stick","id":"stick","removable":true}}'
+    ;;
+  usb-detach)
+    alive qemu || exit 0
+    qmp '{"execute":"device_del","arguments":{"id":"stick"}}' || true
+    sleep 2
+    qmp '{"execute":"blockdev-del","arguments":{"node-name":"stick"}}' || true
     ;;
   status)
     if alive qemu; then echo "running pid=$(cat "$state/qemu.pid") port=$(cat "$state/port" 2>/dev/null) state=$state"

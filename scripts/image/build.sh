@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Builds the bootable dev image of the appliance: a GPT disk with an ESP holding the UKI as
-# /EFI/BOOT/BOOTX64.EFI and an ext4 root holding Debian bookworm + node 20 + our build (at
-# /usr/lib/pks) + rootfs-overlay/ + the dev-only files of scripts/image/dev-rootfs/.
+# Builds the bootable dev image of the appliance, in the A/B layout of issue 13: a GPT disk with
+#   ESP        systemd-boot as /EFI/BOOT/BOOTX64.EFI and one UKI per root slot in /EFI/Linux
+#              (named for rootfs-overlay/usr/lib/pks-update/bootchooser.sh: boot counting)
+#   rootfs_a   ext4: Debian bookworm + node 20 + our build (at /usr/lib/pks) + rootfs-overlay/ +
+#              the dev-only files of scripts/image/dev-rootfs/
+#   rootfs_b   empty until the first update writes it
+#   data       ext4 at /var/lib/pks, with /etc/pks bind-mounted from it: the keystore, the HSM
+#              token, the sealed credentials, the site configuration and RAUC's and the
+#              updater's state, which outlive every update
+# Besides disk.raw, --out gets what update bundles of this image need: root.img (the slot
+# image), uki-A.efi and uki-B.efi, pks-measurement.json, expected-pcrs.json.
 #
 # Usage: scripts/image/build.sh [--out DIR] [--no-tsc] [--rebuild-base]
-#   --out DIR        where disk.raw, uki.efi and expected-pcrs.json go (default .cache/image/out)
+#   --out DIR        where disk.raw, root.img, uki-A.efi, uki-B.efi and expected-pcrs.json go (default .cache/image/out)
 #   --no-tsc         use dist/ as it is instead of compiling first
 #   --rebuild-base   ignore the cached base rootfs and UKI
 #
@@ -46,23 +54,27 @@ mkdir -p "$cache" "$out"
 stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 key=$(cat "$here/recipe.sh" "$here/base.sh" "$here/uki.sh" "$stub" | sha256sum | cut -c1-16)
 base=$cache/base-$key
-uki=$cache/uki-$key.efi
+uki_a=$cache/uki-$key-A.efi
+uki_b=$cache/uki-$key-B.efi
 
 # 1. base rootfs (cached)
 if [ "$rebuild" = 1 ] || [ ! -f "$base/.pks-base-complete" ]; then
-  rm -rf "$base" "$uki"
+  rm -rf "$base" "$uki_a" "$uki_b"
   "$here/base.sh" "$base.tmp"
   touch "$base.tmp/.pks-base-complete"
   mv "$base.tmp" "$base"
   # drop bases of older recipes: they are hundreds of MB each
   for old in "$cache"/base-*; do [ "$old" = "$base" ] || rm -rf "$old"; done
-  for old in "$cache"/uki-*.efi; do [ "$old" = "$uki" ] || rm -f "$old"; done
+  for old in "$cache"/uki-*.efi; do case "$old" in "$cache/uki-$key-"*) ;; *) rm -f "$old" ;; esac; done
 else
   echo "image: base $key cached" >&2
 fi
 
-# 2. UKI (cached with the base: rebuilding it would change PCR 4 and 11)
-[ -f "$uki" ] || "$here/uki.sh" "$base" "$uki"
+# 2. the slots' UKIs (cached with the base: rebuilding them would change PCR 4 and 11)
+[ -f "$uki_a" ] || "$here/uki.sh" "$base" "$uki_a" A
+[ -f "$uki_b" ] || "$here/uki.sh" "$base" "$uki_b" B
+loader=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
+[ -f "$loader" ] || { echo "image build: $loader missing (scripts/deps.sh image: systemd-boot-efi)" >&2; exit 1; }
 
 # 3. our build: dist/ + production node_modules + package.json
 if [ "$tsc" = 1 ]; then
@@ -108,6 +120,9 @@ elif [ -f "$stage/usr/lib/pks/dist/appliance/pksctl/main.js" ]; then
 fi
 cp -a "$root/rootfs-overlay/." "$stage/"
 cp -a "$here/dev-rootfs/." "$stage/"
+# what the updater reports as the running release until RAUC has installed one (SVN 1: the
+# version floor setup defines); a bundle brings its own
+printf 'VERSION=%s\nSVN=1\nCOMPATIBLE=pks-appliance\n' "$(node -p 'require("'"$root"'/package.json").version')" > "$stage/usr/lib/pks-release"
 # Plant IT's first-boot setup (rootfs-overlay/usr/lib/pks-setup): its unit goes where systemd
 # finds it, and the two helpers it shares with the dev machine come from scripts/.
 install -m 0755 "$root/scripts/pki.sh" "$stage/usr/lib/pks-setup/"
@@ -123,10 +138,29 @@ chown -R 0:0 "$stage/etc/pks-site"
 systemd-sysusers --root="$stage" >/dev/null 2>&1
 systemd-tmpfiles --root="$stage" --create --prefix=/etc/pks >/dev/null 2>&1 || true
 
+# A/B updates (issue 13): RAUC's system config (two slots, verity bundles only, the custom
+# backend over systemd-boot's boot counting) and the maintenance keyring (the dev CA with its
+# CRL, scripts/update/keys.sh; bundles of this tree are signed with its dev signing key). The
+# ESP is mounted at /efi for the boot chooser; the data partition at /var/lib/pks, and /etc/pks
+# from it, so a slot switch finds the same site configuration and sealed credentials. Neither
+# is nofail: without its data the box must not come up pretending to be unprovisioned.
+update_keys=$root/.cache/update-keys
+[ -f "$update_keys/keyring.pem" ] || "$root/scripts/update/keys.sh" --dir "$update_keys" init >/dev/null
+install -d -m 0755 "$stage/etc/rauc" "$stage/efi"
+install -m 0644 "$root/scripts/update/dev-image/system.conf" "$stage/etc/rauc/system.conf"
+install -m 0644 "$update_keys/keyring.pem" "$stage/etc/rauc/keyring.pem"
+cat >> "$stage/etc/fstab" <<'FSTAB'
+PARTLABEL=data        /var/lib/pks  ext4  defaults,noatime  0 2
+/var/lib/pks/etc-pks  /etc/pks      none  bind,x-systemd.requires-mounts-for=/var/lib/pks  0 0
+PARTLABEL=ESP         /efi          vfat  umask=0077,noatime  0 0
+FSTAB
+install -d -m 0711 "$stage/var/lib/pks"
+
 # Units: everything the overlay's presets enable, plus the dev image's own units.
 units=()
 for u in "$root"/rootfs-overlay/usr/lib/systemd/system/*.service "$root"/rootfs-overlay/usr/lib/systemd/system/*.target \
-         "$root"/rootfs-overlay/usr/lib/systemd/system/*.timer "$root"/rootfs-overlay/usr/lib/systemd/system/*.socket; do
+         "$root"/rootfs-overlay/usr/lib/systemd/system/*.timer "$root"/rootfs-overlay/usr/lib/systemd/system/*.socket \
+         "$root"/rootfs-overlay/usr/lib/systemd/system/*.path; do
   [ -f "$u" ] || continue
   case "$u" in *@.*) continue ;; esac   # templates are enabled by instance
   units+=("$(basename "$u")")
@@ -153,7 +187,7 @@ if [ -f "$root/services/attest/expected-cli.ts" ]; then
   # tree: a changed pin changes PCR 15 and closes the gate
   openssl pkey -in "$signkey" -pubout -out "$stage/usr/lib/pks/measurement-signing.pem"
   chmod 0644 "$stage/usr/lib/pks/measurement-signing.pem"
-  (cd "$root" && node --import tsx services/attest/expected-cli.ts --rootfs "$stage" --uki "$uki") > "$out/expected-pcrs.json"
+  (cd "$root" && node --import tsx services/attest/expected-cli.ts --rootfs "$stage" --slot A="$uki_a" --slot B="$uki_b" --loader "$loader") > "$out/expected-pcrs.json"
   install -m 0644 "$out/expected-pcrs.json" "$stage/usr/lib/pks-image/expected-pcrs.json"
   # Issue 12: the image signing key approves the UKI's PCR 11 values (one signature per boot
   # phase); setup seals the HSM PIN to PolicyAuthorize(this key) + PCR 7, pks-unseal opens it.
@@ -174,17 +208,35 @@ fi
 img=$out/.build
 rm -rf "$img"
 mkdir -p "$img"
+# the data partition starts with what the staged tree has under /var/lib/pks and /etc/pks (the
+# latter as etc-pks, bind-mounted back); the root slot keeps only the empty mount points
+data=$img/data
+install -d -m 0711 "$data"
+cp -a "$stage/var/lib/pks/." "$data/"
+cp -a "$stage/etc/pks" "$data/etc-pks"
+find "$stage/var/lib/pks" -mindepth 1 -delete
+truncate -s "${DATA_MIB}M" "$img/data.img"
+mkfs.ext4 -q -F -L data -U "$DATA_FS_UUID" -E "hash_seed=$DATA_FS_UUID,root_owner=0:0" -d "$data" "$img/data.img"
+# the ESP: systemd-boot picks the newest slot UKI that has boot tries left (loader.conf
+# default pks-*, no menu); slot B's entry has none until an update installs it
 mkfs.vfat -C -i "$ESP_VOLUME_ID" -n ESP -F 32 "$img/esp.img" $((ESP_MIB * 1024)) >/dev/null
-MTOOLS_SKIP_CHECK=1 mmd -i "$img/esp.img" ::/EFI ::/EFI/BOOT
-MTOOLS_SKIP_CHECK=1 mcopy -i "$img/esp.img" "$uki" ::/EFI/BOOT/BOOTX64.EFI
+printf 'default pks-*\ntimeout 0\neditor no\n' > "$img/loader.conf"
+MTOOLS_SKIP_CHECK=1 mmd -i "$img/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/Linux ::/loader
+MTOOLS_SKIP_CHECK=1 mcopy -i "$img/esp.img" "$loader" ::/EFI/BOOT/BOOTX64.EFI
+MTOOLS_SKIP_CHECK=1 mcopy -i "$img/esp.img" "$img/loader.conf" ::/loader/loader.conf
+MTOOLS_SKIP_CHECK=1 mcopy -i "$img/esp.img" "$uki_a" ::/EFI/Linux/pks-1-A.efi
+MTOOLS_SKIP_CHECK=1 mcopy -i "$img/esp.img" "$uki_b" ::/EFI/Linux/pks-0-B+0-3.efi
 truncate -s "${ROOT_MIB}M" "$img/root.img"
 mkfs.ext4 -q -F -L pks-root -U "$ROOT_FS_UUID" -E "hash_seed=$ROOT_FS_UUID,root_owner=0:0" -d "$stage" "$img/root.img"
 
 esp_start=2048                           # 1 MiB
 esp_size=$((ESP_MIB * 2048))
-root_start=$((esp_start + esp_size))
 root_size=$((ROOT_MIB * 2048))
-total=$((root_start + root_size + 2048))  # + room for the backup GPT
+a_start=$((esp_start + esp_size))
+b_start=$((a_start + root_size))
+data_start=$((b_start + root_size))
+data_size=$((DATA_MIB * 2048))
+total=$((data_start + data_size + 2048))  # + room for the backup GPT
 truncate -s 0 "$img/disk.raw"
 truncate -s $((total * 512)) "$img/disk.raw"
 sfdisk -q --no-reread --no-tell-kernel "$img/disk.raw" <<EOF
@@ -193,12 +245,18 @@ label-id: $DISK_GUID
 unit: sectors
 first-lba: 2048
 start=$esp_start, size=$esp_size, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=$ESP_PARTUUID, name="ESP"
-start=$root_start, size=$root_size, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$ROOT_PARTUUID, name="root"
+start=$a_start, size=$root_size, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$ROOT_PARTUUID, name="rootfs_a"
+start=$b_start, size=$root_size, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$ROOT_B_PARTUUID, name="rootfs_b"
+start=$data_start, size=$data_size, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=$DATA_PARTUUID, name="data"
 EOF
-dd if="$img/esp.img" of="$img/disk.raw" bs=1M seek=1 conv=notrunc,sparse status=none
-dd if="$img/root.img" of="$img/disk.raw" bs=1M seek=$((1 + ESP_MIB)) conv=notrunc,sparse status=none
+dd if="$img/esp.img" of="$img/disk.raw" bs=1M seek=$((esp_start / 2048)) conv=notrunc,sparse status=none
+dd if="$img/root.img" of="$img/disk.raw" bs=1M seek=$((a_start / 2048)) conv=notrunc,sparse status=none
+dd if="$img/data.img" of="$img/disk.raw" bs=1M seek=$((data_start / 2048)) conv=notrunc,sparse status=none
 mv "$img/disk.raw" "$out/disk.raw"
-cp "$uki" "$out/uki.efi"
+mv "$img/root.img" "$out/root.img"
+cp "$uki_a" "$out/uki-A.efi"
+cp "$uki_b" "$out/uki-B.efi"
+rm -f "$out/uki.efi"   # the single UKI of the layout before A/B
 rm -rf "$img"
 
 echo "image: $out/disk.raw ($(du -h "$out/disk.raw" | cut -f1) used of $(du -h --apparent-size "$out/disk.raw" | cut -f1)) in $(( $(date +%s) - t0 ))s" >&2

@@ -11,8 +11,15 @@ import { referenceText } from '../kms/attest.js';
 
 const { values } = parseArgs({ options: { expected: { type: 'string' }, key: { type: 'string' } }, strict: true });
 if (!values.expected || !values.key) throw new Error('usage: reference.ts --expected FILE --key FILE');
-const e = JSON.parse(readFileSync(values.expected, 'utf8')) as { pcrs: Record<string, string>; pcr11Phases: { ready: string } };
-const pcrs: Record<string, string[]> = { '4': [e.pcrs['4']!], '7': [e.pcrs['7']!], '11': [e.pcr11Phases.ready] };
-for (const [k, v] of Object.entries(pcrs)) if (!/^[0-9a-f]{64}$/.test(v[0] ?? '')) throw new Error(`expected-pcrs: PCR ${k} missing`);
+type Chain = { pcrs: Record<string, string>; pcr11Phases: { ready: string } };
+const e = JSON.parse(readFileSync(values.expected, 'utf8')) as Chain & { slots?: Record<string, Chain> };
+// an A/B image: either slot's boot chain is the build's (the same application in both)
+const chains: Chain[] = e.slots ? Object.values(e.slots) : [e];
+const pcrs: Record<string, string[]> = {
+  '4': [...new Set(chains.map((c) => c.pcrs['4']!))],
+  '7': [e.pcrs['7']!],
+  '11': [...new Set(chains.map((c) => c.pcr11Phases.ready))],
+};
+for (const [k, v] of Object.entries(pcrs)) if (v.some((x) => !/^[0-9a-f]{64}$/.test(x ?? ''))) throw new Error(`expected-pcrs: PCR ${k} missing`);
 const sig = sign('sha256', Buffer.from(referenceText(pcrs)), createPrivateKey(readFileSync(values.key)));
 process.stdout.write(JSON.stringify({ version: 1, bank: 'sha256', pcrs, sig: sig.toString('base64') }, null, 1) + '\n');

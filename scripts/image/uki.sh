@@ -3,14 +3,19 @@
 # (systemd-boot-efi's linuxx64.efi.stub) with the kernel, initrd, command line and os-release
 # added as PE sections by objcopy (bookworm has no ukify). UEFI firmware measures the UKI into
 # PCR 4, systemd-stub measures its sections into PCR 11.
-# Usage: uki.sh BASE_ROOTFS OUT.efi
+# Usage: uki.sh BASE_ROOTFS OUT.efi SLOT
+# SLOT (A or B) picks the command line (recipe.sh CMDLINE_A/CMDLINE_B): the UKIs of the two
+# slots differ only in it, so each has its own PCR 11 value and the signed PCR 11 policy covers
+# both.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=recipe.sh
 . "$here/recipe.sh"
 
 base=${1:?usage: uki.sh BASE OUT}
-out=${2:?usage: uki.sh BASE OUT}
+out=${2:?usage: uki.sh BASE OUT SLOT}
+slot=${3:?usage: uki.sh BASE OUT SLOT}
+case "$slot" in A) CMDLINE=$CMDLINE_A ;; B) CMDLINE=$CMDLINE_B ;; *) echo "uki.sh: slot must be A or B" >&2; exit 2 ;; esac
 stub=${PKS_UKI_STUB:-/usr/lib/systemd/boot/efi/linuxx64.efi.stub}
 [ -f "$stub" ] || { echo "uki.sh: $stub missing (apt-get install systemd-boot-efi)" >&2; exit 1; }
 

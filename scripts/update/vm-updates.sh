@@ -1,131 +1,203 @@
 #!/usr/bin/env bash
-# What the dev image needs for A/B updates, as functions the image build and the VM test call
-# (scripts/image/build.sh and scripts/vm-test.sh belong to the image work; this file only
-# offers the pieces). NOT YET RUN IN THE VM: every function is written against the layout the
-# host tests use (test/update/rauc-host.ts), whose bootchooser, handlers and updater are the
-# same files.
+# The A/B update steps of the VM test (issue 13 §7), sourced by scripts/vm-test.sh, which owns the
+# VM (gx runs a command in the guest, say logs, wait_services waits for every PKS service).
 #
-#   source scripts/update/vm-updates.sh
-#   pks_update_root ROOTDIR KEYSDIR        RAUC config, keyring, mounts into the staged root
-#   pks_update_esp ESPDIR UKI_A UKI_B      systemd-boot + loader.conf + the two slot UKIs
-#   pks_update_disk DISK ESP_IMG ROOT_IMG DATA_MIB
-#                                          GPT: ESP, rootfs_a (ROOT_IMG), rootfs_b (empty), data
-#   pks_update_bundle VERSION SVN ROOT_IMG UKI_A UKI_B OUT [--break-service UNIT]
-#   pks_update_vm_test                      the `vm-test --updates` scenario; prints the verdict
+# Bundles are made on the host from the image the test booted (.cache/image/out: root.img, the
+# two slot UKIs, expected-pcrs.json), signed with the dev maintenance key whose CA is the
+# image's keyring, each with a measurement manifest signed by the image signing key for its
+# release (the running slot's vault authorises the new slot from it). Maintenance brings them on
+# a USB stick (a FAT image plugged into the VM's xHCI, boot.sh usb-attach) and installs them with
+# `pksctl update install /run/pks-usb/FILE`, as on a real box. (The plant network through QEMU's
+# user networking moved a 250 MiB bundle at well under 1 MiB/s under TCG.)
 #
-# Hooks (for the lead; names as in scripts/image/build.sh today):
-#  1. build.sh, after the rootfs-overlay copy:      pks_update_root "$root" "$repo/.cache/update-keys"
-#  2. uki.sh: build twice, CMDLINE with root=PARTLABEL=rootfs_a rauc.slot=A, and rootfs_b / B
-#  3. build.sh, ESP step (instead of copying the UKI to /EFI/BOOT/BOOTX64.EFI):
-#                                                    pks_update_esp "$esp_dir" "$uki_a" "$uki_b"
-#  4. build.sh, GPT step (instead of ESP + one root): pks_update_disk "$img/disk.raw" "$img/esp.img" "$img/root.img" 512
-#  5. image deps (scripts/deps.sh image): + rauc squashfs-tools (the set `update` has them)
-#     guest packages (recipe.sh): + rauc squashfs-tools systemd-boot-efi tpm2-tools
-#  6. pks-setup (first boot): define the version floor once, see pks_update_define_floor
-#  7. vm-test.sh --updates:                          pks_update_vm_test (needs vm_exec and vm_put)
-#  8. expected PCRs: PCR 4 now also measures systemd-boot, and each slot's UKI differs in its
-#     .cmdline (PCR 11 per slot); the sealed PIN survives only through the signed PCR 11 policy.
+#   upd_build full|short       bundles: v2 and v4 (and v3 with a broken service: full), a v1 for
+#                              the downgrade, one signed by a foreign CA (run in the background)
+#   upd_serve                  waits for them
+#   upd_update_v2              v1 -> v2: install, the box reboots itself into slot B, health
+#                              check, mark good, floor 2; sets update_ok, pin_survived_update,
+#                              downgrade_refused, bad_signature_refused and the figures
+#   upd_start_install NAME     starts an install in the guest and returns once RAUC writes the
+#                              slot (the power cut comes next)
+#   upd_after_cut              after that power cut: the old slot booted, the update reported
+#                              PKS_UPDATE_INTERRUPTED (power_cut_install_ok)
+#   upd_fallback_v3            v3 fails its health check and the box falls back to v2 (fallback_ok)
+#   upd_stop                   pulls the stick
 set -euo pipefail
-_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
-pks_update_root() {
-  local root=$1 keys=$2
-  [ -f "$keys/keyring.pem" ] || "$_repo/scripts/update/keys.sh" --dir "$keys" init
-  install -d -m 0755 "$root/etc/rauc" "$root/efi"
-  install -m 0644 "$_repo/scripts/update/dev-image/system.conf" "$root/etc/rauc/system.conf"
-  install -m 0644 "$keys/keyring.pem" "$root/etc/rauc/keyring.pem"
-  # the data partition outlives both slots: keystore, sealed credentials, RAUC status, updater state
-  cat >> "$root/etc/fstab" <<FSTAB
-PARTLABEL=ESP       /efi           vfat  umask=0077,nofail  0 2
-PARTLABEL=data      /var/lib/pks   ext4  defaults,nofail    0 2
-FSTAB
-  printf '{"boxId":"%s","stateDir":"/var/lib/pks/updater"}\n' "${PKS_BOX_ID:-box-vm}" > "$root/etc/pks/updater.json"
+upd_dir=$state/updates upd_build_pid= upd_stick_qemu=
+update_ok=false fallback_ok=false downgrade_refused=false bad_signature_refused=false power_cut_install_ok=false
+data_intact=false pin_survived_update=false
+update_bundle_mib=0 update_install_s=0 update_downtime_s=0 update_slot=
+
+# the slot image a bundle carries: the built root.img shrunk to its content (resize2fs -M leaves
+# about a third free, room enough for what the root file system gets at run time); RAUC writes
+# the whole image, and under TCG every MiB read through dm-verity and squashfs counts
+upd_slot_image() {
+  local src=$1 dst=$2 blocks bsize
+  cp --sparse=always "$src" "$dst"
+  e2fsck -fy "$dst" >/dev/null 2>&1 || true
+  resize2fs -M "$dst" >/dev/null 2>&1
+  blocks=$(dumpe2fs -h "$dst" 2>/dev/null | sed -n 's/^Block count: *//p')
+  bsize=$(dumpe2fs -h "$dst" 2>/dev/null | sed -n 's/^Block size: *//p')
+  truncate -s $(( blocks * bsize )) "$dst"
 }
 
-pks_update_esp() {
-  local esp=$1 uki_a=$2 uki_b=$3
-  install -d "$esp/EFI/BOOT" "$esp/EFI/Linux" "$esp/loader"
-  install -m 0644 /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$esp/EFI/BOOT/BOOTX64.EFI"
-  printf 'default pks-*\ntimeout 0\n' > "$esp/loader/loader.conf"
-  install -m 0644 "$uki_a" "$esp/EFI/Linux/pks-1-A.efi"
-  # B has never been installed: no tries left, systemd-boot never picks it
-  install -m 0644 "$uki_b" "$esp/EFI/Linux/pks-0-B+0-3.efi"
+# upd_bundle VERSION SVN ROOT_IMG OUT [KEYS]
+upd_bundle() {
+  local version=$1 svn=$2 img=$3 out=$4 keys=${5:-$root/.cache/update-keys} imgout=$root/.cache/image/out
+  local m; m=$(mktemp)
+  (cd "$root" && node --import tsx services/attest/measurement-manifest-cli.ts --release "$version" --key "$root/.cache/image/pcr-signing.key" --expected "$imgout/expected-pcrs.json") > "$m"
+  "$root/scripts/update/bundle.sh" --version "$version" --svn "$svn" --keys "$keys" --rootfs "$img" \
+    --uki-a "$imgout/uki-A.efi" --uki-b "$imgout/uki-B.efi" --measurement "$m" --out "$out" >/dev/null
+  rm -f "$m"
 }
 
-pks_update_disk() {
-  local disk=$1 esp=$2 root=$3 data_mib=$4
-  local esp_mib root_mib
-  esp_mib=$(( $(stat -c %s "$esp") / 1048576 ))
-  root_mib=$(( ($(stat -c %s "$root") + 1048575) / 1048576 ))
-  local total=$(( 2 + esp_mib + 2 * root_mib + data_mib ))
-  rm -f "$disk"; truncate -s "${total}M" "$disk"
-  sfdisk -q --no-reread --no-tell-kernel "$disk" <<SF
-label: gpt
-start=2048, size=$((esp_mib * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="ESP"
-size=$((root_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="rootfs_a"
-size=$((root_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="rootfs_b"
-size=$((data_mib * 2048)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="data"
-SF
-  dd if="$esp" of="$disk" bs=1M seek=1 conv=notrunc,sparse status=none
-  dd if="$root" of="$disk" bs=1M seek=$((1 + esp_mib)) conv=notrunc,sparse status=none
-  local data_img; data_img=$(mktemp); truncate -s "${data_mib}M" "$data_img"; mkfs.ext4 -q -L data "$data_img"
-  dd if="$data_img" of="$disk" bs=1M seek=$((1 + esp_mib + 2 * root_mib)) conv=notrunc,sparse status=none
-  rm -f "$data_img"
-}
-
-# the setup step (a-image's pks-setup): once, before the first update
-pks_update_define_floor() {
-  tpm2_nvdefine 0x01500016 -C o -s 8 -a "nt=1|ownerread|ownerwrite|authread|authwrite|no_da"
-  tpm2_nvincrement 0x01500016 -C o
-}
-
-pks_update_bundle() {
-  local version=$1 svn=$2 root=$3 uki_a=$4 uki_b=$5 out=$6 brk=${8:-}
-  local img=$root
-  if [ "${7:-}" = "--break-service" ]; then
-    # v3 of the scenario: the same root with one service that cannot start (fails the health check)
-    img=$(mktemp); cp --sparse=always "$root" "$img"
-    debugfs -w -R "rm /usr/lib/systemd/system/$brk" "$img" >/dev/null
+# the bundles (host CPU while the VM boots: run it in the background, then upd_serve)
+upd_build() {
+  local mode=$1 imgout=$root/.cache/image/out t
+  t=$(date +%s)
+  rm -rf "$upd_dir"; mkdir -p "$upd_dir/www"
+  upd_slot_image "$imgout/root.img" "$upd_dir/slot.img"
+  upd_bundle 2.0.0 2 "$upd_dir/slot.img" "$upd_dir/www/v2.raucb"
+  # v4 is cut off mid-install and never boots: its image is the same system again
+  upd_bundle 4.0.0 4 "$upd_dir/slot.img" "$upd_dir/www/v4.raucb"
+  if [ "$mode" = full ]; then
+    # v3: the same system with one service that cannot start (its unit file gone), so the new
+    # slot boots, opens its gate and then fails the health check
+    cp --sparse=always "$upd_dir/slot.img" "$upd_dir/slot-v3.img"
+    debugfs -w -R "rm /usr/lib/systemd/system/pks-sentinel.service" "$upd_dir/slot-v3.img" >/dev/null 2>&1
+    upd_bundle 3.0.0 3 "$upd_dir/slot-v3.img" "$upd_dir/www/v3.raucb"
+    rm -f "$upd_dir/slot-v3.img"
   fi
-  "$_repo/scripts/update/bundle.sh" --version "$version" --svn "$svn" --rootfs "$img" --uki-a "$uki_a" --uki-b "$uki_b" --out "$out"
-  [ "$img" = "$root" ] || rm -f "$img"
+  # refused before anything is written, so a small payload does: the downgrade and the foreign
+  # signer are checked on the bundle, not on its image
+  mkdir -p "$upd_dir/tiny/usr/lib"; echo 'VERSION=1.0.0' > "$upd_dir/tiny/usr/lib/pks-release"
+  mkfs.ext4 -q -F -d "$upd_dir/tiny" "$upd_dir/tiny.img" 8M
+  upd_bundle 1.0.0 1 "$upd_dir/tiny.img" "$upd_dir/www/v1.raucb"
+  "$root/scripts/update/keys.sh" --dir "$upd_dir/foreign-keys" init >/dev/null
+  upd_bundle 9.0.0 9 "$upd_dir/tiny.img" "$upd_dir/www/foreign.raucb" "$upd_dir/foreign-keys"
+  rm -rf "$upd_dir/slot.img" "$upd_dir/tiny" "$upd_dir/tiny.img"
+  echo $(( $(stat -c %s "$upd_dir/www/v2.raucb") / 1048576 )) > "$upd_dir/v2.mib"
+  # the stick: FAT, as maintenance's would be (mtools: no loop device on the build host)
+  local kib; kib=$(( $(du -sk "$upd_dir/www" | cut -f1) + 16384 ))
+  mkfs.vfat -C -n PKSUPDATE "$upd_dir/stick.img" "$kib" >/dev/null
+  MTOOLS_SKIP_CHECK=1 mcopy -i "$upd_dir/stick.img" "$upd_dir/www/"*.raucb ::/
+  rm -rf "$upd_dir/www"
+  echo "$(( $(date +%s) - t ))" > "$upd_dir/built"
 }
 
-# vm-test --updates. Needs from vm-test.sh: vm_exec CMD (root shell in the guest, prints stdout),
-# vm_put HOSTFILE GUESTPATH, vm_reboot, vm_power_cut, and the built $root_img $uki_a $uki_b.
-pks_update_vm_test() {
-  local out; out=$(mktemp -d)
-  local update_ok=false fallback_ok=false downgrade_refused=false bad_signature_refused=false power_cut_install_ok=false data_intact=false pin_survived_update=false
-  pks_update_bundle 1.0.1 1 "$root_img" "$uki_a" "$uki_b" "$out/v1.raucb"
-  pks_update_bundle 2.0.0 2 "$root_img" "$uki_a" "$uki_b" "$out/v2.raucb"
-  pks_update_bundle 3.0.0 3 "$root_img" "$uki_a" "$uki_b" "$out/v3.raucb" --break-service pks-sentinel.service
-  local before; before=$(vm_exec 'pksctl audit verify --json')
-  # 1. v1 -> v2 -> reboot -> mark good; v2 reported
-  vm_put "$out/v2.raucb" /tmp/v2.raucb
-  vm_exec 'pksctl update install /tmp/v2.raucb' && vm_reboot
-  vm_exec 'pksctl update status --json' | jq -e '.last.ok and .booted.version == "2.0.0" and .floor == 2' >/dev/null && update_ok=true
-  vm_exec 'systemctl is-active pks-vault.service' | grep -qx active && pin_survived_update=true
-  # 2. v3 fails its health check and falls back to v2
-  vm_put "$out/v3.raucb" /tmp/v3.raucb
-  vm_exec 'pksctl update install /tmp/v3.raucb' && vm_reboot && vm_reboot
-  vm_exec 'pksctl update status --json' | jq -e '.last.code == "PKS_UPDATE_HEALTH_FAILED" and .booted.version == "2.0.0"' >/dev/null && fallback_ok=true
-  # 3. a downgrade to v1 is refused
-  vm_put "$out/v1.raucb" /tmp/v1.raucb
-  vm_exec 'pksctl update install /tmp/v1.raucb; echo rc=$?' | grep -q 'PKS_UPDATE_DOWNGRADE' && downgrade_refused=true
-  # a bundle signed by another CA
-  local other; other=$(mktemp -d); "$_repo/scripts/update/keys.sh" --dir "$other" init
-  "$_repo/scripts/update/bundle.sh" --version 9.0.0 --svn 9 --keys "$other" --rootfs "$root_img" --out "$out/foreign.raucb" >/dev/null
-  vm_put "$out/foreign.raucb" /tmp/foreign.raucb
-  vm_exec 'pksctl update install /tmp/foreign.raucb' 2>&1 | grep -q 'PKS_UPDATE_SIGNATURE' && bad_signature_refused=true
-  # 4. a power cut mid-install still boots v2
-  pks_update_bundle 4.0.0 4 "$root_img" "$uki_a" "$uki_b" "$out/v4.raucb"
-  vm_put "$out/v4.raucb" /tmp/v4.raucb
-  vm_exec '(pksctl update install /tmp/v4.raucb >/dev/null 2>&1 &) ; sleep 8' ; vm_power_cut
-  vm_exec 'pksctl update status --json' | jq -e '.booted.version == "2.0.0" and .last.code == "PKS_UPDATE_INTERRUPTED"' >/dev/null && power_cut_install_ok=true
-  # 5. stock, audit, sealed secrets intact throughout
-  local after; after=$(vm_exec 'pksctl audit verify --json')
-  jq -e --argjson b "$before" '.ok and .headSeq >= $b.headSeq' <<<"$after" >/dev/null && data_intact=true
-  rm -rf "$out" "$other"
-  printf '{"update_ok":%s,"fallback_ok":%s,"downgrade_refused":%s,"bad_signature_refused":%s,"power_cut_install_ok":%s,"data_intact":%s,"pin_survived_update":%s}\n' \
-    "$update_ok" "$fallback_ok" "$downgrade_refused" "$bad_signature_refused" "$power_cut_install_ok" "$data_intact" "$pin_survived_update"
+upd_serve() {
+  [ -n "${upd_build_pid:-}" ] && { wait "$upd_build_pid" || say "update: building the bundles failed (see $state/update-build.log)"; upd_build_pid=; }
+  [ -f "$upd_dir/built" ] || return 1
+  update_bundle_mib=$(cat "$upd_dir/v2.mib")
+  say "update bundles on the stick: v2 ${update_bundle_mib} MiB, $(MTOOLS_SKIP_CHECK=1 mdir -i "$upd_dir/stick.img" -b ::/ | sed 's|.*/||' | tr '\n' ' ')built in $(cat "$upd_dir/built")s"
+}
+
+upd_stop() { [ -n "$upd_stick_qemu" ] && boot usb-detach >/dev/null 2>&1 || true; upd_stick_qemu=; }
+
+# the stick in this QEMU (a power cut pulls it with the machine) and mounted read-only in the guest
+upd_fetch() {
+  local q; q=$(cat "$state/qemu.pid" 2>/dev/null || true)
+  if [ "$upd_stick_qemu" != "$q" ]; then boot usb-attach "$upd_dir/stick.img" >&2 || return 1; upd_stick_qemu=$q; fi
+  GX_TIMEOUT=180 gx "for i in \$(seq 60); do [ -e /dev/disk/by-label/PKSUPDATE ] && break; sleep 2; done
+    mountpoint -q /run/pks-usb || { mkdir -p /run/pks-usb && mount -o ro /dev/disk/by-label/PKSUPDATE /run/pks-usb; }
+    test -s /run/pks-usb/$1" >/dev/null
+}
+
+upd_status() { GX_TIMEOUT=120 gx 'pksctl update status --json' 2>/dev/null | tail -n 1; }
+boot_id() { GX_TIMEOUT=20 gx 'cat /proc/sys/kernel/random/boot_id' 2>/dev/null | tr -d '[:space:]'; }
+
+# waits up to $2 s until the guest runs a boot other than $1 and every service is READY
+wait_reboot() {
+  local old=$1 deadline=$(( $(date +%s) + $2 )) id
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    id=$(boot_id || true)
+    if [ -n "$id" ] && [ "$id" != "$old" ]; then boots=$((boots + 1)); wait_services $(( deadline - $(date +%s) )); return; fi
+    sleep 5
+  done
+  return 1
+}
+
+upd_update_v2() {
+  upd_fetch v2.raucb || { say "update: the box could not fetch v2"; return 0; }
+  local before out id t0 t1 st
+  # (exit 1 while no checkpoint is anchored at the KMS yet: the JSON is what counts)
+  before=$(GX_TIMEOUT=300 gx 'pksctl audit verify --json; true' 2>/dev/null | tail -n 1 || true)
+  id=$(boot_id || true)
+  t0=$(date +%s)
+  # a result line (JSON) once RAUC has written slot B and the box is asked to reboot
+  out=$(GX_TIMEOUT=1800 gx 'pksctl update install /run/pks-usb/v2.raucb --json' 2>&1 | tail -n 1) || { say "update: install of v2 failed: $out"; return 0; }
+  t1=$(date +%s)
+  update_install_s=$(( t1 - t0 ))
+  say "update: v2 installed in ${update_install_s}s ($out); the box reboots into it"
+  wait_reboot "$id" 900 || { say "update: v2 did not come up READY"; return 0; }
+  update_downtime_s=$(( $(date +%s) - t0 ))
+  upd_check_v2 "$before"
+}
+
+# on v2: what the box reports, the PIN, the data, and the two refusals ($1: the audit before)
+upd_check_v2() {
+  local before=$1 out st
+  st=$(upd_status || true)
+  say "update: $st"
+  update_slot=$(jq -r '.booted.slot // ""' <<<"$st")
+  jq -e '.last.ok == true and .last.version == "2.0.0" and .booted.version == "2.0.0" and .booted.slot == "B" and .floor == 2 and .phase == "idle"' <<<"$st" >/dev/null && update_ok=true
+  # the sealed PIN opened on the new slot through the signed PCR 11 policy (no re-provisioning):
+  # slot B's UKI booted, pks-unseal ran in this boot, the vault READY, measured boot as expected
+  GX_TIMEOUT=300 gx 'grep -q "rauc.slot=B" /proc/cmdline && systemctl is-active -q pks-unseal pks-vault && test -s /run/credstore/hsm-pin && pksctl status >/dev/null' >/dev/null 2>&1 && pin_survived_update=true
+  # the data partition is the same: setup did not run again, the audit chain verifies and kept every entry
+  local after; after=$(GX_TIMEOUT=300 gx 'pksctl audit verify --json; true' 2>/dev/null | tail -n 1 || true)
+  GX_TIMEOUT=60 gx 'test -e /var/lib/pks/.provisioned && [ "$(systemctl show -P ConditionResult pks-setup)" = no ] && findmnt -n /etc/pks >/dev/null' >/dev/null 2>&1 \
+    && jq -e --argjson b "$before" '.ok == true and ($b.ok == true) and .headSeq >= $b.headSeq' <<<"$after" >/dev/null 2>&1 && data_intact=true
+  say "update: audit before $(jq -c '{ok,headSeq}' <<<"$before" 2>/dev/null) after $(jq -c '{ok,headSeq}' <<<"$after" 2>/dev/null); data intact: $data_intact; PIN unsealed on slot B: $pin_survived_update"
+  # v1 below the floor: refused before anything is written
+  upd_fetch v1.raucb || true
+  out=$(GX_TIMEOUT=600 gx 'pksctl update install /run/pks-usb/v1.raucb --json; echo "rc=$?"' 2>&1 || true)
+  grep -q 'PKS_UPDATE_DOWNGRADE' <<<"$out" && ! grep -q 'rc=0' <<<"$out" && downgrade_refused=true
+  say "update: downgrade to 1.0.0: $(grep -o 'PKS_[A-Z_]*[^"]*' <<<"$out" | head -n 1)"
+  upd_fetch foreign.raucb || true
+  out=$(GX_TIMEOUT=600 gx 'pksctl update install /run/pks-usb/foreign.raucb --json; echo "rc=$?"' 2>&1 || true)
+  grep -q 'PKS_UPDATE_SIGNATURE' <<<"$out" && ! grep -q 'rc=0' <<<"$out" && bad_signature_refused=true
+  say "update: bundle of a foreign CA: $(grep -o 'PKS_[A-Z_]*[^"]*' <<<"$out" | head -n 1)"
+  st=$(upd_status || true)
+  jq -e '.booted.version == "2.0.0" and .phase == "idle"' <<<"$st" >/dev/null || { downgrade_refused=false; bad_signature_refused=false; }
+}
+
+# starts the install of bundle $1 in the background in the guest; returns once RAUC is writing
+upd_start_install() {
+  upd_fetch "$1" || { say "update: the box could not fetch $1"; return 1; }
+  gx "systemd-run --unit pks-vmtest-install --collect pksctl update install /run/pks-usb/$1 --json" >/dev/null 2>&1 || return 1
+  local i st
+  for i in $(seq 1 300); do
+    st=$(upd_status || true)
+    if jq -e '.phase == "installing" and .progress >= 10' <<<"$st" >/dev/null 2>&1; then say "update: $1 installing ($(jq -r '.progress' <<<"$st")%)"; return 0; fi
+    sleep 2
+  done
+  say "update: $1 never reached the install phase: $st"
+  return 1
+}
+
+upd_after_cut() {
+  local st; st=$(upd_status || true)
+  say "update after the power cut: $st"
+  jq -e '.booted.version == "2.0.0" and .booted.slot == "B" and .phase == "idle" and .last.ok == false and .last.code == "PKS_UPDATE_INTERRUPTED" and .last.version == "4.0.0"' <<<"$st" >/dev/null && power_cut_install_ok=true
+}
+
+upd_fallback_v3() {
+  upd_fetch v3.raucb || { say "update: the box could not fetch v3"; return 0; }
+  local id out st
+  id=$(boot_id || true)
+  out=$(GX_TIMEOUT=1800 gx 'pksctl update install /run/pks-usb/v3.raucb --json' 2>&1 | tail -n 1) || { say "update: install of v3 failed: $out"; return 0; }
+  say "update: v3 installed ($out); it reboots into slot A, fails its health check and falls back"
+  # two reboots: into v3, whose health check fails (up to health.timeoutSeconds), and back to B
+  local deadline=$(( $(date +%s) + 1800 ))
+  wait_reboot "$id" 900 || true
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    st=$(upd_status || true)
+    jq -e '.booted.version == "2.0.0" and .phase == "idle" and .last.version == "3.0.0"' <<<"$st" >/dev/null 2>&1 && break
+    sleep 10
+  done
+  wait_services 300 || true
+  say "update after v3: $st"
+  jq -e '.booted.version == "2.0.0" and .booted.slot == "B" and .last.ok == false and .last.code == "PKS_UPDATE_HEALTH_FAILED" and .last.version == "3.0.0"' <<<"$st" >/dev/null && fallback_ok=true
 }

@@ -23,6 +23,14 @@ import {
   ukiPcr4Digests,
 } from './pcr.js';
 
+/** One A/B slot's boot chain: its UKI differs from the other slot's only in the command line. */
+export interface SlotExpected {
+  readonly uki: { readonly sha256: string; readonly authenticode: string };
+  /** PCR 4 and 11 of a boot of this slot */
+  readonly pcrs: Record<string, string>;
+  readonly pcr11Phases: Record<string, string>;
+}
+
 export interface ExpectedPcrs {
   readonly version: 1;
   readonly bank: typeof PCR_BANK;
@@ -32,6 +40,11 @@ export interface ExpectedPcrs {
   readonly pcrs: Record<string, string>;
   /** PCR 11 after the UKI and after each systemd-pcrphase word. */
   readonly pcr11Phases: Record<string, string>;
+  /**
+   * The A/B layout (issue 13): each slot's PCR 4 and 11. The top-level pcrs and pcr11Phases are
+   * slot A's; forSlot() gives the view of the slot a box booted.
+   */
+  readonly slots?: Readonly<Record<string, SlotExpected>>;
   readonly measurements: TreeMeasurement[];
   readonly notes: Record<string, string>;
 }
@@ -39,30 +52,44 @@ export interface ExpectedPcrs {
 /** Phases systemd 252 passes on a Debian boot without a systemd initrd (initramfs-tools). */
 export const BOOT_PHASES_READY = ['sysinit', 'ready'] as const;
 
-export async function computeExpected(opts: { uki?: Buffer | undefined; rootfs: string }): Promise<ExpectedPcrs> {
+function slotExpected(uki: Buffer, loader: Buffer | undefined): SlotExpected {
+  const phases: Record<string, string> = {};
+  let v = replay(ukiPcr11Digests(uki));
+  phases.uki = v.toString('hex');
+  for (const w of BOOT_PHASES_READY) {
+    v = extend(v, sha256(w));
+    phases[w] = v.toString('hex');
+  }
+  return {
+    uki: { sha256: sha256(uki).toString('hex'), authenticode: authenticodeDigest(uki).toString('hex') },
+    pcrs: { '4': replay(ukiPcr4Digests(uki, loader)).toString('hex'), '11': v.toString('hex') },
+    pcr11Phases: phases,
+  };
+}
+
+/**
+ * uki: one UKI booted straight from the firmware; slots: the A/B layout's UKIs (slot name ->
+ * UKI), started by the boot loader `loader` (systemd-boot).
+ */
+export async function computeExpected(opts: { uki?: Buffer | undefined; slots?: Record<string, Buffer>; loader?: Buffer; rootfs: string }): Promise<ExpectedPcrs> {
   const measurements = await measureTrees(opts.rootfs);
   const pcrs: Record<string, string> = { [String(APP_PCR)]: pcr15Of(measurements).toString('hex') };
-  const phases: Record<string, string> = {};
-  if (opts.uki) {
-    let v = replay(ukiPcr11Digests(opts.uki));
-    phases.uki = v.toString('hex');
-    for (const w of BOOT_PHASES_READY) {
-      v = extend(v, sha256(w));
-      phases[w] = v.toString('hex');
-    }
-    pcrs['4'] = replay(ukiPcr4Digests(opts.uki)).toString('hex');
-    pcrs['7'] = replay(ovmfNoSecureBootPcr7Digests()).toString('hex');
-    pcrs['11'] = v.toString('hex');
-  }
+  const slotNames = Object.keys(opts.slots ?? {}).sort();
+  if (opts.uki && slotNames.length > 0) throw pksError('PKS_BAD_REQUEST', 'give one UKI or the slots, not both');
+  const slots: Record<string, SlotExpected> = {};
+  for (const n of slotNames) slots[n] = slotExpected(opts.slots![n]!, opts.loader);
+  const first = opts.uki ? slotExpected(opts.uki, opts.loader) : slotNames.length > 0 ? slots[slotNames[0]!] : undefined;
+  if (first) Object.assign(pcrs, first.pcrs, { '7': replay(ovmfNoSecureBootPcr7Digests()).toString('hex') });
   return {
     version: 1,
     bank: PCR_BANK,
-    ...(opts.uki ? { uki: { sha256: sha256(opts.uki).toString('hex'), authenticode: authenticodeDigest(opts.uki).toString('hex') } } : {}),
+    ...(first ? { uki: first.uki } : {}),
     pcrs,
-    pcr11Phases: phases,
+    pcr11Phases: first ? first.pcr11Phases : {},
+    ...(slotNames.length > 0 ? { slots } : {}),
     measurements,
     notes: {
-      '4': 'boot option -> separator -> UKI (Authenticode) -> kernel from .linux (Authenticode)',
+      '4': `boot option -> separator -> ${opts.loader ? 'systemd-boot (Authenticode) -> ' : ''}UKI (Authenticode) -> kernel from .linux (Authenticode)`,
       '7': 'OVMF, Secure Boot off, no keys enrolled; a production board with Secure Boot has its own value',
       '11': `UKI sections, then systemd-pcrphase ${BOOT_PHASES_READY.join(', ')}`,
       [String(APP_PCR)]: 'pks-app (/usr/lib/pks), then pks-config (/etc/pks without credentials/)',
@@ -91,7 +118,32 @@ export async function readExpected(p: string): Promise<ExpectedPcrs> {
   }
   if (typeof o.pcr11Phases !== 'object' || o.pcr11Phases === null) bad('pcr11Phases missing');
   for (const val of Object.values(o.pcr11Phases!)) parseDigestHex(String(val));
+  if (o.slots !== undefined) {
+    if (typeof o.slots !== 'object' || o.slots === null) bad('slots malformed');
+    for (const [n, sl] of Object.entries(o.slots!)) {
+      if (!/^[A-Z]$/.test(n) || typeof sl?.pcrs !== 'object' || sl.pcrs === null || typeof sl.pcr11Phases !== 'object' || sl.pcr11Phases === null) bad(`slot ${n.slice(0, 8)} malformed`);
+      for (const val of [...Object.values(sl.pcrs), ...Object.values(sl.pcr11Phases)]) parseDigestHex(String(val));
+    }
+  }
   if (!Array.isArray(o.measurements)) bad('measurements missing');
   for (const m of o.measurements!) if (typeof m?.name !== 'string' || typeof m.digest !== 'string') bad('malformed measurement');
   return o as ExpectedPcrs;
+}
+
+/** Every PCR 11 value any slot's boot phase reaches (what the signed PCR 11 policy approves). */
+export function allPcr11Values(e: ExpectedPcrs): string[] {
+  const all = [...Object.values(e.pcr11Phases), ...Object.values(e.slots ?? {}).flatMap((s) => Object.values(s.pcr11Phases))];
+  return [...new Set(all)];
+}
+
+/**
+ * The expected values as a box booted from one slot sees them: the slot whose PCR 4 (its UKI as
+ * loaded) is the live one, or the top-level values when there is no slot table or none matches
+ * (then the mismatch is reported against slot A's).
+ */
+export function forLivePcr4(e: ExpectedPcrs, livePcr4Hex: string): ExpectedPcrs & { slot?: string } {
+  for (const [name, s] of Object.entries(e.slots ?? {})) {
+    if (s.pcrs['4'] === livePcr4Hex) return { ...e, uki: s.uki, pcrs: { ...e.pcrs, ...s.pcrs }, pcr11Phases: s.pcr11Phases, slot: name };
+  }
+  return e;
 }

@@ -141,13 +141,20 @@ export function ukiPcr11Digests(uki: Buffer): Buffer[] {
 
 /**
  * The PCR 4 event digests when the firmware boots the UKI from a boot option: the EFI action,
- * the separator, the UKI, then the kernel, which systemd-stub v252 starts through LoadImage (so
- * the firmware measures it too).
+ * the separator, the boot loader if there is one (systemd-boot of the A/B layout, which
+ * LoadImage()s the slot's UKI), the UKI, then the kernel, which systemd-stub v252 starts
+ * through LoadImage (so the firmware measures it too).
  */
-export function ukiPcr4Digests(uki: Buffer): Buffer[] {
+export function ukiPcr4Digests(uki: Buffer, loader?: Buffer): Buffer[] {
   const linux = peSections(uki).find((s) => s.name === '.linux');
   if (!linux) throw pksError('PKS_BAD_REQUEST', 'UKI has no .linux section');
-  return [sha256(EFI_ACTION_CALLING_BOOT_OPTION), SEPARATOR_DIGEST, authenticodeDigest(uki), authenticodeDigest(sectionData(uki, linux))];
+  return [
+    sha256(EFI_ACTION_CALLING_BOOT_OPTION),
+    SEPARATOR_DIGEST,
+    ...(loader ? [authenticodeDigest(loader)] : []),
+    authenticodeDigest(uki),
+    authenticodeDigest(sectionData(uki, linux)),
+  ];
 }
 
 // ---- PCR 7 on OVMF without Secure Boot ---------------------------------------------------------

@@ -10,7 +10,7 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { asPksError, pksError } from '../../appliance/errors.js';
-import { readExpected } from './expected.js';
+import { allPcr11Values, readExpected } from './expected.js';
 import { DEFAULT_TCTI } from './measure.js';
 import { parseDigestHex } from './pcr.js';
 import { decodeBlob, encodeBlob, parseSignedPolicyFile, sealFile, signPcr11Policies, unsealFile } from './seal.js';
@@ -37,7 +37,8 @@ export async function sealCli(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'sign-policy': {
       const expected = await readExpected(need('expected'));
-      const values = [...new Set(Object.values(expected.pcr11Phases))].map(parseDigestHex);
+      // every slot's UKI (the A/B layout): the PIN opens on whichever slot booted
+      const values = allPcr11Values(expected).map(parseDigestHex);
       if (values.length === 0) throw pksError('PKS_CONFIG_INVALID', 'expected-pcrs.json has no PCR 11 phases (no UKI?)');
       const text = JSON.stringify(signPcr11Policies(values, await readFile(need('key'), 'utf8')), null, 1) + '\n';
       if (o.out) await writeAtomic(need('out'), text, 0o644);

@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { isPksError, pksError } from '../../appliance/errors.js';
 import { parseEventLog, replayEventLog } from './eventlog.js';
-import { readExpected, type ExpectedPcrs } from './expected.js';
+import { forLivePcr4, readExpected, type ExpectedPcrs } from './expected.js';
 import {
   APP_PCR,
   DEFAULT_TCTI,
@@ -90,7 +90,9 @@ export async function attestStatus(opts: StatusOptions = {}): Promise<AttestStat
     }
   };
   const live = await readPcrs(REPORTED_PCRS, opts.tcti ?? DEFAULT_TCTI);
-  const image: ExpectedPcrs | undefined = await soft('expected values', () => readExpected(opts.expectedPath ?? EXPECTED_PATH));
+  const read = await soft('expected values', () => readExpected(opts.expectedPath ?? EXPECTED_PATH));
+  // an A/B image records both slots' boot chains: compare with the one this boot loaded
+  const image: ExpectedPcrs | undefined = read && forLivePcr4(read, live.get(4)!.toString('hex'));
   const site: SiteExpected | undefined = await soft('provisioning record', () => readSiteExpected(opts.sitePath ?? SITE_EXPECTED_PATH));
   let expected = image;
   if (image && site) {

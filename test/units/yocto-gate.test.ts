@@ -38,9 +38,15 @@ test('every unit the preset enables is enabled by the recipe, and nothing else',
     .map((l) => /^enable\s+(\S+)/.exec(l)?.[1])
     .filter((u): u is string => !!u);
   const enabled = words(app, 'SYSTEMD_SERVICE:${PN}');
+  // the layer's own units (the data partition's /etc/pks bind mount): in its files/, installed by do_install
+  const own = (u: string) => existsSync(path.join(root, 'yocto-layer/recipes-pks/pks-app/files', u)) && app.includes(`\${WORKDIR}/${u}`);
   for (const u of preset) assert.ok(enabled.includes(u), `${u} enabled by the preset but not by pks-app`);
-  for (const u of enabled) assert.ok(preset.includes(u) || u === 'pks-setup.service', `${u} enabled by pks-app but not by the preset`);
-  for (const u of enabled) assert.ok(existsSync(path.join(units, u)) || u === 'pks-setup.service', `${u} has a unit file`);
+  for (const u of enabled) assert.ok(preset.includes(u) || u === 'pks-setup.service' || own(u), `${u} enabled by pks-app but not by the preset`);
+  for (const u of enabled) assert.ok(existsSync(path.join(units, u)) || u === 'pks-setup.service' || own(u), `${u} has a unit file`);
+  // issue 13: /etc/pks comes from the data partition, which the wks mounts at /var/lib/pks
+  assert.ok(enabled.includes('etc-pks.mount'), 'etc-pks.mount enabled');
+  assert.match(read('yocto-layer/wic/pks-ab.wks.in'), /^part \/var\/lib\/pks .*--label data/m);
+  assert.match(read('yocto-layer/recipes-core/rauc/files/system.conf'), /^data-directory=\/var\/lib\/pks\/rauc$/m);
   assert.ok(enabled.includes('pks-measure-live.timer') && enabled.includes('pks-unseal.service') && enabled.includes('pks-measure.service'));
 });
 

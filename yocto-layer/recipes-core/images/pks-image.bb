@@ -35,7 +35,8 @@ WKS_FILE = "pks-ab.wks.in"
 # UKI built by wic's bootimg-efi (systemd-boot stub) as EFI/BOOT/BOOTX64.EFI
 EFI_PROVIDER = "systemd-boot"
 
-# Writable state lives on /data (mounted by the wks), not on the read-only root.
+# Writable state lives on the data partition at /var/lib/pks (mounted by the wks; /etc/pks bound
+# from it by etc-pks.mount), not on the read-only root.
 # Order matters: the pinned key is part of the measured pks-app tree, so it is installed before
 # the expected PCR 15 (and the measurement manifest made from it) is computed.
 ROOTFS_POSTPROCESS_COMMAND += "pks_mask_pcr15_users; pks_pcr_signing_key; pks_expected_pcrs; pks_measurement_manifest;"

@@ -14,7 +14,7 @@ S = "${WORKDIR}/pks"
 # target by the npm class with node-gyp. dev=1 for typescript, pruned again in do_install.
 SRC_URI += "npmsw://${PKS_TOPDIR}/package-lock.json;dev=1"
 # issue 12: pks-unseal reads the signed PCR 11 policy from the ESP on this image (see the file)
-SRC_URI += "file://pks-unseal-yocto-policy.conf"
+SRC_URI += "file://pks-unseal-yocto-policy.conf file://etc-pks.mount file://pks-data-init.service"
 
 inherit features_check npm systemd
 REQUIRED_DISTRO_FEATURES = "pks systemd"
@@ -48,6 +48,8 @@ do_install() {
     install -m 0644 ${D}${nonarch_libdir}/pks-setup/pks-setup.service ${D}${systemd_system_unitdir}/pks-setup.service
     install -d ${D}${systemd_system_unitdir}/pks-unseal.service.d
     install -m 0644 ${WORKDIR}/pks-unseal-yocto-policy.conf ${D}${systemd_system_unitdir}/pks-unseal.service.d/yocto-policy.conf
+    # /etc/pks from the data partition (/var/lib/pks, the wks): it outlives every update
+    install -m 0644 ${WORKDIR}/etc-pks.mount ${WORKDIR}/pks-data-init.service ${D}${systemd_system_unitdir}/
     chmod -R go-w ${D}
 
     install -d ${D}${bindir}
@@ -55,7 +57,7 @@ do_install() {
     chmod 0755 ${D}${bindir}/pksctl
 }
 
-SYSTEMD_SERVICE:${PN} = "pks.target pks-setup.service pks-measure.service pks-measure-live.timer pks-unseal.service pks-vault.service pks-keystore.service \
+SYSTEMD_SERVICE:${PN} = "etc-pks.mount pks.target pks-setup.service pks-measure.service pks-measure-live.timer pks-unseal.service pks-vault.service pks-keystore.service \
     pks-tester-api.service pks-uplink.service pks-sentinel.service pks-unlock.service pks-updater.service pks-update-reboot.path pks-quote.socket"
 SYSTEMD_AUTO_ENABLE = "enable"
 
