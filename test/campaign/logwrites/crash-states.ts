@@ -3,7 +3,7 @@
 // (replay.ts), each crash state checked as the box would meet it at the next boot
 // (check-state.ts): the file system, LMDB opens, no key issued twice, no confirmed injection
 // lost, the audit verifies.
-// Usage: node --import tsx test/campaign/logwrites/crash-states.ts --dir RECORDING [--states N] [--samples S] [--seed S]
+// Usage: node --import tsx test/campaign/logwrites/crash-states.ts --dir RECORDING [--every-write] [--states N] [--samples S] [--seed S] [--max N]
 import { closeSync, createReadStream, existsSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -63,6 +63,8 @@ export interface CrashStateOptions {
   dir: string;
   /** aim for at least this many states: the sampling per interval is chosen to reach it */
   targetStates?: number;
+  /** every prefix of every interval (power lost after each single write), samples are reordered subsets */
+  everyWrite?: boolean;
   /** or a fixed number of cuts per interval */
   samplesPerInterval?: number;
   seed?: number;
@@ -136,21 +138,36 @@ export async function checkCrashStates(o: CrashStateOptions): Promise<CrashState
   // tmpfs when there is one: every state is a copy of the image
   const tmpRoot = existsSync('/dev/shm') && statSync('/dev/shm').isDirectory() ? '/dev/shm' : os.tmpdir();
   const tmp = mkdtempSync(path.join(tmpRoot, 'pks-crash-states-'));
+  // the images live in RAM: gone with the run, also when it is stopped
+  const onSignal = (sig: NodeJS.Signals): void => {
+    rmSync(tmp, { recursive: true, force: true });
+    process.kill(process.pid, sig);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     const meta = JSON.parse(readFileSync(path.join(o.dir, 'meta.json'), 'utf8')) as { auditSpki: string };
     const initial = await materialise(o.dir, 'initial.img', tmp);
     const logFile = await materialise(o.dir, 'log.img', tmp);
     const log = readLog(logFile);
     const events = o.events ?? toldEvents(log);
-    const samples = o.samplesPerInterval ?? samplesFor(log, o.targetStates ?? 10_000);
-    let states: CrashState[] = planStates(log, { samplesPerInterval: samples, seed: o.seed ?? 17 });
+    const plan = (samplesPerInterval: number): CrashState[] => planStates(log, { samplesPerInterval, seed: o.seed ?? 17, everyWrite: o.everyWrite ?? false });
+    let samples = o.samplesPerInterval ?? (o.everyWrite ? 1 : samplesFor(log, o.targetStates ?? 10_000));
+    let states: CrashState[] = plan(samples);
+    // short intervals have few distinct cuts: ask for more until the target is met (or the log has no more)
+    while (o.samplesPerInterval === undefined && states.length < (o.targetStates ?? 10_000) && samples < 256) {
+      const more = plan(samples * 2);
+      if (more.length === states.length) break;
+      samples *= 2;
+      states = more;
+    }
     if (o.maxStates !== undefined && states.length > o.maxStates) {
       // a short pass: evenly spread over the log, the end included
       const step = states.length / o.maxStates;
       states = Array.from({ length: o.maxStates }, (_, i) => states[Math.min(states.length - 1, Math.floor((i + 1) * step) - 1)]!);
     }
     const points = durablePoints(log).length;
-    say(`crash states: ${log.entries.length} log entries, ${points} durable points (FLUSH/FUA), ${samples} cut(s) per interval: ${states.length} states; ${events.filter((e) => e.kind === 'confirmed').length} confirmations and ${events.filter((e) => e.kind === 'issued').length} packages told in marks`);
+    say(`crash states: ${log.entries.length} log entries, ${points} durable points (FLUSH/FUA), ${o.everyWrite ? 'every write and ' : ''}${samples} ${o.everyWrite ? 'reordered subset(s)' : 'cut(s)'} per interval: ${states.length} states; ${events.filter((e) => e.kind === 'confirmed').length} confirmations and ${events.filter((e) => e.kind === 'issued').length} packages told in marks`);
 
     const replayer = new Replayer(log, logFile, initial, path.join(tmp, 'work.img'));
     const worker = new CheckWorker(meta.auditSpki);
@@ -207,12 +224,14 @@ export async function checkCrashStates(o: CrashStateOptions): Promise<CrashState
       problems,
     };
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     rmSync(tmp, { recursive: true, force: true });
   }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { values } = parseArgs({ options: { dir: { type: 'string' }, states: { type: 'string', default: '10000' }, samples: { type: 'string' }, seed: { type: 'string', default: '17' }, max: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({ options: { dir: { type: 'string' }, states: { type: 'string', default: '10000' }, samples: { type: 'string' }, seed: { type: 'string', default: '17' }, max: { type: 'string' }, 'every-write': { type: 'boolean', default: false } }, strict: true });
   if (!values.dir) throw new Error('usage: crash-states.ts --dir RECORDING [--states N] [--samples S] [--seed S] [--max N]');
   const r = await checkCrashStates({
     dir: values.dir,
@@ -220,6 +239,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     ...(values.samples ? { samplesPerInterval: Number(values.samples) } : {}),
     ...(values.max ? { maxStates: Number(values.max) } : {}),
     seed: Number(values.seed),
+    everyWrite: values['every-write'],
     say: (s) => process.stderr.write(s + '\n'),
   });
   for (const p of r.problems.slice(0, 20)) process.stderr.write(`  PROBLEM ${p}\n`);

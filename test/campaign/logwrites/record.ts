@@ -7,6 +7,7 @@
 //   events.log      what the testers were told (also in the log as marks)
 //   meta.json       the audit public key (SPKI, from the guest's vault), the pool, counts
 // Usage: node --import tsx test/campaign/logwrites/record.ts --state VMSTATE --out DIR [--ecus N] [--workers W]
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
@@ -101,6 +102,51 @@ export async function recordInVm(o: RecordOptions): Promise<RecordMeta> {
   const meta: RecordMeta = { recordedAt: new Date().toISOString(), pool: POOL, auditSpki: spki, entries: r.entries, logBytes: r.log_bytes, line: r.line };
   await writeFile(path.join(o.out, 'meta.json'), JSON.stringify(meta, null, 2) + '\n');
   return meta;
+}
+
+const ROOT = path.resolve(HERE, '../../..');
+
+/**
+ * The whole recording from a built dev image (`./build.sh campaign --record`): boots a VM of its
+ * own (nice'd, fresh overlay and TPM on `disk`), lets the box provision itself, registers the
+ * testers and imports keys (test/vm/provision.ts), records, and powers the VM off.
+ */
+export async function recordFromImage(o: { disk: string; state: string; out: string; ecus: number; say?: (s: string) => void }): Promise<RecordMeta> {
+  const say = o.say ?? (() => {});
+  const boot = (args: string[], timeoutMs: number): string => {
+    const r = spawnSync('nice', ['-n', '10', path.join(ROOT, 'scripts/image/boot.sh'), ...args, '--state', o.state], { cwd: ROOT, encoding: 'utf8', timeout: timeoutMs });
+    if (r.status !== 0) throw new Error(`boot.sh ${args[0]}: exit ${r.status}: ${(r.stderr ?? '').trim().slice(-400)}`);
+    return r.stdout;
+  };
+  const port = await new Promise<number>((resolve) => {
+    const s = http.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  say(`recording: booting the dev image ${o.disk} (first boot provisions the box; minutes under TCG)`);
+  boot(['start', '--fresh', '--disk', o.disk, '--port', String(port)], 120_000);
+  try {
+    boot(['wait', '--timeout', '900'], 960_000);
+    const g = guest(o.state);
+    for (let i = 0; ; i++) {
+      const st = await g.sh('systemctl is-active pks-vault pks-keystore pks-tester-api | tr "\\n" " "').catch(() => '');
+      if (!/activating|inactive|failed/.test(st) && /active/.test(st)) break;
+      if (i > 200) throw new Error(`services not up: ${st}`);
+      await new Promise((r) => setTimeout(r, 5000));
+    }
+    const keys = Math.max(500, o.ecus + 200);
+    const p = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/vm/provision.ts'), '--state', o.state, '--keys', String(keys)], { cwd: ROOT, encoding: 'utf8', timeout: 900_000 });
+    if (p.status !== 0) throw new Error(`provision: ${(p.stderr ?? '').trim().slice(-400)}`);
+    say(`  box provisioned: ${p.stdout.trim()}`);
+    return await recordInVm({ state: o.state, out: o.out, ecus: o.ecus, say });
+  } finally {
+    try {
+      boot(['stop', '--timeout', '60'], 120_000);
+    } catch {
+      boot(['kill'], 60_000);
+    }
+  }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -30,6 +30,8 @@ export interface CrashState {
 export interface PlanOptions {
   /** states cut inside each interval between durable points that has writes in it */
   samplesPerInterval: number;
+  /** power lost after every single write: every prefix of every interval, the samples are then subsets */
+  everyWrite?: boolean;
   /** seed of the sampling (states are reproducible) */
   seed: number;
   /** only states whose interval ends at or after this entry (e.g. the "start" mark) */
@@ -48,8 +50,9 @@ const isWrite = (e: LogEntry): boolean => !(e.flags & MARK);
 export const durablePoints = (log: WriteLog): number[] => log.entries.filter(isDurablePoint).map((e) => e.index);
 
 /**
- * Every durable point's state plus `samplesPerInterval` cuts inside each interval that has
- * writes (alternately a prefix and a random subset of them), in log order, and the end of the log.
+ * Every durable point's state plus up to `samplesPerInterval` distinct cuts inside each interval
+ * that has writes (alternately a prefix and a random subset of them; with `everyWrite` every
+ * prefix and the samples subsets), in log order, and the end of the log.
  */
 export function planStates(log: WriteLog, o: PlanOptions): CrashState[] {
   const rand = rng(o.seed);
@@ -63,16 +66,32 @@ export function planStates(log: WriteLog, o: PlanOptions): CrashState[] {
       states.push({ base, extra: [], bound, kind: bound === n ? 'end' : 'durable' });
       const writes: number[] = [];
       for (let i = base + 1; i < bound; i++) if (isWrite(log.entries[i]!)) writes.push(i);
-      for (let s = 0; s < o.samplesPerInterval && writes.length > 0; s++) {
-        if (s % 2 === 0 || writes.length === 1) {
-          // a prefix: 1..all of them
-          const k = 1 + Math.floor(rand() * writes.length);
-          states.push({ base, extra: writes.slice(0, k), bound, kind: 'prefix' });
-        } else {
-          const pick = writes.filter(() => rand() < 0.5);
-          if (!pick.length) pick.push(writes[Math.floor(rand() * writes.length)]!);
-          states.push({ base, extra: pick, bound, kind: 'subset' });
+      // distinct states only: a short interval has fewer cuts than asked for
+      const seen = new Set<string>();
+      if (o.everyWrite) {
+        for (let k = 1; k <= writes.length; k++) {
+          const extra = writes.slice(0, k);
+          seen.add(extra.join(','));
+          states.push({ base, extra, bound, kind: 'prefix' });
         }
+      }
+      for (let s = 0; s < o.samplesPerInterval && writes.length > 0; s++) {
+        let extra: number[];
+        let kind: StateKind;
+        if ((s % 2 === 0 && !o.everyWrite) || writes.length === 1) {
+          // a prefix: 1..all of them
+          extra = writes.slice(0, 1 + Math.floor(rand() * writes.length));
+          kind = 'prefix';
+        } else {
+          extra = writes.filter(() => rand() < 0.5);
+          if (!extra.length) extra.push(writes[Math.floor(rand() * writes.length)]!);
+          // in log order, the writes of a prefix are a prefix whatever the draw
+          kind = extra.every((v, i) => v === writes[i]) ? 'prefix' : 'subset';
+        }
+        const key = extra.join(',');
+        if (seen.has(key)) continue;
+        seen.add(key);
+        states.push({ base, extra, bound, kind });
       }
     }
     base = bound;
