@@ -107,7 +107,7 @@ export function table(k: KillResult | null, fuzz: FuzzResult[], r: CampaignRepor
   for (const f of fuzz) rows.push([`fuzz ${f.target}`, `${f.inputs} inputs, ${f.crashes} crashes, ${f.hangs} hangs (${f.seconds} s)`]);
   rows.push(['faults (tests)', `${r.faults} passed, ${r.faults_failed} failed`]);
   if (crash) {
-    rows.push(['crash states (dm-log-writes)', `${crash.crash_states_checked} checked, ${crash.failed} failed: ${crash.by_kind.durable + crash.by_kind.end} at FLUSH/FUA points (${crash.durable_points} in ${crash.entries} log entries), ${crash.by_kind.prefix} prefixes and ${crash.by_kind.subset} reordered subsets between; ${crash.ms_per_state} ms per state`]);
+    rows.push(['crash states (dm-log-writes)', `${crash.crash_states_checked} checked, ${crash.failed} failed: ${crash.by_kind.durable} at the starting image and the FLUSH/FUA points (${crash.durable_points} in ${crash.entries} log entries), ${crash.by_kind.prefix} cut after a write between, ${crash.by_kind.subset} reordered subsets${crash.by_kind.end ? ', the whole log' : ''}; ${crash.ms_per_state} ms per state`]);
     rows.push(['  told in the recording', `${crash.issued} packages handed out, ${crash.confirmed} injections confirmed; ${crash.journal_replays} states with an ext4 journal to recover`]);
   }
   rows.push(['power cuts', '0 here: the VM power cuts run in ./build.sh vm-test']);

@@ -98,9 +98,15 @@ test('replay: durable points, prefixes and subsets between them; every state is 
   const init = path.join(tmp, 'init.img');
   writeFileSync(init, Buffer.alloc(128 * SS)); // all holes to begin with
   const states = planStates(log, { samplesPerInterval: 6, seed: 5 });
-  // the starting image, the state at each durable point (2, 7, 8) and the end of the log
-  assert.equal(states.filter((s) => s.kind === 'durable').map((s) => s.base), [-1, 2, 7]);
-  assert.equal(states.filter((s) => s.kind === 'end').map((s) => s.base), [8]);
+  // the starting image, the state at each durable point (2, 7, 8) and the whole log
+  assert.equal(states.filter((s) => s.kind === 'durable').map((s) => s.base), [-1, 2, 7, 8]);
+  // the whole log once (here the tail's one prefix)
+  assert.is(states.filter((s) => s.base === 8 && s.extra.join() === '9').length, 1);
+  assert.equal(planStates(log, { samplesPerInterval: 0, seed: 5 }).at(-1), { base: 8, extra: [9], bound: 10, kind: 'end' });
+  // after every single write: each prefix of each interval
+  const every = planStates(log, { samplesPerInterval: 0, seed: 5, everyWrite: true });
+  assert.equal(every.filter((s) => s.kind === 'prefix').map((s) => [s.base, s.extra]), [[-1, [0]], [-1, [0, 1]], [2, [3]], [2, [3, 4]], [2, [3, 4, 6]], [8, [9]]]);
+  assert.equal(every.at(-1), { base: 8, extra: [9], bound: 10, kind: 'prefix' });
   for (const s of states) {
     // a state holds writes of its own interval only, never the durable point that ends it
     for (const i of s.extra) assert.ok(i > s.base && i < s.bound && log.entries[i]!.mark === undefined, JSON.stringify(s));

@@ -125,7 +125,8 @@ export async function recordFromImage(o: { disk: string; state: string; out: str
     });
   });
   say(`recording: booting the dev image ${o.disk} (first boot provisions the box; minutes under TCG)`);
-  boot(['start', '--fresh', '--disk', o.disk, '--port', String(port)], 120_000);
+  // qemu-img resolves a relative backing file against the overlay's directory
+  boot(['start', '--fresh', '--disk', path.resolve(o.disk), '--port', String(port)], 120_000);
   try {
     boot(['wait', '--timeout', '900'], 960_000);
     const g = guest(o.state);

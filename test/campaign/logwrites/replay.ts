@@ -52,7 +52,8 @@ export const durablePoints = (log: WriteLog): number[] => log.entries.filter(isD
 /**
  * Every durable point's state plus up to `samplesPerInterval` distinct cuts inside each interval
  * that has writes (alternately a prefix and a random subset of them; with `everyWrite` every
- * prefix and the samples subsets), in log order, and the end of the log.
+ * prefix and the samples subsets), in log order; the starting image first (a durable state
+ * with base -1) and the whole log last.
  */
 export function planStates(log: WriteLog, o: PlanOptions): CrashState[] {
   const rand = rng(o.seed);
@@ -63,7 +64,7 @@ export function planStates(log: WriteLog, o: PlanOptions): CrashState[] {
   let base = -1;
   for (const bound of bounds) {
     if (bound >= (o.from ?? 0)) {
-      states.push({ base, extra: [], bound, kind: bound === n ? 'end' : 'durable' });
+      states.push({ base, extra: [], bound, kind: 'durable' });
       const writes: number[] = [];
       for (let i = base + 1; i < bound; i++) if (isWrite(log.entries[i]!)) writes.push(i);
       // distinct states only: a short interval has fewer cuts than asked for
@@ -93,6 +94,8 @@ export function planStates(log: WriteLog, o: PlanOptions): CrashState[] {
         seen.add(key);
         states.push({ base, extra, bound, kind });
       }
+      // the log's end: every write after the last durable point too (the state a clean stop leaves)
+      if (bound === n && writes.length && !seen.has(writes.join(','))) states.push({ base, extra: writes, bound, kind: 'end' });
     }
     base = bound;
   }
