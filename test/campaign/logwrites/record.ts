@@ -32,13 +32,13 @@ export async function fetchFromGuest(g: Guest, file: string, dest: string, timeo
   const srv = http.createServer((req, res) => {
     if (req.method !== 'POST' || req.url !== `/${token}` || done) return void res.writeHead(404).end();
     req.on('data', (d: Buffer) => (bytes += d.length));
-    done = pipeline(req, createWriteStream(dest)).then(() => void res.writeHead(200).end());
+    done = pipeline(req, createWriteStream(dest)).then(() => void res.writeHead(200, { connection: 'close' }).end());
     done.catch(() => res.writeHead(500).end());
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   const port = (srv.address() as AddressInfo).port;
   try {
-    const js = `const fs = require('fs'); const { Readable } = require('stream'); const r = await fetch('http://10.0.2.2:${port}/${token}', { method: 'POST', body: Readable.toWeb(fs.createReadStream('${file}')), duplex: 'half' }); if (!r.ok) process.exit(1);`;
+    const js = `const fs = require('fs'); const { Readable } = require('stream'); const r = await fetch('http://10.0.2.2:${port}/${token}', { method: 'POST', body: Readable.toWeb(fs.createReadStream('${file}')), duplex: 'half' }); process.exit(r.ok ? 0 : 1);`;
     await g.sh(`node -e "(async () => { ${js.replace(/"/g, '\\"')} })().catch((e) => { console.error(e.message); process.exit(1); })"`, timeoutS);
     await done;
   } finally {
