@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 base=(softhsm2 opensc openssl libsystemd-dev jq)
-test=(mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools python3-aiosmtpd python3-cryptography systemd tshark nftables iproute2 socat strace chromium libnss3-tools python3-scapy tmux)
+test=(mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools python3-aiosmtpd python3-cryptography systemd tshark nftables iproute2 socat strace chromium libnss3-tools python3-scapy tmux e2fsprogs)
 demo=(mosquitto mosquitto-clients)
 bench=(postgresql)
 # RAUC bundles and their host tests: rauc (1.8), mksquashfs/unsquashfs, a private D-Bus for `rauc service`

@@ -3,7 +3,7 @@
 // lost), and the checks made afterwards from the stores themselves, not from what the services
 // say: no key in two ECUs, nothing confirmed lost, the audit verifies, the KMS holds a VERIFIED
 // record of every injected key for the same ECU.
-import { createPublicKey, randomBytes } from 'node:crypto';
+import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import path from 'node:path';
 import type { ReserveResponse } from '../../appliance/contracts/keystore.js';
 import { SheEcu } from '../../scripts/plant/ecu-sim.js';
@@ -11,7 +11,7 @@ import type { Client } from 'undici';
 import { call } from '../../scripts/plant/line.js';
 import { KmsStore } from '../../scripts/kms/store.js';
 import { verifyAudit } from '../../services/keystore/audit.js';
-import { openDbs } from '../../services/keystore/db.js';
+import { openDbs, type Dbs } from '../../services/keystore/db.js';
 import type { CampaignPool, CampaignStack } from './stack.js';
 
 type Pkg = ReserveResponse & { code?: string };
@@ -87,6 +87,82 @@ export interface StoreCheck {
   keystoreKeys: number;
 }
 
+export interface KeystoreCheck {
+  /** INJECTED/REPORTED records */
+  injected: number;
+  /** confirmed by a tester but not INJECTED/REPORTED for that ECU in the keystore */
+  lost: number;
+  /** an ECU holding two injected keys of a pool; a handed-out package back in stock or bound to another ECU */
+  duplicates: number;
+  audit_ok: boolean;
+  audit_entries: number;
+  /** key record id -> ECU UID, every INJECTED/REPORTED key */
+  injectedKeys: Map<string, string>;
+  keystoreKeys: number;
+  problems: string[];
+}
+
+/**
+ * What must hold in a keystore's LMDB against what the testers were told: `confirmed` (package
+ * id -> ECU UID the tester API confirmed as INJECTED) is INJECTED/REPORTED for that ECU, no ECU
+ * holds two injected keys of a pool, the audit chain and its checkpoints verify with `auditKey`
+ * (the vault's, never taken from the store). With `handedOut` (package id -> ECU UID of every
+ * package a tester received), each of those is still bound to its ECU and its reservation, and
+ * not back in the AVAILABLE queue: a key that left the box is never issued again.
+ */
+export function checkKeystore(dbs: Dbs, confirmed: ReadonlyMap<string, string>, auditKey: KeyObject, handedOut?: ReadonlyMap<string, string>): KeystoreCheck {
+  const problems: string[] = [];
+  let injected = 0;
+  let lost = 0;
+  let duplicates = 0;
+  let keystoreKeys = 0;
+  const injectedKeys = new Map<string, string>();
+  const ecuKeys = new Map<string, string>();
+  for (const { key, value: rec } of dbs.keys.getRange({})) {
+    keystoreKeys++;
+    if (rec.state !== 'INJECTED' && rec.state !== 'REPORTED') continue;
+    injected++;
+    const id = String(key);
+    injectedKeys.set(id, rec.uid!);
+    const prior = ecuKeys.get(`${rec.pool}|${rec.uid}`);
+    if (prior) {
+      duplicates++;
+      problems.push(`ECU ${rec.uid} holds two injected keys of ${rec.pool}: ${prior} and ${id}`);
+    }
+    ecuKeys.set(`${rec.pool}|${rec.uid}`, id);
+  }
+  for (const [id, uid] of confirmed) {
+    const rec = dbs.keys.get(id);
+    if (!rec || !['INJECTED', 'REPORTED'].includes(rec.state) || rec.uid !== uid) {
+      lost++;
+      problems.push(`confirmed ${id} for ECU ${uid} is ${rec ? `${rec.state} for ${rec.uid}` : 'gone'}`);
+    }
+  }
+  if (handedOut?.size) {
+    const queued = new Set<string>();
+    for (const { value } of dbs.avail.getRange({})) queued.add(value);
+    for (const [id, uid] of handedOut) {
+      const rec = dbs.keys.get(id);
+      const why = !rec
+        ? 'gone'
+        : rec.state === 'AVAILABLE' || queued.has(id)
+          ? 'back in the AVAILABLE queue'
+          : rec.uid !== uid
+            ? `bound to ECU ${rec.uid}`
+            : rec.state !== 'BURNED' && dbs.resv.get(`${rec.pool}|${uid}`) !== id
+              ? `not the reservation of its ECU (${String(dbs.resv.get(`${rec.pool}|${uid}`))})`
+              : undefined;
+      if (why) {
+        duplicates++;
+        problems.push(`package ${id} handed out for ECU ${uid} is ${why}`);
+      }
+    }
+  }
+  const report = verifyAudit(dbs, auditKey);
+  for (const p of report.problems.slice(0, 5)) problems.push(`audit: ${String(p)}`);
+  return { injected, lost, duplicates, audit_ok: report.problems.length === 0, audit_entries: report.entries, injectedKeys, keystoreKeys, problems };
+}
+
 /**
  * Stops the tester API, uplink, keystore and KMS of the stack (the vault stays for the audit
  * key) and checks the keystore's LMDB and the KMS's LMDB against what the testers saw. Problems
@@ -99,42 +175,18 @@ export async function checkStores(stack: CampaignStack, t: LineTally): Promise<S
   await stack.box.keystore.proc.stop();
   await stack.kms.stop();
 
-  let injected = 0;
-  let lost = 0;
-  let auditOk = false;
-  let auditEntries = 0;
-  let keystoreKeys = 0;
-  const injectedKeys = new Map<string, string>();
+  let c: KeystoreCheck;
   const dbs = openDbs(stack.box.keystore.dataDir, { readOnly: true });
   try {
-    const ecuKeys = new Map<string, string>();
-    for (const { key, value: rec } of dbs.keys.getRange({})) {
-      keystoreKeys++;
-      if (rec.state !== 'INJECTED' && rec.state !== 'REPORTED') continue;
-      injected++;
-      const id = String(key);
-      injectedKeys.set(id, rec.uid!);
-      const prior = ecuKeys.get(`${rec.pool}|${rec.uid}`);
-      if (prior) {
-        t.duplicates++;
-        t.problems.push(`ECU ${rec.uid} holds two injected keys of ${rec.pool}: ${prior} and ${id}`);
-      }
-      ecuKeys.set(`${rec.pool}|${rec.uid}`, id);
-    }
-    for (const [id, uid] of t.confirmed) {
-      const rec = dbs.keys.get(id);
-      if (!rec || !['INJECTED', 'REPORTED'].includes(rec.state) || rec.uid !== uid) {
-        lost++;
-        t.problems.push(`confirmed ${id} for ECU ${uid} is ${rec ? `${rec.state} for ${rec.uid}` : 'gone'}`);
-      }
-    }
-    const report = verifyAudit(dbs, createPublicKey({ key: auditSpki, format: 'der', type: 'spki' }));
-    auditOk = report.problems.length === 0;
-    auditEntries = report.entries;
-    for (const p of report.problems.slice(0, 5)) t.problems.push(`audit: ${String(p)}`);
+    c = checkKeystore(dbs, t.confirmed, createPublicKey({ key: auditSpki, format: 'der', type: 'spki' }));
   } finally {
     await dbs.root.close();
   }
+  t.duplicates += c.duplicates;
+  t.problems.push(...c.problems);
+  const { injected, lost, injectedKeys, keystoreKeys } = c;
+  const auditOk = c.audit_ok;
+  const auditEntries = c.audit_entries;
 
   let kmsMissing = 0;
   const store = new KmsStore(path.join(stack.kms.dir, 'state'));
