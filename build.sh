@@ -40,7 +40,7 @@ case "$cmd" in
     exec scripts/image/build.sh "$@"
     ;;
   vm-test)
-    scripts/deps.sh base image test
+    scripts/deps.sh base image test update
     build
     exec scripts/vm-test.sh "$@"
     ;;
