@@ -122,7 +122,7 @@ export async function readExpected(p: string): Promise<ExpectedPcrs> {
     if (typeof o.slots !== 'object' || o.slots === null) bad('slots malformed');
     for (const [n, sl] of Object.entries(o.slots!)) {
       if (!/^[A-Z]$/.test(n) || typeof sl?.pcrs !== 'object' || sl.pcrs === null || typeof sl.pcr11Phases !== 'object' || sl.pcr11Phases === null) bad(`slot ${n.slice(0, 8)} malformed`);
-      for (const val of [...Object.values(sl.pcrs), ...Object.values(sl.pcr11Phases)]) parseDigestHex(String(val));
+      for (const val of [...Object.values(sl.pcrs), ...Object.values(sl.pcr11Phases)]) if (!/^[0-9a-f]{64}$/i.test(String(val))) bad(`slot ${n} has a malformed digest`);
     }
   }
   if (!Array.isArray(o.measurements)) bad('measurements missing');
