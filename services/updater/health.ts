@@ -36,15 +36,24 @@ const run = (cmd: string, args: string[], timeoutMs = 10_000): Promise<{ code: n
     execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 1 << 20 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }));
   });
 
-export async function checkOnce(cfg: HealthConfig, keystore: IpcClient | null, mark: { headSeq: number; headHash: string } | null | undefined, vault: IpcClient | null = null): Promise<string[]> {
+/**
+ * What is wrong now; `permanent`: something waiting cannot mend (a unit the new slot does not
+ * have at all), so the health check fails at once instead of after its whole timeout.
+ */
+export async function checkOnce(cfg: HealthConfig, keystore: IpcClient | null, mark: { headSeq: number; headHash: string } | null | undefined, vault: IpcClient | null = null): Promise<{ problems: string[]; permanent: boolean }> {
   const problems: string[] = [];
+  let permanent = false;
   if (cfg.units.length > 0) {
-    const r = await run('systemctl', ['show', '-p', 'Id,ActiveState,SubState', ...cfg.units]);
+    const r = await run('systemctl', ['show', '-p', 'Id,LoadState,ActiveState,SubState', ...cfg.units]);
     const blocks = r.out.trim().split(/\n\n+/);
     for (const b of blocks) {
       const id = /Id=(.*)/.exec(b)?.[1];
+      const load = /LoadState=(.*)/.exec(b)?.[1];
       const active = /ActiveState=(.*)/.exec(b)?.[1];
-      if (id && active !== 'active') problems.push(`${id} is ${active ?? 'unknown'}`);
+      if (id && (load === 'not-found' || load === 'masked' || load === 'bad-setting' || load === 'error')) {
+        problems.push(`${id} is ${load}`);
+        permanent = true;
+      } else if (id && active !== 'active') problems.push(`${id} is ${active ?? 'unknown'}`);
     }
     if (r.code !== 0) problems.push('systemctl show failed');
   }
@@ -75,7 +84,7 @@ export async function checkOnce(cfg: HealthConfig, keystore: IpcClient | null, m
     const r = await run(cfg.command[0]!, cfg.command.slice(1), 60_000);
     if (r.code !== 0) problems.push(`health command: ${r.out.trim().slice(-200) || `exit ${r.code}`}`);
   }
-  return problems;
+  return { problems, permanent };
 }
 
 /** Healthy within the deadline, or PKS_UPDATE_HEALTH_FAILED naming what was not. */
@@ -83,9 +92,10 @@ export async function waitHealthy(cfg: HealthConfig, keystore: IpcClient | null,
   const end = Date.now() + cfg.timeoutSeconds * 1000;
   let problems: string[] = [];
   for (;;) {
-    problems = await checkOnce(cfg, keystore, mark, vault);
+    const r = await checkOnce(cfg, keystore, mark, vault);
+    problems = r.problems;
     if (problems.length === 0) return;
-    if (Date.now() >= end) break;
+    if (r.permanent || Date.now() >= end) break;
     await new Promise((r) => setTimeout(r, cfg.intervalSeconds * 1000));
   }
   throw pksError('PKS_UPDATE_HEALTH_FAILED', problems.join('; ').slice(0, 300));
