@@ -120,15 +120,16 @@ wait_reboot() {
 
 upd_update_v2() {
   upd_fetch v2.raucb || { say "update: the box could not fetch v2"; return 0; }
-  local before id t0 t_drain= t_inst= t_done= st ph
+  # (u0, not t0: say() reads vm-test's t0, and a local would shadow it)
+  local before id u0 t_drain= t_inst= t_done= st ph
   # (exit 1 while no checkpoint is anchored at the KMS yet: the JSON is what counts)
   before=$(GX_TIMEOUT=300 gx 'pksctl audit verify --json; true' 2>/dev/null | tail -n 1 || true)
   id=$(boot_id || true)
-  t0=$(date +%s)
+  u0=$(date +%s)
   # maintenance's command, in the guest's background; its phases are timed from the status
   gx "systemd-run --unit pks-vmtest-install --collect pksctl update install /run/pks-usb/v2.raucb --json" >/dev/null 2>&1 \
     || { say "update: pksctl update install did not start"; return 0; }
-  while [ $(( $(date +%s) - t0 )) -lt 1800 ]; do
+  while [ $(( $(date +%s) - u0 )) -lt 1800 ]; do
     st=$(GX_TIMEOUT=30 gx 'pksctl update status --json' 2>/dev/null | tail -n 1 || true)
     ph=$(jq -r '.phase // ""' <<<"$st" 2>/dev/null || true)
     case "$ph" in
@@ -142,11 +143,11 @@ upd_update_v2() {
     sleep 2
   done
   [ -n "$t_done" ] || { say "update: v2 never reached the reboot: $st"; return 0; }
-  update_install_s=$(( t_done - ${t_inst:-$t0} ))
-  say "update: v2 checked and copied in $(( ${t_drain:-$t0} - t0 ))s, drained in $(( ${t_inst:-$t_done} - ${t_drain:-$t0} ))s, installed into slot B in ${update_install_s}s; the box reboots into it"
+  update_install_s=$(( t_done - ${t_inst:-$u0} ))
+  say "update: v2 checked and copied in $(( ${t_drain:-$u0} - u0 ))s, drained in $(( ${t_inst:-$t_done} - ${t_drain:-$u0} ))s, installed into slot B in ${update_install_s}s; the box reboots into it"
   wait_reboot "$id" 900 || { say "update: v2 did not come up READY"; return 0; }
   # the line's downtime: from the drain (no new reservations) to every service READY on v2
-  update_downtime_s=$(( $(date +%s) - ${t_drain:-$t0} ))
+  update_downtime_s=$(( $(date +%s) - ${t_drain:-$u0} ))
   upd_check_v2 "$before"
 }
 
