@@ -310,7 +310,8 @@ upd_build "$upd_mode" >"$state/update-build.log" 2>&1 &
 upd_build_pid=$!
 say "first boot (fresh disk and TPM)"
 if ! boot_and_wait --fresh; then say "not every service is READY"; result; exit 1; fi
-count_ready
+# a guest agent that does not answer for a while (a loaded host) must not end the run without its verdict
+count_ready || true
 say "services ready: $services_ready of $of"
 gx 'journalctl -b -u pks-setup -o cat --no-pager | grep "pks-setup:"' | sed 's/^/  /' >&2 || true
 if gx 'pksctl status' >"$state/status.txt" 2>&1; then measured_ok=true; fi
