@@ -7,6 +7,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=../jq-check.sh
+. "$root/scripts/jq-check.sh"
 state=$root/.cache/image/smoke
 port=18444
 build=0
@@ -32,8 +34,8 @@ fail=()
 check() { # name, command (guest)
   if boot exec --timeout 60 "$2" >/dev/null 2>&1; then echo "smoke: ok   $1" >&2; else echo "smoke: FAIL $1" >&2; fail+=("$1"); fi
 }
-echo "$report" | jq -e '.multi_user == "active"' >/dev/null || fail+=(multi_user)
-echo "$report" | jq -e '.tpm0 and .tpmrm0' >/dev/null || fail+=(tpm_devices)
+echo "$report" | jqe '.multi_user == "active"' >/dev/null || fail+=(multi_user)
+echo "$report" | jqe '.tpm0 and .tpmrm0' >/dev/null || fail+=(tpm_devices)
 check "tpm answers through /dev/tpmrm0" 'tpm2_getrandom -T device:/dev/tpmrm0 8 --hex'
 check "firmware event log present" '[ "$(head -c 64 /sys/kernel/security/tpm0/binary_bios_measurements | wc -c)" = 64 ]'
 check "uki booted by the firmware (PCR 4 not zero)" '! tpm2_pcrread -T device:/dev/tpmrm0 sha256:4 | grep -q 0x0000000000000000000000000000000000000000000000000000000000000000'
