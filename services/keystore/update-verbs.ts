@@ -1,7 +1,11 @@
 // The keystore's side of an update (services/updater): drain and the health check.
-//  - drain {on}: while on, `reserve` is refused with PKS_UPDATE_DRAINING (testers get a 503 with
-//    Retry-After); confirm and fail go on, so open reservations finish. Answers how many are
-//    still open. In memory only: a reboot (the point of draining) or a restart ends it.
+//  - drain {on, activeSeconds?}: while on, `reserve` is refused with PKS_UPDATE_DRAINING (testers
+//    get a 503 with Retry-After); confirm and fail go on, so open reservations finish. Answers how
+//    many are still open: `open` those reserved within the last activeSeconds (a tester still in
+//    its cycle), `stale` the older ones. A reservation whose tester died (its tester API killed,
+//    the tester unplugged) is never confirmed; the updater does not wait out its drain timeout
+//    for it: it stays RESERVED in the data and the sweep burns it at its TTL, as without an
+//    update. In memory only: a reboot (the point of draining) or a restart ends it.
 //  - update-health {seq?}: what the new slot must show before mark-good: the vault unsealed,
 //    the audit chain verifying with the vault's audit key, and the audit entry `seq` (the head
 //    the old slot left) still there with its hash: the same data.
@@ -10,6 +14,7 @@ import { pksError } from '../../appliance/errors.js';
 import type { IpcClient, VerbTable } from '../../appliance/ipc.js';
 import { drainingDetail } from '../../appliance/contracts/update.js';
 import { auditHead, verifyAudit } from './audit.js';
+import type { Dbs } from './db.js';
 import type { Keystore } from './keystore.js';
 
 export class Drain {
@@ -35,15 +40,34 @@ export function withDrain(verbs: VerbTable, drain: Drain): VerbTable {
   };
 }
 
+/**
+ * Open reservations by age on the keystore's monotonic clock (the pending index is keyed by it):
+ * `open` reserved at or after `now - activeMs`, `stale` before. Without activeMs all are open.
+ */
+export function openReservations(dbs: Dbs, now: number, activeMs?: number): { open: number; stale: number } {
+  const from = activeMs === undefined ? 0 : Math.max(0, now - activeMs);
+  let open = 0;
+  let stale = 0;
+  for (const { key } of dbs.pending.getRange({})) {
+    if (key[0] >= from) open++;
+    else stale++;
+  }
+  return { open, stale };
+}
+
 export function updateVerbs(ks: Keystore, vault: IpcClient, drain: Drain): VerbTable {
-  const open = () => Object.values(ks.stats()).reduce((n, p) => n + p.reserved, 0);
   return {
     drain: {
-      request: { type: 'object', additionalProperties: false, required: ['on'], properties: { on: { type: 'boolean' }, retryAfterSeconds: { type: 'integer', minimum: 1, maximum: 3600 } } },
-      handler: (b: { on: boolean; retryAfterSeconds?: number }) => {
+      request: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['on'],
+        properties: { on: { type: 'boolean' }, retryAfterSeconds: { type: 'integer', minimum: 1, maximum: 3600 }, activeSeconds: { type: 'integer', minimum: 1, maximum: 86_400 } },
+      },
+      handler: (b: { on: boolean; retryAfterSeconds?: number; activeSeconds?: number }) => {
         drain.on = b.on;
         if (b.retryAfterSeconds) drain.retryAfterSeconds = b.retryAfterSeconds;
-        return { draining: drain.on, open: open() };
+        return { draining: drain.on, ...openReservations(ks.dbs, ks.mono.now(), b.activeSeconds === undefined ? undefined : b.activeSeconds * 1000) };
       },
     },
     'update-health': {

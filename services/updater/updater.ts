@@ -250,10 +250,14 @@ export class Updater {
     const ks = this.d.keystore;
     if (!ks) return null;
     const end = Date.now() + this.d.drain.timeoutSeconds * 1000;
+    // only reservations young enough to be in a tester's cycle are waited for: one older than the
+    // whole drain window belongs to a tester that is not coming back within it
+    const activeSeconds = Math.max(1, Math.round(this.d.drain.timeoutSeconds));
     for (;;) {
-      const r = await ks.call<{ open: number }>('drain', { on: true, retryAfterSeconds: this.d.drain.retryAfterSeconds });
+      const r = await ks.call<{ open: number; stale?: number }>('drain', { on: true, retryAfterSeconds: this.d.drain.retryAfterSeconds, activeSeconds });
       if (r.open === 0 || Date.now() >= end) {
         if (r.open > 0) this.d.log.warn('drain timed out with open reservations; they stay RESERVED in the data and time out there', { open: r.open });
+        if (r.stale) this.d.log.info('drained past stale reservations; they stay RESERVED in the data and time out there', { stale: r.stale, olderThanSeconds: activeSeconds });
         break;
       }
       this.setProgress('draining', 0, `draining: ${r.open} open reservation(s)`);

@@ -1,6 +1,7 @@
 // The keystore's update hooks (services/keystore/update-verbs.ts) on real LMDB: drain refuses
 // new reservations with PKS_UPDATE_DRAINING whose detail carries the Retry-After the tester API
-// sends, while confirm goes on; update-health verifies the audit chain with the vault's key and
+// sends, while confirm goes on, and counts only the reservations young enough to be in a tester's
+// cycle as open; update-health verifies the audit chain with the vault's key and
 // finds the entry the old slot left (the same data) or says it is gone.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -15,7 +16,7 @@ import { retryAfterOf } from '../../appliance/contracts/update.js';
 import { appendAudit, auditHead } from '../../services/keystore/audit.js';
 import { openDbs } from '../../services/keystore/db.js';
 import type { Keystore } from '../../services/keystore/keystore.js';
-import { Drain, updateVerbs, withDrain } from '../../services/keystore/update-verbs.js';
+import { Drain, openReservations, updateVerbs, withDrain } from '../../services/keystore/update-verbs.js';
 
 const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const spki = publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
@@ -26,8 +27,12 @@ test('drain: reserve refused with a coded 503 and its Retry-After, confirm still
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pks-drain-'));
   const dbs = openDbs(dir, { mapSizeMb: 16 });
   try {
-    let reserved = 2;
-    const ks = { dbs, stats: () => ({ 'oem.ecu.k1': { reserved } }) } as unknown as Keystore;
+    // two reservations in the pending index, keyed by the keystore's monotonic time
+    await dbs.root.transaction(() => {
+      dbs.pending.putSync([1_000, 'k-1'], null);
+      dbs.pending.putSync([2_000, 'k-2'], null);
+    });
+    const ks = { dbs, mono: { now: () => 5_000 } } as unknown as Keystore;
     const calls: string[] = [];
     const base: VerbTable = {
       reserve: { request: {}, handler: () => (calls.push('reserve'), { ok: true }) },
@@ -36,7 +41,7 @@ test('drain: reserve refused with a coded 503 and its Retry-After, confirm still
     const drain = new Drain();
     const verbs = { ...withDrain(base, drain), ...updateVerbs(ks, vault, drain) };
     await verbs.reserve!.handler({}, ctx);
-    assert.equal(await verbs.drain!.handler({ on: true, retryAfterSeconds: 45 }, ctx), { draining: true, open: 2 });
+    assert.equal(await verbs.drain!.handler({ on: true, retryAfterSeconds: 45 }, ctx), { draining: true, open: 2, stale: 0 });
     let err: unknown;
     try {
       await verbs.reserve!.handler({}, ctx);
@@ -46,11 +51,38 @@ test('drain: reserve refused with a coded 503 and its Retry-After, confirm still
     assert.ok(isPksError(err) && err.code === 'PKS_UPDATE_DRAINING' && err.status === 503 && err.retry);
     assert.is(retryAfterOf((err as { detail: string }).detail), 45);
     await verbs.confirm!.handler({}, ctx);
-    reserved = 0;
-    assert.equal(await verbs.drain!.handler({ on: true }, ctx), { draining: true, open: 0 });
+    await dbs.root.transaction(() => {
+      dbs.pending.removeSync([1_000, 'k-1']);
+      dbs.pending.removeSync([2_000, 'k-2']);
+    });
+    assert.equal(await verbs.drain!.handler({ on: true }, ctx), { draining: true, open: 0, stale: 0 });
     await verbs.drain!.handler({ on: false }, ctx);
     await verbs.reserve!.handler({}, ctx);
     assert.equal(calls, ['reserve', 'confirm', 'reserve']);
+  } finally {
+    await dbs.root.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('drain: a reservation older than the drain window is stale, not waited for', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pks-drain-'));
+  const dbs = openDbs(dir, { mapSizeMb: 16 });
+  try {
+    // at mono 600 s: one orphan from 9 minutes ago (its tester API was killed), one 10 s old
+    await dbs.root.transaction(() => {
+      dbs.pending.putSync([60_000, 'orphan'], null);
+      dbs.pending.putSync([590_000, 'in-cycle'], null);
+    });
+    let now = 600_000;
+    const ks = { dbs, mono: { now: () => now } } as unknown as Keystore;
+    const verbs = updateVerbs(ks, vault, new Drain());
+    assert.equal(await verbs.drain!.handler({ on: true, activeSeconds: 120 }, ctx), { draining: true, open: 1, stale: 1 });
+    // the young one ages past the window too: nothing left to wait for
+    now = 711_000;
+    assert.equal(await verbs.drain!.handler({ on: true, activeSeconds: 120 }, ctx), { draining: true, open: 0, stale: 2 });
+    assert.equal(openReservations(dbs, 600_000), { open: 2, stale: 0 });
+    assert.equal(openReservations(dbs, 50_000, 1_000), { open: 2, stale: 0 }, 'before both: nothing is stale');
   } finally {
     await dbs.root.close();
     rmSync(dir, { recursive: true, force: true });
@@ -63,7 +95,7 @@ test('update-health: same data found by the mark, lost data found missing', asyn
   try {
     for (let i = 1; i <= 5; i++) await dbs.root.transaction(() => appendAudit(dbs, 1000 * i, { ev: 'reserve', id: `k-${i}` }));
     await dbs.root.flushed;
-    const ks = { dbs, stats: () => ({}) } as unknown as Keystore;
+    const ks = { dbs, mono: { now: () => 0 } } as unknown as Keystore;
     const verbs = updateVerbs(ks, vault, new Drain());
     const head = auditHead(dbs);
     const h = (await verbs['update-health']!.handler({ seq: head.seq }, ctx)) as { vaultOk: boolean; auditOk: boolean; hashAt: string | null; headSeq: number };
