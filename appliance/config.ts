@@ -63,10 +63,29 @@ export function compileChecker<T>(schema: SchemaObject, label: string, code: Err
   };
 }
 
+// A config schema is compiled once per schema object: a service loads its file once, but
+// `pksctl config check`, the setup wizard and the fuzzer validate many files against the same
+// schema, and compiling it was nearly all of each call's time. Its own ajv instance, so a
+// config schema's `$id` never meets the input checkers'; two different schema objects with
+// the same `$id` would clash in one instance, and such a one gets an instance of its own.
+let configAjv: AjvType | undefined;
+const configValidators = new WeakMap<SchemaObject, ReturnType<AjvType['compile']>>();
+function configValidator(schema: SchemaObject): ReturnType<AjvType['compile']> {
+  let v = configValidators.get(schema);
+  if (!v) {
+    try {
+      v = (configAjv ??= makeAjv()).compile(schema);
+    } catch {
+      v = makeAjv().compile(schema);
+    }
+    configValidators.set(schema, v);
+  }
+  return v;
+}
+
 /** Validates `data` against `schema` (defaults applied), freezes it, or throws PKS_CONFIG_INVALID naming the key. */
 export function validateConfig<T>(schema: SchemaObject, data: unknown, source = 'config'): DeepReadonly<T> {
-  const ajv = makeAjv();
-  const validate = ajv.compile(schema);
+  const validate = configValidator(schema);
   const copy = structuredClone(data);
   if (!validate(copy)) {
     throw pksError('PKS_CONFIG_INVALID', `${source}: ${describe(validate.errors![0]!)}`);

@@ -42,6 +42,22 @@ config('a bad config names the bad key', () => {
   assert.match(thrown(() => validateConfig(vaultSchema, { hsm: good.hsm })).detail, "missing key 'boxId'");
 });
 
+config('a schema compiled once serves every later file alike; two schemas with one $id do not clash', () => {
+  // the cached validator must not carry state from one file to the next (defaults, errors)
+  const a = validateConfig<{ ipc: object }>(vaultSchema, good);
+  assert.match(thrown(() => validateConfig(vaultSchema, { ...good, extra: 1 })).detail, "unknown key 'extra'");
+  const b = validateConfig<{ ipc: object; boxId: string }>(vaultSchema, { ...good, boxId: 'box-2' });
+  assert.equal(a.ipc, {});
+  assert.equal(b.ipc, {});
+  assert.is(b.boxId, 'box-2');
+  assert.is.not(a.ipc, b.ipc);
+  const one = { $id: 'pks:test/same', type: 'object', additionalProperties: false, properties: { n: { type: 'integer', default: 1 } } };
+  const two = { $id: 'pks:test/same', type: 'object', additionalProperties: false, properties: { s: { type: 'string', default: 'x' } } };
+  assert.equal(validateConfig(one, {}), { n: 1 });
+  assert.equal(validateConfig(two, {}), { s: 'x' });
+  assert.is(thrown(() => validateConfig(two, { n: 1 })).code, 'PKS_CONFIG_INVALID');
+});
+
 config('loadConfig refuses a missing, non-JSON or invalid file with a coded error', async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pks-cfg-'));
   try {
