@@ -109,6 +109,23 @@ stage=$cache/stage
 rm -rf "$stage"
 cp -a "$base" "$stage"
 rm -f "$stage/.pks-base-complete"
+# Kernel modules for hardware a PKS never has (graphics, sound, media, Wi-Fi, Bluetooth,
+# InfiniBand, physical Ethernet NICs, sensors) and for file systems it never mounts: half the
+# root file system, and every update writes the whole slot (under TCG about a second per
+# 5 MiB). Kept: virtio, USB storage, SCSI disks, vfat/ext4/squashfs, dm-verity, TPM, CAN.
+# Pruned here, not in the cached base, so the initrd (its own short list) does not change.
+for kdir in "$stage"/usr/lib/modules/*/; do
+  kver=$(basename "$kdir")
+  (cd "$kdir/kernel" && rm -rf sound drivers/gpu drivers/media drivers/infiniband drivers/iio drivers/staging \
+    drivers/comedi drivers/isdn drivers/mtd drivers/target drivers/mmc drivers/bluetooth drivers/hwmon \
+    drivers/net/wireless drivers/net/ethernet drivers/net/wwan drivers/net/usb drivers/net/hamradio \
+    drivers/net/arcnet drivers/net/fddi drivers/net/hippi drivers/net/wan drivers/net/ieee802154 \
+    drivers/net/appletalk drivers/net/plip drivers/net/slip drivers/net/ppp \
+    net/wireless net/mac80211 net/bluetooth net/sunrpc net/ieee802154 net/mac802154 net/nfc \
+    fs/nfsd fs/ocfs2 fs/btrfs fs/xfs fs/f2fs fs/nfs fs/smb fs/gfs2 fs/jfs fs/ubifs fs/ceph fs/nilfs2 \
+    fs/reiserfs fs/dlm fs/cifs fs/afs fs/orangefs fs/coda)
+  chroot "$stage" depmod -a "$kver"
+done
 install -m 0755 "$node_bin" "$stage/usr/bin/node"
 rm -rf "$stage/usr/lib/pks"
 cp -a "$app" "$stage/usr/lib/pks"

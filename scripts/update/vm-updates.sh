@@ -23,11 +23,13 @@
 #   upd_fallback_v3            v3 fails its health check and the box falls back to v2 (fallback_ok)
 #   upd_stop                   pulls the stick
 set -euo pipefail
+# shellcheck source=../jq-check.sh
+. "$root/scripts/jq-check.sh"
 
 upd_dir=$state/updates upd_build_pid= upd_stick_qemu=
 update_ok=false fallback_ok=false downgrade_refused=false bad_signature_refused=false power_cut_install_ok=false
 data_intact=false pin_survived_update=false
-update_bundle_mib=0 update_install_s=0 update_downtime_s=0 update_slot=
+update_bundle_mib=0 update_install_s=0 update_downtime_s=0
 
 # the slot image a bundle carries: the built root.img shrunk to its content (resize2fs -M leaves
 # about a third free, room enough for what the root file system gets at run time); RAUC writes
@@ -136,7 +138,7 @@ upd_update_v2() {
       draining) [ -n "$t_drain" ] || t_drain=$(date +%s) ;;
       installing) [ -n "$t_drain" ] || t_drain=$(date +%s); [ -n "$t_inst" ] || t_inst=$(date +%s) ;;
       rebooting) t_done=$(date +%s); break ;;
-      idle) jq -e '.last.version == "2.0.0"' <<<"$st" >/dev/null 2>&1 && { say "update: v2 ended before the reboot: $st"; return 0; } ;;
+      idle) jqe '.last.version == "2.0.0"' <<<"$st" >/dev/null 2>&1 && { say "update: v2 ended before the reboot: $st"; return 0; } ;;
     esac
     # no answer: the box is already going down for the reboot
     [ -z "$st" ] && [ -n "$t_inst" ] && { t_done=$(date +%s); break; }
@@ -156,15 +158,14 @@ upd_check_v2() {
   local before=$1 out st
   st=$(upd_status || true)
   say "update: $st"
-  update_slot=$(jq -r '.booted.slot // ""' <<<"$st")
-  jq -e '.last.ok == true and .last.version == "2.0.0" and .booted.version == "2.0.0" and .booted.slot == "B" and .floor == 2 and .phase == "idle"' <<<"$st" >/dev/null && update_ok=true
+  jqe '.last.ok == true and .last.version == "2.0.0" and .booted.version == "2.0.0" and .booted.slot == "B" and .floor == 2 and .phase == "idle"' <<<"$st" >/dev/null && update_ok=true
   # the sealed PIN opened on the new slot through the signed PCR 11 policy (no re-provisioning):
   # slot B's UKI booted, pks-unseal ran in this boot, the vault READY, measured boot as expected
   GX_TIMEOUT=300 gx 'grep -q "rauc.slot=B" /proc/cmdline && systemctl is-active -q pks-unseal pks-vault && test -s /run/credstore/hsm-pin && pksctl status >/dev/null' >/dev/null 2>&1 && pin_survived_update=true
   # the data partition is the same: setup did not run again, the audit chain verifies and kept every entry
   local after; after=$(GX_TIMEOUT=300 gx 'pksctl audit verify --json; true' 2>/dev/null | tail -n 1 || true)
   GX_TIMEOUT=60 gx 'test -e /var/lib/pks/.provisioned && [ "$(systemctl show -P ConditionResult pks-setup)" = no ] && findmnt -n /etc/pks >/dev/null' >/dev/null 2>&1 \
-    && jq -e --argjson b "$before" '.ok == true and ($b.ok == true) and .headSeq >= $b.headSeq' <<<"$after" >/dev/null 2>&1 && data_intact=true
+    && jqe --argjson b "$before" '.ok == true and ($b.ok == true) and .headSeq >= $b.headSeq' <<<"$after" >/dev/null 2>&1 && data_intact=true
   say "update: audit before $(jq -c '{ok,headSeq}' <<<"$before" 2>/dev/null) after $(jq -c '{ok,headSeq}' <<<"$after" 2>/dev/null); data intact: $data_intact; PIN unsealed on slot B: $pin_survived_update"
   # v1 below the floor: refused before anything is written
   upd_fetch v1.raucb || true
@@ -176,7 +177,7 @@ upd_check_v2() {
   grep -q 'PKS_UPDATE_SIGNATURE' <<<"$out" && ! grep -q 'rc=0' <<<"$out" && bad_signature_refused=true
   say "update: bundle of a foreign CA: $(grep -o 'PKS_[A-Z_]*[^"]*' <<<"$out" | head -n 1)"
   st=$(upd_status || true)
-  jq -e '.booted.version == "2.0.0" and .phase == "idle"' <<<"$st" >/dev/null || { downgrade_refused=false; bad_signature_refused=false; }
+  jqe '.booted.version == "2.0.0" and .phase == "idle"' <<<"$st" >/dev/null || { downgrade_refused=false; bad_signature_refused=false; }
 }
 
 # starts the install of bundle $1 in the background in the guest; returns once RAUC is writing
@@ -186,7 +187,7 @@ upd_start_install() {
   local i st
   for i in $(seq 1 300); do
     st=$(upd_status || true)
-    if jq -e '.phase == "installing" and .progress >= 10' <<<"$st" >/dev/null 2>&1; then say "update: $1 installing ($(jq -r '.progress' <<<"$st")%)"; return 0; fi
+    if jqe '.phase == "installing" and .progress >= 10' <<<"$st" >/dev/null 2>&1; then say "update: $1 installing ($(jq -r '.progress' <<<"$st")%)"; return 0; fi
     sleep 2
   done
   say "update: $1 never reached the install phase: $st"
@@ -196,7 +197,7 @@ upd_start_install() {
 upd_after_cut() {
   local st; st=$(upd_status || true)
   say "update after the power cut: $st"
-  jq -e '.booted.version == "2.0.0" and .booted.slot == "B" and .phase == "idle" and .last.ok == false and .last.code == "PKS_UPDATE_INTERRUPTED" and .last.version == "4.0.0"' <<<"$st" >/dev/null && power_cut_install_ok=true
+  jqe '.booted.version == "2.0.0" and .booted.slot == "B" and .phase == "idle" and .last.ok == false and .last.code == "PKS_UPDATE_INTERRUPTED" and .last.version == "4.0.0"' <<<"$st" >/dev/null && power_cut_install_ok=true
 }
 
 upd_fallback_v3() {
@@ -210,10 +211,10 @@ upd_fallback_v3() {
   wait_reboot "$id" 900 || true
   while [ "$(date +%s)" -lt "$deadline" ]; do
     st=$(upd_status || true)
-    jq -e '.booted.version == "2.0.0" and .phase == "idle" and .last.version == "3.0.0"' <<<"$st" >/dev/null 2>&1 && break
+    jqe '.booted.version == "2.0.0" and .phase == "idle" and .last.version == "3.0.0"' <<<"$st" >/dev/null 2>&1 && break
     sleep 10
   done
   wait_services 300 || true
   say "update after v3: $st"
-  jq -e '.booted.version == "2.0.0" and .booted.slot == "B" and .last.ok == false and .last.code == "PKS_UPDATE_HEALTH_FAILED" and .last.version == "3.0.0"' <<<"$st" >/dev/null && fallback_ok=true
+  jqe '.booted.version == "2.0.0" and .booted.slot == "B" and .last.ok == false and .last.code == "PKS_UPDATE_HEALTH_FAILED" and .last.version == "3.0.0"' <<<"$st" >/dev/null && fallback_ok=true
 }
