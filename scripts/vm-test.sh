@@ -367,7 +367,19 @@ sleep 20
 check_records
 say "line running: $confirmed confirmed so far"
 
-# 3. systemd restarts a killed service, and the watchdog one whose event loop hangs
+# 3. a signed update v1 -> v2 while the line runs (drain, install, reboot into slot B, health
+# check, mark good), then a downgrade and a foreign signature refused. Before the kill tests: a
+# reservation whose tester API was killed a moment ago is never confirmed, and the drain would
+# wait out its timeout for it (that case is test/update/drain.test.ts's)
+if upd_serve; then
+  upd_update_v2
+  check_records
+  say "after the update: injected $injected, confirmed $confirmed, duplicates $duplicates, lost $lost, audit_ok $audit_ok"
+else
+  say "update: no bundles (see $state/update-build.log): $(tail -n 3 "$state/update-build.log" | tr '\n' ' ')"
+fi
+
+# 3b. systemd restarts a killed service, and the watchdog one whose event loop hangs
 old=$(main_pid pks-keystore)
 gx "kill -9 ${old:-none}" >/dev/null 2>&1 || say "kill -9 pks-keystore: the guest did not take it (main pid '$old')"
 if restarted pks-keystore "$old" 90; then restarted_kill=true; fi
@@ -384,16 +396,6 @@ say "SIGSTOP pks-tester-api ($old): restarted=$restarted_watchdog, NRestarts $n0
 [ "$n1" -gt "$n0" ] 2>/dev/null && [ -n "$why" ] || restarted_watchdog=false
 wait_services 120 || say "services not all READY after the restart tests"
 check_records
-
-# 3b. a signed update v1 -> v2 while the line runs (drain, install, reboot into slot B, health
-# check, mark good), then a downgrade and a foreign signature refused
-if upd_serve; then
-  upd_update_v2
-  check_records
-  say "after the update: injected $injected, confirmed $confirmed, duplicates $duplicates, lost $lost, audit_ok $audit_ok"
-else
-  say "update: no bundles (see $state/update-build.log): $(tail -n 3 "$state/update-build.log" | tr '\n' ' ')"
-fi
 
 # 4. the power-cut loop
 for ((i = 1; i <= cuts; i++)); do

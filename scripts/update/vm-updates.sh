@@ -99,11 +99,22 @@ upd_stop() { [ -n "$upd_stick_qemu" ] && boot usb-detach >/dev/null 2>&1 || true
 
 # the stick in this QEMU (a power cut pulls it with the machine) and mounted read-only in the guest
 upd_fetch() {
-  local q; q=$(cat "$state/qemu.pid" 2>/dev/null || true)
-  if [ "$upd_stick_qemu" != "$q" ]; then boot usb-attach "$upd_dir/stick.img" >&2 || return 1; upd_stick_qemu=$q; fi
-  GX_TIMEOUT=180 gx "for i in \$(seq 60); do [ -e /dev/disk/by-label/PKSUPDATE ] && break; sleep 2; done
-    mountpoint -q /run/pks-usb || { mkdir -p /run/pks-usb && mount -o ro /dev/disk/by-label/PKSUPDATE /run/pks-usb; }
-    test -s /run/pks-usb/$1" >/dev/null
+  local q attempt
+  for attempt in 1 2; do
+    q=$(cat "$state/qemu.pid" 2>/dev/null || true)
+    if [ "$attempt" = 2 ]; then
+      # as maintenance would: pull the stick and plug it in again
+      say "update: $1 not readable from the stick; replugging it"
+      boot usb-detach >/dev/null 2>&1 || true; upd_stick_qemu=; sleep 3
+    fi
+    if [ "$upd_stick_qemu" != "$q" ]; then boot usb-attach "$upd_dir/stick.img" >&2 || return 1; upd_stick_qemu=$q; fi
+    GX_TIMEOUT=150 gx "for i in \$(seq 60); do [ -e /dev/disk/by-label/PKSUPDATE ] && break; sleep 2; done
+      mountpoint -q /run/pks-usb && ! test -s /run/pks-usb/$1 && umount -l /run/pks-usb
+      mountpoint -q /run/pks-usb || { mkdir -p /run/pks-usb && timeout 60 mount -o ro /dev/disk/by-label/PKSUPDATE /run/pks-usb; }
+      test -s /run/pks-usb/$1" >/dev/null 2>&1 && return 0
+    say "update: fetch of $1 (try $attempt): the guest sees $(GX_TIMEOUT=30 gx 'ls /dev/disk/by-label | tr "\n" " "; findmnt -n -o SOURCE,TARGET /run/pks-usb; ls /run/pks-usb 2>&1 | tr "\n" " "' 2>&1 | tr '\n' ' ' | cut -c1-300)"
+  done
+  return 1
 }
 
 upd_status() { GX_TIMEOUT=120 gx 'pksctl update status --json' 2>/dev/null | tail -n 1; }
