@@ -6,7 +6,7 @@
 // makes its own temporary directories and free loopback ports, which is what lets them share a
 // machine. A file's output is printed whole when it ends, so suites never interleave; a file
 // that runs past PKS_TEST_FILE_TIMEOUT seconds (default 900) is killed and counted as failed.
-// Usage: node --import tsx test/run.ts [pattern]   (pattern: a regex on the file path)
+// Usage: node --import tsx test/run.ts [pattern]   (pattern: a regex on the path of the *.test.ts files)
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import os from 'node:os';
@@ -38,7 +38,7 @@ function walk(dir: string): string[] {
 }
 
 const files = walk(testDir)
-  .filter((f) => pattern.test(f))
+  .filter((f) => /\.test\.ts$/.test(f) && pattern.test(f))
   .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 
 interface Result {
