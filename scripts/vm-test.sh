@@ -167,6 +167,7 @@ check_records() {
   duplicates=$(jq -r '.duplicates // 0' <<<"$j")
   lost=$(jq -r '.lost // 0' <<<"$j")
   reissued=$(jq -r '.reissued // 0' <<<"$j")
+  [ "$duplicates" = 0 ] || say "duplicate (all in $state/duplicates.json): $(jq -c '.duplicate' <<<"$j")"
   [ "$(jq -r '.audit_ok' <<<"$j")" = true ] || { audit_ok=false; say "audit: $(jq -c '.audit' <<<"$j")"; }
 }
 

@@ -5,7 +5,7 @@
 //               or REPORTED for that ECU
 //   audit_ok:   `pksctl audit verify` in the guest
 // Usage: node --import tsx test/vm/check.ts --state DIR; prints one JSON line.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { parseArgs } from 'node:util';
@@ -32,6 +32,8 @@ for (const l of dump.split('\n')) {
   }
 }
 let duplicates = 0;
+// what each duplicate is, for the run's record (duplicates.json in the state directory)
+const detail: unknown[] = [];
 const issuedTo = new Map<string, Set<string>>();
 for (const l of issuedLines) {
   const [id, uid] = l.split(' ');
@@ -39,19 +41,29 @@ for (const l of issuedLines) {
   s.add(uid!);
   issuedTo.set(id!, s);
 }
-for (const s of issuedTo.values()) if (s.size > 1) duplicates++;
+for (const [id, s] of issuedTo) if (s.size > 1) {
+  duplicates++;
+  detail.push({ kind: 'one package, two ECUs on the testers\' side', id, uids: [...s], box: box.get(id) });
+}
 let lost = 0;
 for (const l of confirmed) {
   const [uid, , id] = l.split(' ');
   const rec = box.get(id!);
   if (!rec || !['INJECTED', 'REPORTED'].includes(rec.state)) lost++;
-  else if (rec.uid !== uid) duplicates++;
+  else if (rec.uid !== uid) {
+    duplicates++;
+    detail.push({ kind: 'confirmed for one ECU, recorded for another', id, uid, box: rec });
+  }
 }
 // every package the box records for an ECU must be one the testers could have had for it
 for (const [id, uids] of issuedTo) {
   const rec = box.get(id);
-  if (rec && rec.uid !== '-' && !uids.has(rec.uid)) duplicates++;
+  if (rec && rec.uid !== '-' && !uids.has(rec.uid)) {
+    duplicates++;
+    detail.push({ kind: 'recorded for an ECU no tester had it for', id, uids: [...uids], box: rec });
+  }
 }
+if (detail.length) writeFileSync(path.join(state, 'duplicates.json'), JSON.stringify(detail, null, 1) + '\n');
 let auditOk = false;
 let audit: unknown;
 // the verification needs the vault's audit key: a vault that is (re)starting right then (a busy
@@ -72,5 +84,5 @@ for (let attempt = 1; attempt <= 6; attempt++) {
 }
 const injectedOnBox = [...box.values()].filter((r) => r.state === 'INJECTED' || r.state === 'REPORTED').length;
 process.stdout.write(
-  JSON.stringify({ issued: injectedOnBox, confirmed: confirmed.length, duplicates, lost, reissued: lines('reissued.log').length, audit_ok: auditOk, counters, audit }) + '\n',
+  JSON.stringify({ issued: injectedOnBox, confirmed: confirmed.length, duplicates, ...(detail.length ? { duplicate: detail[0] } : {}), lost, reissued: lines('reissued.log').length, audit_ok: auditOk, counters, audit }) + '\n',
 );
