@@ -170,11 +170,12 @@ export class Keystore {
     return out;
   }
 
-  async reserve(r: ReserveInput): Promise<ReserveResponse> {
+  /** `newKey`: asked in the transaction before a key leaves the stock (update-verbs.ts's drain). */
+  async reserve(r: ReserveInput, newKey?: () => Refusal | null): Promise<ReserveResponse> {
     const uid = r.uid.toLowerCase();
     let result;
     try {
-      result = unwrap(await this.group.committed(() => reserveTx(this.dbs, this.now(), { ...r, uid }, { mono: this.mono.now(), quotas: this.quotas })));
+      result = unwrap(await this.group.committed(() => reserveTx(this.dbs, this.now(), { ...r, uid }, { mono: this.mono.now(), quotas: this.quotas, ...(newKey ? { newKey } : {}) })));
     } catch (e) {
       throw storageError(e, this.dataDir);
     }

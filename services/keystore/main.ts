@@ -66,7 +66,7 @@ await runService('keystore', async (log) => {
     service: 'keystore',
     dir: path.join(runDir(), 'keystore'),
     // the updater's drain and health check (update-verbs.ts)
-    verbs: { ...withDrain(keystoreVerbs(ks), drain), ...updateVerbs(ks, vault, drain), ...clusterKeystoreVerbs(ks, cfg.boxId), ...zeroizeKeystoreVerbs(ks, cfg.dataDir, cfg.boxId, () => process.kill(process.pid, 'SIGTERM')) },
+    verbs: { ...withDrain(keystoreVerbs(ks), drain, ks), ...updateVerbs(ks, vault, drain), ...clusterKeystoreVerbs(ks, cfg.boxId), ...zeroizeKeystoreVerbs(ks, cfg.dataDir, cfg.boxId, () => process.kill(process.pid, 'SIGTERM')) },
     callers: mergeCallers(KEYSTORE_CALLERS, UPDATE_CALLERS, CLUSTER_CALLERS, ZEROIZE_CALLERS),
     ...(cfg.ipc.groups ? { groups: cfg.ipc.groups as Record<string, number> } : {}),
     log,

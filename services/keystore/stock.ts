@@ -73,6 +73,8 @@ export interface ReserveInput {
 export interface IssueContext {
   mono: number;
   quotas: QuotaPolicy;
+  /** asked inside the transaction before a key leaves the stock (the update's drain); a retry of an open reservation does not ask */
+  newKey?: () => Refusal | null;
 }
 
 export const pendingKey = (rec: KeyRecord): [number, string] => [rec.pendingAt ?? rec.reservedAt!, rec.id];
@@ -89,6 +91,8 @@ export function reserveTx(dbs: Dbs, now: number, r: ReserveInput, ctx: IssueCont
     if (rec && rec.state !== 'BURNED') return priorReservation(dbs, ctx.mono, rec, r);
     // the key for this ECU was burned (failed injection): a fresh key, the burned one never again
   }
+  const gate = ctx.newKey?.();
+  if (gate) return gate;
   let id: string | undefined;
   let availKey: [string, number] | undefined;
   for (const { key, value } of dbs.avail.getRange({ start: [r.pool, 0], end: [r.pool, Number.MAX_SAFE_INTEGER], limit: 1 })) {

@@ -1,6 +1,9 @@
 // The keystore's side of an update (services/updater): drain and the health check.
-//  - drain {on, activeSeconds?}: while on, `reserve` is refused with PKS_UPDATE_DRAINING (testers
-//    get a 503 with Retry-After); confirm and fail go on, so open reservations finish. Answers how
+//  - drain {on, activeSeconds?}: while on, a `reserve` that would take a key from the stock is
+//    refused with PKS_UPDATE_DRAINING (testers get a 503 with Retry-After); confirm and fail go
+//    on, and so does a tester's retry for an ECU it holds an open reservation for (it gets that
+//    package again: a tester that lost the answer finishes the very reservation the drain waits
+//    for; refused, it could only wait out the drain's timeout), so open reservations finish. Answers how
 //    many are still open: `open` those reserved within the last activeSeconds (a tester still in
 //    its cycle), `stale` the older ones. A reservation whose tester died (its tester API killed,
 //    the tester unplugged) is never confirmed; the updater does not wait out its drain timeout
@@ -10,33 +13,26 @@
 //    the audit chain verifying with the vault's audit key, and the audit entry `seq` (the head
 //    the old slot left) still there with its hash: the same data.
 import { createPublicKey } from 'node:crypto';
-import { pksError } from '../../appliance/errors.js';
 import type { IpcClient, VerbTable } from '../../appliance/ipc.js';
 import { drainingDetail } from '../../appliance/contracts/update.js';
 import { auditHead, verifyAudit } from './audit.js';
 import type { Dbs } from './db.js';
 import type { Keystore } from './keystore.js';
+import { refuse, type Refusal, type ReserveInput } from './stock.js';
 
 export class Drain {
   on = false;
   retryAfterSeconds = 30;
-  check(): void {
-    if (this.on) throw pksError('PKS_UPDATE_DRAINING', drainingDetail(this.retryAfterSeconds));
-  }
+  /** the refusal while draining, null otherwise: asked inside the reservation's transaction */
+  readonly newKey = (): Refusal | null => (this.on ? refuse('PKS_UPDATE_DRAINING', drainingDetail(this.retryAfterSeconds)) : null);
 }
 
-/** The table with `reserve` refused while draining; every other verb as it was. */
-export function withDrain(verbs: VerbTable, drain: Drain): VerbTable {
+/** The table with `reserve` taking no key from the stock while draining; every other verb as it was. */
+export function withDrain(verbs: VerbTable, drain: Drain, ks: Pick<Keystore, 'reserve'>): VerbTable {
   const reserve = verbs.reserve!;
   return {
     ...verbs,
-    reserve: {
-      ...reserve,
-      handler: (req, ctx) => {
-        drain.check();
-        return reserve.handler(req, ctx);
-      },
-    },
+    reserve: { ...reserve, handler: (req) => ks.reserve(req as ReserveInput, drain.newKey) },
   };
 }
 

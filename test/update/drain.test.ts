@@ -9,7 +9,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { isPksError } from '../../appliance/errors.js';
+import { isPksError, pksError } from '../../appliance/errors.js';
 import type { IpcClient, VerbTable } from '../../appliance/ipc.js';
 import { silentLogger } from '../../appliance/log.js';
 import { retryAfterOf } from '../../appliance/contracts/update.js';
@@ -39,7 +39,15 @@ test('drain: reserve refused with a coded 503 and its Retry-After, confirm still
       confirm: { request: {}, handler: () => (calls.push('confirm'), { ok: true }) },
     };
     const drain = new Drain();
-    const verbs = { ...withDrain(base, drain), ...updateVerbs(ks, vault, drain) };
+    // Keystore.reserve's way with a refusal from the gate (drain-retry.test.ts has the real one)
+    const gated = {
+      reserve: async (_r: unknown, newKey?: () => { refused: 'PKS_UPDATE_DRAINING'; detail: string } | null) => {
+        const g = newKey?.();
+        if (g) throw pksError(g.refused, g.detail);
+        return base.reserve!.handler({}, ctx);
+      },
+    } as unknown as Pick<Keystore, 'reserve'>;
+    const verbs = { ...withDrain(base, drain, gated), ...updateVerbs(ks, vault, drain) };
     await verbs.reserve!.handler({}, ctx);
     assert.equal(await verbs.drain!.handler({ on: true, retryAfterSeconds: 45 }, ctx), { draining: true, open: 2, stale: 0 });
     let err: unknown;

@@ -7,7 +7,7 @@
 //   confirmed.log  "<uid> <pool> <packageId>"   every package the box confirmed as INJECTED
 // A request that fails (box rebooting, service restarting) is retried for the same ECU, which
 // must get the same package back (idempotent reservation); a different one counts in
-// reissued.log.
+// reissued.log. A confirm whose answer was lost is sent again with the same proof.
 // Usage: node --import tsx test/vm/inject.ts --state DIR --port P [--ecus N]
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync } from 'node:fs';
@@ -60,28 +60,45 @@ async function station(cn: string): Promise<void> {
     const hex = uid.toString('hex');
     const ecu = new SheEcu(uid, master);
     let first: string | undefined;
+    // the key is in the ECU once loaded: from then on only its confirm is left, sent again with
+    // the same proof until the box answers (a lost answer to a confirm is a retry, as a real
+    // tester does; loading the package again would be refused by the SHE: its slot moved on)
+    let held: { packageId: string; m4: string; m5: string } | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
-        const r = await call<Pkg>('/v1/she/packages', { pool: POOL, uid: hex });
-        if (r.status !== 200) {
-          if (attempt > 0 && attempt % 20 === 0) process.stderr.write(`inject: ${cn}: reserve ${r.status} ${r.body.code ?? ''}\n`);
-          await sleep(r.body.code === 'PKS_POOL_EMPTY' ? 1000 : 300);
-          continue;
+        if (!held) {
+          const r = await call<Pkg>('/v1/she/packages', { pool: POOL, uid: hex });
+          if (r.status !== 200) {
+            if (attempt > 0 && attempt % 20 === 0) process.stderr.write(`inject: ${cn}: reserve ${r.status} ${r.body.code ?? ''}\n`);
+            await sleep(r.body.code === 'PKS_POOL_EMPTY' ? 1000 : 300);
+            continue;
+          }
+          log('issued.log', `${r.body.packageId} ${hex}`);
+          if (first && first !== r.body.packageId) log('reissued.log', `${hex} ${first} ${r.body.packageId}`);
+          first ??= r.body.packageId;
+          let proof;
+          try {
+            proof = ecu.loadKey(Buffer.from(r.body.m1, 'hex'), Buffer.from(r.body.m2, 'hex'), Buffer.from(r.body.m3, 'hex'));
+          } catch (e) {
+            // the SHE refused the load: a real tester reports it, and the ECU gets a fresh package
+            process.stderr.write(`inject: ${cn}: ECU ${hex} refused ${r.body.packageId}: ${(e as Error).message}\n`);
+            await call(`/v1/she/packages/${r.body.packageId}/fail`, { reason: 'ECU refused the load' });
+            continue;
+          }
+          held = { packageId: r.body.packageId, m4: proof.m4.toString('hex'), m5: proof.m5.toString('hex') };
         }
-        log('issued.log', `${r.body.packageId} ${hex}`);
-        if (first && first !== r.body.packageId) log('reissued.log', `${hex} ${first} ${r.body.packageId}`);
-        first ??= r.body.packageId;
-        const proof = ecu.loadKey(Buffer.from(r.body.m1, 'hex'), Buffer.from(r.body.m2, 'hex'), Buffer.from(r.body.m3, 'hex'));
-        const k = await call<{ state?: string; verified?: boolean; code?: string }>(`/v1/she/packages/${r.body.packageId}/confirm`, { m4: proof.m4.toString('hex'), m5: proof.m5.toString('hex') });
+        const k = await call<{ state?: string; verified?: boolean; code?: string }>(`/v1/she/packages/${held.packageId}/confirm`, { m4: held.m4, m5: held.m5 });
         if (k.status === 200 && k.body.state === 'INJECTED') {
-          log('confirmed.log', `${hex} ${POOL} ${r.body.packageId}`);
+          log('confirmed.log', `${hex} ${POOL} ${held.packageId}`);
           injected++;
           break;
         }
-        process.stderr.write(`inject: ${cn}: confirm ${k.status} ${k.body.code ?? k.body.state ?? ''}\n`);
+        process.stderr.write(`inject: ${cn}: confirm ${held.packageId} ${k.status} ${k.body.code ?? k.body.state ?? ''}\n`);
+        // final for this package (burned, or not this tester's): the ECU gets a fresh one
+        if (k.status === 404 || k.status === 409 || k.body.code === 'PKS_SHE_PROOF_MISMATCH') held = undefined;
         await sleep(300);
       } catch {
-        await sleep(500); // the box is away (power cut, restart): same ECU again
+        await sleep(500); // the box is away (power cut, restart): same ECU, same step again
       }
     }
   }
