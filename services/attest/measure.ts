@@ -61,11 +61,24 @@ export const pcr15Of = (events: readonly TreeMeasurement[]): Buffer => replay(ev
 // ---- tpm2-tools ------------------------------------------------------------------------------
 
 /** Runs one tpm2-tools command against `tcti`; failures are coded, stderr's last line kept. */
+let toolTimeoutMs = 30_000;
+/** How long one tpm2 tool may take before it is killed (a test shortens it). */
+export function setTpmToolTimeout(ms: number): void {
+  toolTimeoutMs = ms;
+}
+
 export function tpm2(tool: string, args: string[], tcti: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(tool, ['-T', tcti, ...args], { timeout: 30_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+    execFile(tool, ['-T', tcti, ...args], { timeout: toolTimeoutMs, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       if (err) {
-        const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${tool} not installed` : `${tool} failed: ${String(stderr).trim().split('\n').pop() ?? ''}`;
+        // a tool killed at the timeout is told apart from a TPM that answered with an error: the
+        // first is a slow moment (an emulated guest busy booting), the second a verdict
+        const code =
+          (err as NodeJS.ErrnoException).code === 'ENOENT'
+            ? `${tool} not installed`
+            : err.killed
+              ? `${tool} did not finish within ${toolTimeoutMs / 1000} s (timed out)`
+              : `${tool} failed: ${String(stderr).trim().split('\n').pop() ?? ''}`;
         reject(pksError('PKS_SERVICE_UNAVAILABLE', `TPM: ${code}`.slice(0, 300), err));
       } else resolve(String(stdout));
     });

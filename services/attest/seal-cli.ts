@@ -78,6 +78,9 @@ if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith
     (err) => {
       const e = asPksError(err);
       process.stderr.write(`pks-seal: ${e.code}: ${e.detail}\n`);
+      // which tpm2 step answered what (its return code), for the journal: nothing of a secret is in it
+      const cause = (e as { cause?: { detail?: string; message?: string } }).cause;
+      if (cause) process.stderr.write(`pks-seal: at: ${String(cause.detail ?? cause.message ?? cause).slice(0, 300)}\n`);
       process.exitCode = 1;
     },
   );

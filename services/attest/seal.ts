@@ -197,9 +197,52 @@ export async function sealSecret(o: { tcti: string; secret: Buffer; publicKeyPem
  * UKI the image key did not sign) or with PCR 7 changed, the TPM refuses and so do we, with
  * PKS_TPM_UNSEAL and no detail that would help a guess.
  */
-export async function unsealSecret(o: { tcti: string; blob: SealedBlob; publicKeyPem: string; signed: SignedPolicyFile }): Promise<Buffer> {
+export async function unsealSecret(o: { tcti: string; blob: SealedBlob; publicKeyPem: string; signed: SignedPolicyFile }, retry: UnsealRetry = UNSEAL_RETRY): Promise<Buffer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await unsealOnce(o);
+    } catch (e) {
+      // only a TPM that was busy or a tool that did not finish is asked again, from the start (a
+      // fresh primary, signer and policy session); a refusal is final and fails closed at once
+      if (attempt >= retry.attempts || !isTransientTpmFailure(e)) throw e;
+      await new Promise((r) => setTimeout(r, retry.delayMs * attempt));
+    }
+  }
+}
+
+export interface UnsealRetry {
+  attempts: number;
+  delayMs: number;
+}
+const UNSEAL_RETRY: UnsealRetry = { attempts: 4, delayMs: 2000 };
+
+/**
+ * TPM 2.0 codes that mean "not now" (Part 2, 6.6.3): TPM_RC_PCR_CHANGED (a PCR moved under the
+ * session: the next attempt reads it again), TPM_RC_TESTING (self-test after a power
+ * cycle), RETRY, YIELDED, CANCELED, CONTEXT_GAP, NV_UNAVAILABLE, the memory warnings; and a
+ * tpm2 tool that timed out. Never
+ * a policy or authorisation failure: those are the TPM's verdict on the boot state.
+ */
+const TRANSIENT_TPM_RC = new Set([0x128, 0x90a, 0x922, 0x923, 0x908, 0x909, 0x901, 0x902, 0x903, 0x904]);
+export function isTransientTpmFailure(e: unknown): boolean {
+  const texts: string[] = [];
+  for (let x: unknown = e, depth = 0; x && depth < 4; x = (x as { cause?: unknown }).cause, depth++)
+    texts.push(String((x as { detail?: unknown }).detail ?? ''), String((x as Error).message ?? ''));
+  const text = texts.join('\n');
+  if (/\(timed out\)/.test(text)) return true;
+  for (const m of text.matchAll(/\b0x([0-9a-f]{1,8})\b/gi)) if (TRANSIENT_TPM_RC.has(parseInt(m[1]!, 16) & 0xfff) && parseInt(m[1]!, 16) <= 0xfff) return true;
+  return false;
+}
+
+async function unsealOnce(o: { tcti: string; blob: SealedBlob; publicKeyPem: string; signed: SignedPolicyFile }): Promise<Buffer> {
   const signed = parseSignedPolicyFile(o.signed);
-  const live = (await readPcrs([UKI_PCR], o.tcti)).get(UKI_PCR)!.toString('hex');
+  let live: string;
+  try {
+    live = (await readPcrs([UKI_PCR], o.tcti)).get(UKI_PCR)!.toString('hex');
+  } catch (e) {
+    if (isTransientTpmFailure(e)) throw pksError('PKS_TPM_UNSEAL', `the TPM did not answer in time or was busy: ${asDetail(e)}`, e);
+    throw e;
+  }
   const entry = signed.policies.find((p) => p.pcr11 === live);
   if (!entry) throw pksError('PKS_TPM_UNSEAL', `PCR ${UKI_PCR} has no signed policy: this UKI is not signed by the image key`);
   // the entry must say what its PCR value means: a policy that does not match its value is forged
@@ -227,6 +270,8 @@ export async function unsealSecret(o: { tcti: string; blob: SealedBlob; publicKe
       // lockout is the one refusal an operator must tell apart: it is not a tampered boot
       if (/0x921|DA lockout/.test(String((e as Error).message) + String((e as { cause?: unknown }).cause ?? '')))
         throw pksError('PKS_TPM_UNSEAL', 'the TPM is in dictionary-attack lockout: clear it with the lockout authorisation (tpm2_dictionarylockout -c)', e);
+      // busy or slow, not a verdict: said as such (and asked again by unsealSecret)
+      if (isTransientTpmFailure(e)) throw pksError('PKS_TPM_UNSEAL', `the TPM did not answer in time or was busy: ${asDetail(e)}`, e);
       throw pksError('PKS_TPM_UNSEAL', 'the TPM refused: boot state (PCR 7) or signature does not match', e);
     }
   });
@@ -240,3 +285,5 @@ export function decodeBlob(text: string): SealedBlob {
   if (magic !== 'pks-sealed-v1' || !pub || !priv || !/^[A-Za-z0-9+/=]+$/.test(pub + priv + (wrapped ?? ''))) throw pksError('PKS_CONFIG_INVALID', 'not a pks-sealed-v1 blob');
   return { pub: Buffer.from(pub, 'base64'), priv: Buffer.from(priv, 'base64'), ...(wrapped ? { wrapped: Buffer.from(wrapped, 'base64') } : {}) };
 }
+
+const asDetail = (e: unknown): string => String((e as { detail?: unknown }).detail ?? (e as Error).message ?? e).slice(0, 200);

@@ -11,9 +11,9 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isPksError } from '../../appliance/errors.js';
-import { extendPcr, readPcrs } from '../../services/attest/measure.js';
+import { extendPcr, readPcrs, setTpmToolTimeout } from '../../services/attest/measure.js';
 import { ovmfNoSecureBootPcr7Digests, replay, sha256 } from '../../services/attest/pcr.js';
-import { decodeBlob, encodeBlob, policyPcrDigest, sealFile, sealSecret, signPcr11Policies, unsealFile, unsealSecret } from '../../services/attest/seal.js';
+import { decodeBlob, encodeBlob, isTransientTpmFailure, policyPcrDigest, sealFile, sealSecret, signPcr11Policies, unsealFile, unsealSecret } from '../../services/attest/seal.js';
 import { sealCli } from '../../services/attest/seal-cli.js';
 import { startSwtpm, type Swtpm } from './swtpm.js';
 
@@ -99,6 +99,56 @@ test('sealed PIN: genuine reboot and signed update open it; unsigned UKI, forged
   // and the genuine state still opens it: the refusals did not lock the TPM (noda)
   await boot(t, GOOD);
   assert.equal(await unsealSecret({ tcti: t.tcti, blob, publicKeyPem: imageKey.publicKey, signed }), PIN, 'genuine again');
+});
+
+// Found by CI's VM run: after a power cut mid-update the first boot's pks-unseal failed with "the
+// TPM refused", and a reboot of the same disk with the same PCRs unsealed. A tpm2 tool killed at
+// its timeout (the emulated guest busy with the boot after the cut) was reported as a refusal and
+// never asked again. Now a TPM that is slow or busy is asked again from the start; a refusal is
+// still final at once.
+test('a TPM slow to answer (its tool timed out) is asked again and opens; a refusal is not asked again', async () => {
+  const t = tpm!;
+  const signed = signPcr11Policies([replay(GOOD)], imageKey.privateKey);
+  await boot(t, GOOD);
+  const blob = await sealSecret({ tcti: t.tcti, secret: PIN, publicKeyPem: imageKey.publicKey });
+  setTpmToolTimeout(1500);
+  try {
+    t.pause();
+    const resumed = new Promise<void>((r) =>
+      setTimeout(() => {
+        t.resume();
+        r();
+      }, 2500),
+    );
+    const out = await unsealSecret({ tcti: t.tcti, blob, publicKeyPem: imageKey.publicKey, signed }, { attempts: 4, delayMs: 1000 });
+    await resumed;
+    assert.equal(out, PIN, 'opened on a later attempt');
+    let slow: unknown;
+    t.pause();
+    try {
+      await unsealSecret({ tcti: t.tcti, blob, publicKeyPem: imageKey.publicKey, signed }, { attempts: 1, delayMs: 0 });
+    } catch (e) {
+      slow = e;
+    } finally {
+      t.resume();
+    }
+    assert.ok(isPksError(slow) && slow.code === 'PKS_TPM_UNSEAL' && /did not answer in time|busy/.test(slow.detail), `said as slow, not as a refusal: ${(slow as Error).message}`);
+    assert.ok(isTransientTpmFailure(slow));
+  } finally {
+    setTpmToolTimeout(30_000);
+  }
+  // PCR 7 changed: refused at once, not after the retry delays
+  await boot(t, GOOD, [...ovmfNoSecureBootPcr7Digests(), sha256('db changed')]);
+  const t0 = Date.now();
+  let verdict: unknown;
+  try {
+    await unsealSecret({ tcti: t.tcti, blob, publicKeyPem: imageKey.publicKey, signed }, { attempts: 4, delayMs: 20_000 });
+  } catch (e) {
+    verdict = e;
+  }
+  assert.ok(isPksError(verdict) && /refused/.test(verdict.detail), String(verdict));
+  assert.not.ok(isTransientTpmFailure(verdict));
+  assert.ok(Date.now() - t0 < 20_000, 'a refusal is not retried');
 });
 
 // Found by the VM system test: after the third power cut the TPM refused every unseal (TPM_RC_LOCKOUT)

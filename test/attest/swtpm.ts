@@ -16,6 +16,9 @@ export interface Swtpm {
   restart(): Promise<void>;
   /** a power cut: no TPM2_Shutdown, the process SIGKILLed and started again (the TPM sees an unorderly shutdown) */
   powerCut(): Promise<void>;
+  /** SIGSTOP / SIGCONT: a TPM that takes its time (commands wait, nothing is lost) */
+  pause(): void;
+  resume(): void;
   /** with { ekCert: true }: the PEMs of the swtpm local CA (root, issuer) that signed the EK certificate */
   readonly ekCaPems: string[];
 }
@@ -89,6 +92,7 @@ export async function startSwtpm(opts: { ekCert?: boolean; caDir?: string } = {}
         dir,
         ekCaPems,
         stop: async () => {
+          if (child.pid && child.exitCode === null) process.kill(child.pid, 'SIGCONT');
           await kill(child);
           await rm(dir, { recursive: true, force: true });
         },
@@ -97,6 +101,12 @@ export async function startSwtpm(opts: { ekCert?: boolean; caDir?: string } = {}
           await kill(child);
           child = spawnOn(dir, port);
           if (!(await up(child, port))) throw new Error('swtpm did not restart');
+        },
+        pause: () => {
+          if (child.pid) process.kill(child.pid, 'SIGSTOP');
+        },
+        resume: () => {
+          if (child.pid) process.kill(child.pid, 'SIGCONT');
         },
         powerCut: async () => {
           if (child.exitCode === null && child.pid) {
