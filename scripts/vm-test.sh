@@ -427,6 +427,16 @@ if [ "$upd_mode" = full ] && [ "$update_ok" = true ]; then
 fi
 upd_stop
 
+# a duplicate or a reissue is worth its evidence in the log itself (CI keeps no state directory):
+# the box's journal on the packages involved, and what the testers saw
+if [ "$duplicates" != 0 ] || [ "$reissued" != 0 ]; then
+  say "evidence: duplicates.json $(head -c 2000 "$state/duplicates.json" 2>/dev/null | tr -s ' \n' ' ')"
+  say "evidence: reissued.log (first 5 of $(wc -l <"$state/reissued.log" 2>/dev/null || echo 0)): $(head -n 5 "$state/reissued.log" 2>/dev/null | tr '\n' ';')"
+  say "evidence: testers' errors: $(grep -v 'injected$' "$state/inject.err" 2>/dev/null | sort | uniq -c | sort -rn | head -n 12 | tr -s ' \n' ' ')"
+  ids=$( (jq -r '.[].id' "$state/duplicates.json" 2>/dev/null; head -n 3 "$state/reissued.log" 2>/dev/null | awk '{print $2; print $3}') | sort -u | head -n 6 | tr '\n' '|' | sed 's/|$//')
+  [ -z "$ids" ] || say "evidence: the box's journal on $ids: $(GX_TIMEOUT=120 gx "journalctl -o short-monotonic --no-pager -u 'pks-*' | grep -E '$ids' | tail -n 12" 2>/dev/null | tr -s ' \n' ' ' | head -c 4000)"
+fi
+
 say "orderly poweroff"
 boot stop >&2
 trap - EXIT
