@@ -68,6 +68,12 @@ async function station(cn: string): Promise<void> {
       try {
         if (!held) {
           const r = await call<Pkg>('/v1/she/packages', { pool: POOL, uid: hex });
+          if (r.status === 409 && r.body.code === 'PKS_ALREADY_INJECTED' && r.body.packageId) {
+            // the box recorded this ECU's injection and says so (a confirm whose answer was lost)
+            log('confirmed.log', `${hex} ${POOL} ${r.body.packageId}`);
+            injected++;
+            break;
+          }
           if (r.status !== 200) {
             if (attempt > 0 && attempt % 20 === 0) process.stderr.write(`inject: ${cn}: reserve ${r.status} ${r.body.code ?? ''}\n`);
             await sleep(r.body.code === 'PKS_POOL_EMPTY' ? 1000 : 300);
