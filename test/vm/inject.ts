@@ -79,6 +79,12 @@ async function station(cn: string): Promise<void> {
             await sleep(r.body.code === 'PKS_POOL_EMPTY' ? 1000 : 300);
             continue;
           }
+          if (typeof r.body.packageId !== 'string' || ![r.body.m1, r.body.m2, r.body.m3].every((m) => typeof m === 'string' && /^[0-9a-f]+$/i.test(m))) {
+            // a 200 that is not a package is the box's fault, and worth seeing: not logged as issued
+            process.stderr.write(`inject: ${cn}: reserve 200 without a package: ${JSON.stringify(r.body).slice(0, 300)}\n`);
+            await sleep(300);
+            continue;
+          }
           log('issued.log', `${r.body.packageId} ${hex}`);
           if (first && first !== r.body.packageId) log('reissued.log', `${hex} ${first} ${r.body.packageId}`);
           first ??= r.body.packageId;
