@@ -11,6 +11,7 @@ import { buildBatch, type SheKeySet } from '../../scripts/plant/batch.js';
 import { EcuAnswers } from './ecu-answers.js';
 import { makeKmsPki } from '../../scripts/plant/keystore.js';
 import { makeToken } from '../../scripts/plant/vault.js';
+import { LOAD_QUOTAS } from '../../scripts/plant/box.js';
 import { openDbs } from '../../services/keystore/db.js';
 import { Keystore, type SheCall, type VaultPort } from '../../services/keystore/keystore.js';
 import { Vault, type SheRequest } from '../../services/vault/vault.js';
@@ -57,7 +58,7 @@ export async function startFloor(o: { dir: string; boxId: string; pool: string; 
   if (!vault.ready) throw new Error(`in-process vault not ready: ${JSON.stringify(vault.status())}`);
   const kms = await makeKmsPki(path.join(o.dir, 'kms'));
   const dbs = openDbs(path.join(o.dir, 'lmdb'), { mapSizeMb: 4096 });
-  const ks = new Keystore(dbs, inProcessVaultPort(vault), loadTrustAnchor(await readFile(kms.caCert, 'utf8')), o.boxId, { checkpointEvery: 1000, checkpointMs: 5000, reservationTtlMs: 86_400_000 }, silentLogger);
+  const ks = new Keystore(dbs, inProcessVaultPort(vault), loadTrustAnchor(await readFile(kms.caCert, 'utf8')), o.boxId, { checkpointEvery: 1000, checkpointMs: 5000, reservationTtlMs: 86_400_000, quotas: LOAD_QUOTAS }, silentLogger);
   await ks.setPool({ pool: o.pool, minimum: 1, reorder: 1, critical: 0 });
   ks.start();
   const chunks = buildBatch({
