@@ -60,13 +60,13 @@ export const pcr15Of = (events: readonly TreeMeasurement[]): Buffer => replay(ev
 
 // ---- tpm2-tools ------------------------------------------------------------------------------
 
-/** Runs one tpm2-tools command against `tcti`; failures are coded, stderr's last line kept. */
 let toolTimeoutMs = 30_000;
 /** How long one tpm2 tool may take before it is killed (a test shortens it). */
 export function setTpmToolTimeout(ms: number): void {
   toolTimeoutMs = ms;
 }
 
+/** Runs one tpm2-tools command against `tcti`; failures are coded, stderr's last line kept. */
 export function tpm2(tool: string, args: string[], tcti: string): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(tool, ['-T', tcti, ...args], { timeout: toolTimeoutMs, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {

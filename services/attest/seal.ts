@@ -220,8 +220,8 @@ const UNSEAL_RETRY: UnsealRetry = { attempts: 4, delayMs: 2000 };
  * TPM 2.0 codes that mean "not now" (Part 2, 6.6.3): TPM_RC_PCR_CHANGED (a PCR moved under the
  * session: the next attempt reads it again), TPM_RC_TESTING (self-test after a power
  * cycle), RETRY, YIELDED, CANCELED, CONTEXT_GAP, NV_UNAVAILABLE, the memory warnings; and a
- * tpm2 tool that timed out. Never
- * a policy or authorisation failure: those are the TPM's verdict on the boot state.
+ * tpm2 tool that timed out. Never a policy or authorisation failure: those are the TPM's verdict
+ * on the boot state.
  */
 const TRANSIENT_TPM_RC = new Set([0x128, 0x90a, 0x922, 0x923, 0x908, 0x909, 0x901, 0x902, 0x903, 0x904]);
 export function isTransientTpmFailure(e: unknown): boolean {
@@ -230,8 +230,8 @@ export function isTransientTpmFailure(e: unknown): boolean {
     texts.push(String((x as { detail?: unknown }).detail ?? ''), String((x as Error).message ?? ''));
   const text = texts.join('\n');
   if (/\(timed out\)/.test(text)) return true;
-  for (const m of text.matchAll(/\b0x([0-9a-f]{1,8})\b/gi)) if (TRANSIENT_TPM_RC.has(parseInt(m[1]!, 16) & 0xfff) && parseInt(m[1]!, 16) <= 0xfff) return true;
-  return false;
+  // TPM-layer codes only (tpm2-tools prints them as 0x90A or 0x0000090a); other layers are larger
+  return [...text.matchAll(/\b0x([0-9a-f]{1,8})\b/gi)].some((m) => TRANSIENT_TPM_RC.has(parseInt(m[1]!, 16)));
 }
 
 async function unsealOnce(o: { tcti: string; blob: SealedBlob; publicKeyPem: string; signed: SignedPolicyFile }): Promise<Buffer> {
@@ -240,8 +240,7 @@ async function unsealOnce(o: { tcti: string; blob: SealedBlob; publicKeyPem: str
   try {
     live = (await readPcrs([UKI_PCR], o.tcti)).get(UKI_PCR)!.toString('hex');
   } catch (e) {
-    if (isTransientTpmFailure(e)) throw pksError('PKS_TPM_UNSEAL', `the TPM did not answer in time or was busy: ${asDetail(e)}`, e);
-    throw e;
+    throw isTransientTpmFailure(e) ? tpmBusy(e) : e;
   }
   const entry = signed.policies.find((p) => p.pcr11 === live);
   if (!entry) throw pksError('PKS_TPM_UNSEAL', `PCR ${UKI_PCR} has no signed policy: this UKI is not signed by the image key`);
@@ -270,8 +269,7 @@ async function unsealOnce(o: { tcti: string; blob: SealedBlob; publicKeyPem: str
       // lockout is the one refusal an operator must tell apart: it is not a tampered boot
       if (/0x921|DA lockout/.test(String((e as Error).message) + String((e as { cause?: unknown }).cause ?? '')))
         throw pksError('PKS_TPM_UNSEAL', 'the TPM is in dictionary-attack lockout: clear it with the lockout authorisation (tpm2_dictionarylockout -c)', e);
-      // busy or slow, not a verdict: said as such (and asked again by unsealSecret)
-      if (isTransientTpmFailure(e)) throw pksError('PKS_TPM_UNSEAL', `the TPM did not answer in time or was busy: ${asDetail(e)}`, e);
+      if (isTransientTpmFailure(e)) throw tpmBusy(e);
       throw pksError('PKS_TPM_UNSEAL', 'the TPM refused: boot state (PCR 7) or signature does not match', e);
     }
   });
@@ -286,4 +284,6 @@ export function decodeBlob(text: string): SealedBlob {
   return { pub: Buffer.from(pub, 'base64'), priv: Buffer.from(priv, 'base64'), ...(wrapped ? { wrapped: Buffer.from(wrapped, 'base64') } : {}) };
 }
 
-const asDetail = (e: unknown): string => String((e as { detail?: unknown }).detail ?? (e as Error).message ?? e).slice(0, 200);
+/** Busy or slow, not a verdict: said as such, and asked again by unsealSecret. */
+const tpmBusy = (e: unknown) =>
+  pksError('PKS_TPM_UNSEAL', `the TPM did not answer in time or was busy: ${String((e as { detail?: unknown }).detail ?? (e as Error).message ?? e).slice(0, 200)}`, e);

@@ -5,8 +5,8 @@
 //    package again: a tester that lost the answer finishes the very reservation the drain waits
 //    for; refused, it could only wait out the drain's timeout), so open reservations finish.
 //    Answers how many are still open: `open` those reserved within the last activeSeconds (a
-//    tester still in its cycle), `stale` the older ones. A reservation whose tester died (its tester API killed,
-//    the tester unplugged) is never confirmed; the updater does not wait out its drain timeout
+//    tester still in its cycle), `stale` the older ones. A reservation whose tester died (its
+//    tester API killed, the tester unplugged) is never confirmed; the updater does not wait out its drain timeout
 //    for it: it stays RESERVED in the data and the sweep burns it at its TTL, as without an
 //    update. In memory only: a reboot (the point of draining) or a restart ends it.
 //  - update-health {seq?}: what the new slot must show before mark-good: the vault unsealed,
