@@ -65,7 +65,8 @@ function spawnOn(dir: string, port: number): ChildProcess {
 async function up(child: ChildProcess, port: number): Promise<boolean> {
   let exited = child.exitCode !== null;
   child.once('exit', () => (exited = true));
-  for (let i = 0; i < 50 && !exited; i++) {
+  // up to 15 s: a first start under two busy test files can take more than the 5 s this had
+  for (let i = 0; i < 150 && !exited; i++) {
     if (await listening(port)) return true;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -119,7 +120,13 @@ export async function startSwtpm(opts: { ekCert?: boolean; caDir?: string } = {}
         },
       };
     }
-    if (child.exitCode === null && child.pid) process.kill(child.pid, 'SIGKILL');
+    // gone before the next try: a killed swtpm still holding the state directory's lock makes
+    // every later try fail too (CI: "swtpm did not start" while two test files shared the cores)
+    if (child.exitCode === null && child.pid) {
+      const gone = new Promise((r) => child.once('exit', r));
+      process.kill(child.pid, 'SIGKILL');
+      await gone;
+    }
   }
   await rm(dir, { recursive: true, force: true });
   throw new Error('swtpm did not start');
