@@ -171,20 +171,34 @@ export class Keystore {
   }
 
   /** `newKey`: asked in the transaction before a key leaves the stock (update-verbs.ts's drain). */
-  async reserve(r: ReserveInput, newKey?: () => Refusal | null): Promise<ReserveResponse> {
-    const uid = r.uid.toLowerCase();
+  async reserve(r0: ReserveInput, newKey?: () => Refusal | null): Promise<ReserveResponse> {
+    const uid = r0.uid.toLowerCase();
+    let prepared = null as Promise<{ m1: string; m2: string; m3: string }> | null;
     let result;
     try {
-      result = unwrap(await this.group.committed(() => reserveTx(this.dbs, this.now(), { ...r, uid }, { mono: this.mono.now(), quotas: this.quotas, ...(newKey ? { newKey } : {}) })));
+      result = unwrap(
+        await this.group.committed(() => {
+          const r = reserveTx(this.dbs, this.now(), { ...r0, uid }, { mono: this.mono.now(), quotas: this.quotas, ...(newKey ? { newKey } : {}) });
+          // the vault computes M1..M3 while the group commits and flushes: asked in a microtask,
+          // which runs once the callback has returned and the commit is under way (an in-process
+          // vault would otherwise hold the write transaction open). The package is still returned
+          // only once both are done, so it never leaves before its record is on disk.
+          if (!isRefusal(r)) {
+            const rec = r.rec;
+            prepared = Promise.resolve().then(() => this.vault.shePrepare(this.sheCall(rec, uid)));
+            // a failed commit leaves this answer unread: handled here, awaited below
+            prepared.catch(() => undefined);
+          }
+          return r;
+        }),
+      );
     } catch (e) {
       throw storageError(e, this.dataDir);
     }
     const { rec, reused } = result;
     const call = this.sheCall(rec, uid);
-    // the vault computes M1..M3 while the reservation is being flushed; the package is
-    // returned only once both are done, so it still never leaves before its record is on disk
     const [m] = await Promise.all([
-      this.vault.shePrepare(call),
+      prepared ?? Promise.reject(pksError('PKS_INTERNAL', 'reservation without a vault call')),
       this.dbs.root.flushed.then(
         () => undefined,
         (e: unknown) => {

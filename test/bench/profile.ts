@@ -3,11 +3,11 @@
 // hottest functions). `node --import tsx test/bench/profile.ts [seconds]`; the profiles stay
 // in the printed directory (open them in Chrome DevTools).
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomSheKeys } from '../../scripts/plant/batch.js';
-import { startBox } from '../../scripts/plant/box.js';
+import { LOAD_QUOTAS, startBox } from '../../scripts/plant/box.js';
 import { httpInjection, testerPool } from './flow.js';
 import { ipcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
@@ -61,11 +61,15 @@ async function main(): Promise<void> {
   const base = await mkdtemp(path.join(os.tmpdir(), 'pks-prof-'));
   const profDir = path.join(base, 'profiles');
   await mkdir(profDir, { recursive: true });
+  // as root the vault and keystore run as their own users (as on the box): they must reach and
+  // write the profile folder, or node --cpu-prof drops their profiles without a word
+  await chmod(base, 0o711);
+  await chmod(profDir, 0o1777);
   process.env.PKS_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${profDir}`;
   const pool = 'oem1.prof.4';
   const names = new Map<number, string>();
   const master = randomBytes(16);
-  const box = await startBox({ base: path.join(base, 'box'), boxId: 'box-prof-1', pools: [{ pool, minimum: 1, reorder: 1 }] });
+  const box = await startBox({ base: path.join(base, 'box'), boxId: 'box-prof-1', pools: [{ pool, minimum: 1, reorder: 1 }], quotas: LOAD_QUOTAS });
   try {
     const admin = box.keystore.client('pksctl');
     await admin.call('tester-put', { cn: TESTER, station: 'prof', pools: [pool], expiresAt: new Date(Date.now() + 86_400_000).toISOString(), revoked: false });
@@ -85,7 +89,7 @@ async function main(): Promise<void> {
     }
     if (mode === 'both' || mode === '64') {
       const many = await runLoad({ concurrency: 64, warmupMs: 1000, measureMs: seconds * 1000, inject: httpInjection(tp, pool, master, next) });
-      console.log(`64 testers: ${many.perS.toFixed(0)}/s p50 ${many.p50.toFixed(2)} ms p99 ${many.p99.toFixed(2)} ms`);
+      console.log(`64 testers: ${many.perS.toFixed(0)}/s p50 ${many.p50.toFixed(2)} ms p99 ${many.p99.toFixed(2)} ms, ${many.errors} errors${many.firstError ? ` (first: ${many.firstError})` : ''}`);
     }
     await tp.destroy();
     await api.proc.stop();
