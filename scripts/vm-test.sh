@@ -183,7 +183,7 @@ check_vault_jitless() {
   printf '%s\n' "$out" | sed 's/^/  vault: /' >&2
   grep -qx 'mdwe=yes' <<<"$out" || return 1
   grep -Eq '^exec=/usr/bin/node --jitless ' <<<"$out" || return 1
-  grep -Eq '^cmdline=/usr/bin/node --jitless /usr/lib/pks/dist/services/vault/main\.js' <<<"$out" || return 1
+  grep -Eq '^cmdline=/usr/bin/node --jitless (--[^ ]+ )*/usr/lib/pks/dist/services/vault/main\.js' <<<"$out" || return 1
 }
 
 # Issue 12: the HSM PIN is on the disk only sealed to the TPM. The vault got it (services READY),

@@ -1,7 +1,7 @@
 // Starts our services (and the real components around them) as child processes for the
 // plant-in-a-box and the end-to-end tests: logs to files, readiness by polling, stop by PID.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -62,14 +62,25 @@ export function startProcess(name: string, cmd: string, args: string[], opts: { 
   };
 }
 
+/** The node flags of the product unit pks-`service`.service: its ExecStart= between node and the entry point. */
+export function unitNodeFlags(service: string): string[] {
+  const unit = path.join(ROOT, 'rootfs-overlay', 'usr', 'lib', 'systemd', 'system', `pks-${service}.service`);
+  if (!existsSync(unit)) return [];
+  const exec = /^ExecStart=\/usr\/bin\/node (.*)$/m.exec(readFileSync(unit, 'utf8'));
+  return exec ? exec[1]!.trim().split(/\s+/).slice(0, -1) : [];
+}
+
 /**
  * Starts one of our services from its TypeScript source, or with $PKS_FROM_DIST from the
- * compiled dist/ as the box runs it ($PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof);
- * `user`: as root, the uid/gid it runs under (as on the box).
+ * compiled dist/ as the box runs it, with its unit's node flags (the vault's --jitless, the
+ * young generation's size), so that what the bench measures is what the box runs;
+ * $PKS_NODE_ARGS: extra node flags, e.g. --cpu-prof; `user`: as root, the uid/gid it runs
+ * under (as on the box).
  */
 export function startService(service: string, env: NodeJS.ProcessEnv, logDir: string, name = service, user?: { uid: number; gid: number }): Proc {
   const extra = (env.PKS_NODE_ARGS ?? process.env.PKS_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const entry = (env.PKS_FROM_DIST ?? process.env.PKS_FROM_DIST) ? [path.join(ROOT, 'dist', 'services', service, 'main.js')] : ['--import', 'tsx', path.join(ROOT, 'services', service, 'main.ts')];
+  const fromDist = Boolean(env.PKS_FROM_DIST ?? process.env.PKS_FROM_DIST);
+  const entry = fromDist ? [...unitNodeFlags(service), path.join(ROOT, 'dist', 'services', service, 'main.js')] : ['--import', 'tsx', path.join(ROOT, 'services', service, 'main.ts')];
   return startProcess(name, process.execPath, [...extra, ...entry], { env, logDir, ...(user ? { user } : {}) });
 }
 

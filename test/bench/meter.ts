@@ -1,8 +1,12 @@
 // What a scenario costs the machine: CPU seconds of the load generator (this process) and of
-// each service process (/proc/<pid>/stat), and the services' resident memory sampled together
-// (/proc/<pid>/status VmRSS) so that their sum is a real moment, not a sum of peaks.
+// each service process (/proc/<pid>/stat), and the memory the services take together, sampled
+// at one moment so that the figure is a real moment, not a sum of peaks (memory.ts says how
+// shared pages are counted).
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { memoryOf, type Memory } from './memory.js';
 
 const TICK = 100; // USER_HZ on Linux
 
@@ -16,24 +20,20 @@ function procCpuS(pid: number): number {
   }
 }
 
-function rssMb(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
 export interface Metered {
   wallS: number;
   /** CPU seconds of the load generator (this process, all its threads) */
   loadgenCpuS: number;
   /** CPU seconds per service */
   serviceCpuS: Record<string, number>;
-  /** the largest sum of the services' RSS at one sample, and each one's RSS at that moment */
+  /** the most memory the services took together at one sample (memory.ts), and each one's
+   *  anonymous memory at that moment */
   rssTotalMb: number;
   rssMb: Record<string, number>;
+  /** at that moment: the plain VmRSS sum, the file pages counted once, and how they were counted */
+  vmRssSumMb: number;
+  sharedFileMb: number;
+  memoryMethod: string;
   /** load generator / (load generator + services) */
   loadgenShare: number;
   /** cores the load generator kept busy on average */
@@ -42,22 +42,27 @@ export interface Metered {
   loadavg: number;
 }
 
-export function meter(pids: Record<string, number>, everyMs = 250): { stop(): Metered } {
+// Memory is sampled every 2 s by a child process: one sample reads the services' page maps
+// (~50 ms of CPU), which on the load generator's own thread would delay its requests and
+// show up in their latencies (tsx's hooks do not reach a worker thread).
+export function meter(pids: Record<string, number>, everyMs = 2000): { stop(): Promise<Metered> } {
   const t0 = performance.now();
   const c0 = process.cpuUsage();
   const s0 = Object.fromEntries(Object.entries(pids).map(([n, p]) => [n, procCpuS(p)]));
-  let best = { total: 0, by: {} as Record<string, number> };
-  const sample = (): void => {
-    const by = Object.fromEntries(Object.entries(pids).map(([n, p]) => [n, rssMb(p)]));
-    const total = Object.values(by).reduce((a, b) => a + b, 0);
-    if (total > best.total) best = { total, by };
-  };
-  sample();
-  const timer = setInterval(sample, everyMs);
+  let best: Memory = memoryOf({});
+  const sampler = fork(fileURLToPath(new URL('./memory-sampler.ts', import.meta.url)), [JSON.stringify(pids), String(everyMs)], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const gone = new Promise<void>((r) => sampler.once('exit', () => r()));
+  sampler.on('message', (m: Memory) => {
+    if (m.totalMb > best.totalMb) best = m;
+  });
   return {
-    stop() {
-      clearInterval(timer);
-      sample();
+    async stop() {
+      // its last sample comes before it exits
+      sampler.send('last');
+      await gone;
       const wallS = (performance.now() - t0) / 1000;
       const c = process.cpuUsage(c0);
       const loadgenCpuS = (c.user + c.system) / 1e6;
@@ -67,8 +72,11 @@ export function meter(pids: Record<string, number>, everyMs = 250): { stop(): Me
         wallS,
         loadgenCpuS,
         serviceCpuS,
-        rssTotalMb: best.total,
-        rssMb: best.by,
+        rssTotalMb: best.totalMb,
+        rssMb: best.anonMb,
+        vmRssSumMb: best.vmRssSumMb,
+        sharedFileMb: best.sharedFileMb,
+        memoryMethod: best.method,
         loadgenShare: loadgenCpuS / Math.max(1e-9, loadgenCpuS + svc),
         loadgenCores: loadgenCpuS / wallS,
         loadavg: os.loadavg()[0]!,

@@ -1,7 +1,8 @@
 // Where an injection's time goes: the services under `node --cpu-prof`, one tester alone and
 // then 64 in a closed loop, and a summary of every profile (self time by package and the
-// hottest functions). `node --import tsx test/bench/profile.ts [seconds]`; the profiles stay
-// in the printed directory (open them in Chrome DevTools).
+// hottest functions). `node --import tsx test/bench/profile.ts [seconds] [1|64|both|parts|import]`
+// (import: seconds × 50,000 keys through import-chunk); the profiles stay in the printed
+// directory (open them in Chrome DevTools).
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -13,6 +14,7 @@ import { ipcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
 import { SheEcu } from '../../scripts/plant/ecu-sim.js';
 import { openDbs } from '../../services/keystore/db.js';
+import { measureImport } from './import.js';
 import { runLoad, uidMaker } from './load.js';
 import { makeCerts, startTesterApi, TESTER } from './stack.js';
 
@@ -82,6 +84,10 @@ async function main(): Promise<void> {
     const tp = testerPool(api.port, certs.tester, 64);
     const next = uidMaker(0x70);
     const mode = process.argv[3] ?? 'both';
+    if (mode === 'import') {
+      const r = await measureImport(box, pool, seconds * 50_000);
+      console.log(`import: ${r.keysPerS.toFixed(0)} keys/s (${r.keys} keys in ${r.chunks} chunks, ${r.seconds.toFixed(1)} s)`);
+    }
     if (mode === 'parts') await parts({ base, runDir: box.runDir, tp, pool, master });
     if (mode === 'both' || mode === '1') {
       const one = await runLoad({ concurrency: 1, warmupMs: 1000, measureMs: seconds * 1000, inject: httpInjection(tp, pool, master, next) });

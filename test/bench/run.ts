@@ -110,7 +110,7 @@ async function httpScenario(name: string, o: { base: string; box: Box; certs: Ce
     // metered over warm-up and window alike: the services' memory at full load
     const m = meter({ ...o.pids, 'tester-api': api.proc.child.pid! });
     const load = await runLoad({ concurrency: CONCURRENCY, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, inject });
-    const metered = m.stop();
+    const metered = await m.stop();
     // the same path with one tester: the latency of an injection when nobody queues
     const single = await runLoad({ concurrency: 1, warmupMs: 500, measureMs: SINGLE_MS, inject });
     return { load, single, metered };
@@ -129,7 +129,7 @@ async function openScenario(o: { base: string; box: Box; certs: Certs; answers: 
     await runLoad({ concurrency: CONCURRENCY, warmupMs: 0, measureMs: 500, inject });
     const m = meter({ ...o.pids, 'tester-api': api.proc.child.pid! });
     const r = await runOpenLoop({ ratePerS: o.rate, warmupMs: 2000, measureMs: OPEN_MS, testers: CONCURRENCY, inject });
-    return { ...r, metered: m.stop() };
+    return { ...r, metered: await m.stop() };
   } finally {
     await pool.destroy().catch(() => {});
     await api.proc.stop();
@@ -185,7 +185,7 @@ async function main(): Promise<void> {
     try {
       const m = meter({});
       floorR = await runLoad({ concurrency: CONCURRENCY, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, inject: (w) => floor.inject(`t${w}`, next()) });
-      floorM = m.stop();
+      floorM = await m.stop();
     } finally {
       await floor.stop();
     }
@@ -268,8 +268,11 @@ async function main(): Promise<void> {
   say(loadLine('postgres', pgm.load));
   for (const [i, r] of pgRounds.entries()) say(loadLine(`pg x1 #${i + 1}`, r.single));
   const rss = Math.max(...oursRounds.map((r) => r.metered.rssTotalMb));
-  const rssBy = oursRounds.find((r) => r.metered.rssTotalMb === rss)!.metered.rssMb;
-  say(`memory     ${f1(rss)} MB RSS, all five services from dist/ during the ${CONCURRENCY}-tester load (${Object.entries(rssBy).map(([n, v]) => `${n} ${f1(v)}`).join(', ')})`);
+  const rssAt = oursRounds.find((r) => r.metered.rssTotalMb === rss)!.metered;
+  const rssBy = rssAt.rssMb;
+  say(
+    `memory     ${f1(rss)} MB, all five services together from dist/ during the ${CONCURRENCY}-tester load: ${f1(rssAt.sharedFileMb)} MB of file pages counted once (${rssAt.memoryMethod}) + anonymous ${Object.entries(rssBy).map(([n, v]) => `${n} ${f1(v)}`).join(', ')}; the plain VmRSS sum was ${f1(rssAt.vmRssSumMb)} MB`,
+  );
 
   // --- open loop at fractions of ours' saturation
   await box.keystore.restart();
@@ -354,7 +357,10 @@ async function main(): Promise<void> {
       open_loop_p99_ms_at_90: r2(at(0.9).p99),
       open_loop_per_s: open.map((r) => r2(r.perS)),
       rss_mb_total: r2(rss),
-      rss_mb: Object.fromEntries(Object.entries(rssBy).map(([k, v]) => [k, r2(v)])),
+      rss_mb_anon: Object.fromEntries(Object.entries(rssBy).map(([k, v]) => [k, r2(v)])),
+      rss_mb_shared_files: r2(rssAt.sharedFileMb),
+      rss_mb_vmrss_sum: r2(rssAt.vmRssSumMb),
+      rss_method: rssAt.memoryMethod,
       import_keys_per_s: r2(imp.keysPerS),
       stock_10m_vs_10k: r2(stockRatio),
       stock_size_large: large,

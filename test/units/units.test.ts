@@ -158,6 +158,8 @@ for (const name of SERVICES) {
     const exec = (svc('ExecStart') ?? '').split(/\s+/);
     assert.is(exec[0], '/usr/bin/node');
     assert.is(exec.at(-1), `/usr/lib/pks/dist/services/${name}/main.js`);
+    // the memory budget of all services together (README: the benchmarks) counts on it
+    assert.ok(exec.includes('--max-semi-space-size=2'), 'young generation capped at 2 MB');
     assert.ok(words(u, 'Service', 'Environment').includes(`PKS_CONFIG=/etc/pks/${name}.json`), 'PKS_CONFIG');
     assert.equal(words(u, 'Service', 'CapabilityBoundingSet'), [], 'no capabilities');
     assert.equal(words(u, 'Service', 'AmbientCapabilities'), [], 'no ambient capabilities');
