@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { memoryOf, type Memory } from './memory.js';
+import type { Memory } from './memory.js';
 
 const TICK = 100; // USER_HZ on Linux
 
@@ -26,14 +26,8 @@ export interface Metered {
   loadgenCpuS: number;
   /** CPU seconds per service */
   serviceCpuS: Record<string, number>;
-  /** the most memory the services took together at one sample (memory.ts), and each one's
-   *  anonymous memory at that moment */
-  rssTotalMb: number;
-  rssMb: Record<string, number>;
-  /** at that moment: the plain VmRSS sum, the file pages counted once, and how they were counted */
-  vmRssSumMb: number;
-  sharedFileMb: number;
-  memoryMethod: string;
+  /** with `memory`: the sample where the services took the most memory together (memory.ts) */
+  memory: Memory | null;
   /** load generator / (load generator + services) */
   loadgenShare: number;
   /** cores the load generator kept busy on average */
@@ -42,26 +36,29 @@ export interface Metered {
   loadavg: number;
 }
 
-// Memory is sampled every 2 s by a child process: one sample reads the services' page maps
-// (~50 ms of CPU), which on the load generator's own thread would delay its requests and
-// show up in their latencies (tsx's hooks do not reach a worker thread).
-export function meter(pids: Record<string, number>, everyMs = 2000): { stop(): Promise<Metered> } {
+// Memory (only where a figure reports it) is sampled every 2 s by a child process: one sample
+// reads the services' page maps (~50 ms of CPU), which on the load generator's own thread
+// would delay its requests and show up in their latencies (tsx's hooks do not reach a worker
+// thread); starting that child costs ~0.5 s of CPU, so a scenario without the figure skips it.
+export function meter(pids: Record<string, number>, o: { memory?: boolean; everyMs?: number } = {}): { stop(): Promise<Metered> } {
   const t0 = performance.now();
   const c0 = process.cpuUsage();
   const s0 = Object.fromEntries(Object.entries(pids).map(([n, p]) => [n, procCpuS(p)]));
-  let best: Memory = memoryOf({});
-  const sampler = fork(fileURLToPath(new URL('./memory-sampler.ts', import.meta.url)), [JSON.stringify(pids), String(everyMs)], {
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  const gone = new Promise<void>((r) => sampler.once('exit', () => r()));
-  sampler.on('message', (m: Memory) => {
-    if (m.totalMb > best.totalMb) best = m;
+  let best: Memory | null = null;
+  const sampler = o.memory
+    ? fork(fileURLToPath(new URL('./memory-sampler.ts', import.meta.url)), [JSON.stringify(pids), String(o.everyMs ?? 2000)], {
+        execArgv: ['--import', 'tsx'],
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      })
+    : null;
+  const gone = sampler ? new Promise<void>((r) => sampler.once('exit', () => r())) : Promise.resolve();
+  sampler?.on('message', (m: Memory) => {
+    if (!best || m.totalMb > best.totalMb) best = m;
   });
   return {
     async stop() {
       // its last sample comes before it exits
-      sampler.send('last');
+      if (sampler?.connected) sampler.send('last');
       await gone;
       const wallS = (performance.now() - t0) / 1000;
       const c = process.cpuUsage(c0);
@@ -72,11 +69,7 @@ export function meter(pids: Record<string, number>, everyMs = 2000): { stop(): P
         wallS,
         loadgenCpuS,
         serviceCpuS,
-        rssTotalMb: best.totalMb,
-        rssMb: best.anonMb,
-        vmRssSumMb: best.vmRssSumMb,
-        sharedFileMb: best.sharedFileMb,
-        memoryMethod: best.method,
+        memory: best,
         loadgenShare: loadgenCpuS / Math.max(1e-9, loadgenCpuS + svc),
         loadgenCores: loadgenCpuS / wallS,
         loadavg: os.loadavg()[0]!,

@@ -108,7 +108,7 @@ async function httpScenario(name: string, o: { base: string; box: Box; certs: Ce
     const next = uidMaker(o.phase);
     const inject = httpInjection(pool, POOL, o.answers, next);
     // metered over warm-up and window alike: the services' memory at full load
-    const m = meter({ ...o.pids, 'tester-api': api.proc.child.pid! });
+    const m = meter({ ...o.pids, 'tester-api': api.proc.child.pid! }, { memory: true });
     const load = await runLoad({ concurrency: CONCURRENCY, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, inject });
     const metered = await m.stop();
     // the same path with one tester: the latency of an injection when nobody queues
@@ -267,11 +267,10 @@ async function main(): Promise<void> {
   for (const [i, r] of oursRounds.entries()) say(loadLine(`ours x1 #${i + 1}`, r.single));
   say(loadLine('postgres', pgm.load));
   for (const [i, r] of pgRounds.entries()) say(loadLine(`pg x1 #${i + 1}`, r.single));
-  const rss = Math.max(...oursRounds.map((r) => r.metered.rssTotalMb));
-  const rssAt = oursRounds.find((r) => r.metered.rssTotalMb === rss)!.metered;
-  const rssBy = rssAt.rssMb;
+  const mem = oursRounds.map((r) => r.metered.memory!).reduce((a, b) => (b.totalMb > a.totalMb ? b : a));
+  const rss = mem.totalMb;
   say(
-    `memory     ${f1(rss)} MB, all five services together from dist/ during the ${CONCURRENCY}-tester load: ${f1(rssAt.sharedFileMb)} MB of file pages counted once (${rssAt.memoryMethod}) + anonymous ${Object.entries(rssBy).map(([n, v]) => `${n} ${f1(v)}`).join(', ')}; the plain VmRSS sum was ${f1(rssAt.vmRssSumMb)} MB`,
+    `memory     ${f1(rss)} MB, all five services together from dist/ during the ${CONCURRENCY}-tester load: ${f1(mem.sharedFileMb)} MB of file pages counted once (${mem.method}) + anonymous ${Object.entries(mem.anonMb).map(([n, v]) => `${n} ${f1(v)}`).join(', ')}; the plain VmRSS sum was ${f1(mem.vmRssSumMb)} MB`,
   );
 
   // --- open loop at fractions of ours' saturation
@@ -357,10 +356,10 @@ async function main(): Promise<void> {
       open_loop_p99_ms_at_90: r2(at(0.9).p99),
       open_loop_per_s: open.map((r) => r2(r.perS)),
       rss_mb_total: r2(rss),
-      rss_mb_anon: Object.fromEntries(Object.entries(rssBy).map(([k, v]) => [k, r2(v)])),
-      rss_mb_shared_files: r2(rssAt.sharedFileMb),
-      rss_mb_vmrss_sum: r2(rssAt.vmRssSumMb),
-      rss_method: rssAt.memoryMethod,
+      rss_mb_anon: Object.fromEntries(Object.entries(mem.anonMb).map(([k, v]) => [k, r2(v)])),
+      rss_mb_shared_files: r2(mem.sharedFileMb),
+      rss_mb_vmrss_sum: r2(mem.vmRssSumMb),
+      rss_method: mem.method,
       import_keys_per_s: r2(imp.keysPerS),
       stock_10m_vs_10k: r2(stockRatio),
       stock_size_large: large,

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { unitNodeFlags } from '../../scripts/plant/process.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const overlay = path.join(repoRoot, 'rootfs-overlay');
@@ -160,6 +161,8 @@ for (const name of SERVICES) {
     assert.is(exec.at(-1), `/usr/lib/pks/dist/services/${name}/main.js`);
     // the memory budget of all services together (README: the benchmarks) counts on it
     assert.ok(exec.includes('--max-semi-space-size=2'), 'young generation capped at 2 MB');
+    // the bench and the campaigns start a service from dist/ with exactly these flags
+    assert.equal(unitNodeFlags(name), exec.slice(1, -1), 'scripts/plant reads the same node flags');
     assert.ok(words(u, 'Service', 'Environment').includes(`PKS_CONFIG=/etc/pks/${name}.json`), 'PKS_CONFIG');
     assert.equal(words(u, 'Service', 'CapabilityBoundingSet'), [], 'no capabilities');
     assert.equal(words(u, 'Service', 'AmbientCapabilities'), [], 'no ambient capabilities');
