@@ -17,7 +17,7 @@ export type Refusal = { refused: ErrorCode; detail: string };
 export const refuse = (refused: ErrorCode, detail: string): Refusal => ({ refused, detail });
 export const isRefusal = (x: unknown): x is Refusal => typeof x === 'object' && x !== null && 'refused' in x;
 
-const FIELD: Record<KeyState, keyof Counters> = {
+export const FIELD: Record<KeyState, keyof Counters> = {
   AVAILABLE: 'available',
   RESERVED: 'reserved',
   INJECTED: 'injected',

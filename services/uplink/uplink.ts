@@ -131,6 +131,10 @@ export class Uplink {
   get connected(): boolean {
     return this.client?.connected ?? false;
   }
+  /** a broker connection held or being made (in windows mode: only inside a window) */
+  get linkOpen(): boolean {
+    return this.client !== null;
+  }
   get schedule(): Schedule {
     return this.state.state.schedule ?? { ...this.d.cfg.schedule };
   }

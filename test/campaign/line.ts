@@ -11,7 +11,8 @@ import type { Client } from 'undici';
 import { call } from '../../scripts/plant/line.js';
 import { KmsStore } from '../../scripts/kms/store.js';
 import { verifyAudit } from '../../services/keystore/audit.js';
-import { openDbs, type Dbs } from '../../services/keystore/db.js';
+import { openDbs, ZERO, type Counters, type Dbs } from '../../services/keystore/db.js';
+import { FIELD as STATE_FIELD } from '../../services/keystore/stock.js';
 import type { CampaignPool, CampaignStack } from './stack.js';
 
 type Pkg = ReserveResponse & { code?: string };
@@ -118,8 +119,14 @@ export function checkKeystore(dbs: Dbs, confirmed: ReadonlyMap<string, string>, 
   let keystoreKeys = 0;
   const injectedKeys = new Map<string, string>();
   const ecuKeys = new Map<string, string>();
+  // per pool, the records in each state: the counters (stats, the re-order trigger) must agree
+  // with them in this one read, or a chunk was imported twice or a move lost its counter
+  const byState = new Map<string, Counters>();
   for (const { key, value: rec } of dbs.keys.getRange({})) {
     keystoreKeys++;
+    const tally = byState.get(rec.pool) ?? { ...ZERO };
+    tally[STATE_FIELD[rec.state]]++;
+    byState.set(rec.pool, tally);
     if (rec.state !== 'INJECTED' && rec.state !== 'REPORTED') continue;
     injected++;
     const id = String(key);
@@ -130,6 +137,13 @@ export function checkKeystore(dbs: Dbs, confirmed: ReadonlyMap<string, string>, 
       problems.push(`ECU ${rec.uid} holds two injected keys of ${rec.pool}: ${prior} and ${id}`);
     }
     ecuKeys.set(`${rec.pool}|${rec.uid}`, id);
+  }
+  const pools = new Set([...byState.keys(), ...[...dbs.counters.getKeys({})].map(String)]);
+  for (const pool of pools) {
+    const held = byState.get(pool) ?? ZERO;
+    const said = dbs.counters.get(pool) ?? ZERO;
+    const off = (Object.keys(ZERO) as (keyof Counters)[]).filter((f) => held[f] !== said[f]);
+    if (off.length) problems.push(`pool ${pool}: counters ${off.map((f) => `${f} ${said[f]}`).join(', ')} against records ${off.map((f) => `${f} ${held[f]}`).join(', ')}`);
   }
   for (const [id, uid] of confirmed) {
     const rec = dbs.keys.get(id);

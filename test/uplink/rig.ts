@@ -30,6 +30,8 @@ export interface Rig {
   stub: KeystoreStub;
   ksClient: IpcClient;
   uplink: Uplink;
+  /** whether the uplink held or was making a broker connection right after start() */
+  linkOpenAtStart: boolean;
   cfg: UplinkConfig;
   /** the box's setup identity (config files) */
   identity: { cert: string; key: string };
@@ -118,6 +120,7 @@ export async function startRig(o: {
       stub,
       ksClient,
       uplink: newUplink(),
+      linkOpenAtStart: false,
       cfg,
       identity: id,
       side: null as unknown as MqttClient,
@@ -136,6 +139,9 @@ export async function startRig(o: {
     };
     stops.push(() => rig.uplink.stop());
     await rig.uplink.start();
+    // read in the same turn as start(): the side client's TLS below may outlast a 1 s gap
+    // between windows, so the test itself could not tell start() from the first window
+    rig.linkOpenAtStart = rig.uplink.linkOpen;
 
     const sideId = await broker.clientCert('kms');
     const side = mqtt.connect({ protocol: 'mqtts', host: '127.0.0.1', port: broker.port, servername: 'localhost', ca: readFileSync(broker.caCert), key: readFileSync(sideId.key), cert: readFileSync(sideId.cert), protocolVersion: 5, clientId: `kms-test-side-${o.name}`, reconnectPeriod: 300 });
