@@ -116,6 +116,10 @@ test('a corrupt state file: the uplink starts in safe mode, refuses commands, th
   }, 15_000, 250);
   const seq = (JSON.parse(out[0]!) as { seq: number }).seq;
   await waitFor('command accepted', async () => rig.uplink.state.state.lastSeq === seq, 10_000);
+  // its result too, before the capture starts: the seq is taken before the command runs and the
+  // result is published after, so it can still be on its way (it carries the same seq)
+  const isResult = (g: { topic: string; payload: string }) => g.topic.endsWith('/cmd-result') && (JSON.parse(g.payload) as { seq?: number }).seq === seq;
+  await waitFor('its result', async () => rig.got.some(isResult), 10_000);
   const captured = rig.got.length;
 
   // power cut mid-write on a file system without the directory fsync, or a bad sector
