@@ -60,3 +60,41 @@ export function retryAfterOf(detail: string): number | undefined {
   const m = /retry after (\d{1,5}) s$/.exec(detail);
   return m ? Number(m[1]) : undefined;
 }
+
+/** A release's display version, MAJOR.MINOR.PATCH (the bundle's pks-release VERSION, the manifest's version). */
+export const VERSION = /^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}$/;
+
+/** -1, 0, 1 like a comparator, for MAJOR.MINOR.PATCH. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < 3; i++) if (pa[i] !== pb[i]) return (pa[i] ?? 0) < (pb[i] ?? 0) ? -1 : 1;
+  return 0;
+}
+
+/**
+ * An update manifest (KMS -> box, MQTT `update`, relayed to the updater by the uplink), signed by
+ * the KMS signer; the format and its checks are the updater's `manifest.ts`.
+ */
+export interface ManifestPayload {
+  type: 'pks-update-manifest';
+  v: 1;
+  id: string;
+  boxId: string;
+  compatible: string;
+  version: string;
+  svn: number;
+  size: number;
+  sha256: string;
+  url?: string;
+  chunks?: { count: number; size: number };
+  install: 'window' | 'now';
+  createdAt: string;
+  expiresAt: string;
+}
+export interface SignedManifest {
+  v: 1;
+  payload: string;
+  sig: string;
+  cert: string;
+}

@@ -25,7 +25,7 @@ import path from 'node:path';
 import { asPksError, pksError } from '../../appliance/errors.js';
 import { parseJsonOr } from '../../appliance/json.js';
 import { ipcClient } from '../../appliance/ipc.js';
-import { COMMANDS, signCommand, type CommandName } from '../../services/uplink/commands.js';
+import { COMMANDS, signCommand, type CommandName } from '../../appliance/contracts/commands.js';
 import { rolloutCommand, updatesTable } from './rollout.js';
 
 interface Args {

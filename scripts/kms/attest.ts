@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PksError, pksError, type ErrorCode } from '../../appliance/errors.js';
 import { parseEventLog, replayEventLog } from '../../services/attest/eventlog.js';
-import { compareVersions } from '../../services/updater/bundle.js';
+import { compareVersions } from '../../appliance/contracts/update.js';
 import { SITE_TREE_NAMES, measurementManifestText, parseMeasurementManifest, pcr15Replay, type LiveTree, type MeasurementManifest } from '../../appliance/contracts/measurement.js';
 
 const TPM_ALG_RSA = 0x0001;

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { VerbTable } from '../../appliance/ipc.js';
 import { NAME } from '../../appliance/schema.js';
 import { COMPATIBLE } from '../../appliance/contracts/update.js';
-import type { ManifestPayload, SignedManifest } from '../../services/updater/manifest.js';
+import type { ManifestPayload, SignedManifest } from '../../appliance/contracts/update.js';
 import type { BatchSigner } from './signer.js';
 
 export function signManifestWith(p: ManifestPayload, signer: BatchSigner): SignedManifest {

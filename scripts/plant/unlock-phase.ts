@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { UnlockLogEntry, UnlockUser } from '../../appliance/contracts/unlock.js';
 import { namesOf } from '../../appliance/unlock-permissions.js';
-import { signCommand } from '../../services/uplink/commands.js';
+import { signCommand } from '../../appliance/contracts/commands.js';
 import { NRC, UnlockEcu, challengeOf, challengeRequest, nrcOf, proofRequest } from './ecu-unlock.js';
 import type { Plant } from './plant.js';
 import { waitFor } from './process.js';

@@ -3,6 +3,7 @@
 // our [meta.pks] svn; RAUC 1.8 carries [meta.*] sections but does not act on them.
 import { execFile } from 'node:child_process';
 import { pksError, type PksError } from '../../appliance/errors.js';
+import { VERSION } from '../../appliance/contracts/update.js';
 
 export interface BundleInfo {
   compatible: string;
@@ -11,7 +12,6 @@ export interface BundleInfo {
   build?: string;
 }
 
-export const VERSION = /^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}$/;
 
 /**
  * The bundle's `pks-release` file (KEY=value lines: VERSION, SVN, COMPATIBLE, BUILD). RAUC 1.8
@@ -36,14 +36,6 @@ export function parseRelease(text: string): BundleInfo {
   if (!/^[1-9][0-9]{0,5}$/.test(svnText)) throw pksError('PKS_UPDATE_CORRUPT', 'pks-release has no SVN');
   const build = kv.get('BUILD');
   return { compatible, version, svn: Number(svnText), ...(build ? { build } : {}) };
-}
-
-/** -1, 0, 1 like a comparator, for MAJOR.MINOR.PATCH. */
-export function compareVersions(a: string, b: string): number {
-  const pa = a.split('.').map(Number);
-  const pb = b.split('.').map(Number);
-  for (let i = 0; i < 3; i++) if (pa[i] !== pb[i]) return (pa[i] ?? 0) < (pb[i] ?? 0) ? -1 : 1;
-  return 0;
 }
 
 /** Maps RAUC's words for a refused bundle onto our codes (rauc info, rauc install). */

@@ -15,29 +15,7 @@ import { compileChecker } from '../../appliance/config.js';
 import { pksError } from '../../appliance/errors.js';
 import { parseJsonOr } from '../../appliance/json.js';
 import { ID, NAME, b64 } from '../../appliance/schema.js';
-
-export interface ManifestPayload {
-  type: 'pks-update-manifest';
-  v: 1;
-  id: string;
-  boxId: string;
-  compatible: string;
-  version: string;
-  svn: number;
-  size: number;
-  sha256: string;
-  url?: string;
-  chunks?: { count: number; size: number };
-  install: 'window' | 'now';
-  createdAt: string;
-  expiresAt: string;
-}
-export interface SignedManifest {
-  v: 1;
-  payload: string;
-  sig: string;
-  cert: string;
-}
+import type { ManifestPayload, SignedManifest } from '../../appliance/contracts/update.js';
 
 export const MAX_MANIFEST_BYTES = 16 * 1024;
 // base64 of a chunk plus its JSON must fit the broker's 256 KiB packet limit (scripts/broker.sh)

@@ -8,7 +8,8 @@ import cron, { type ScheduledTask } from 'node-cron';
 import { asPksError, pksError } from '../../appliance/errors.js';
 import type { Logger } from '../../appliance/log.js';
 import { fetchUrl, putChunk } from './fetch.js';
-import { verifyManifest, type ManifestPayload } from './manifest.js';
+import { verifyManifest } from './manifest.js';
+import type { ManifestPayload } from '../../appliance/contracts/update.js';
 import type { Updater } from './updater.js';
 
 export interface RemoteOptions {

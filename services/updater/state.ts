@@ -5,8 +5,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileDurably } from '../../appliance/durable-file.js';
-import type { ManifestPayload } from './manifest.js';
-import { UPDATE_PHASES, type UpdatePhase, type UpdateResult } from '../../appliance/contracts/update.js';
+import { UPDATE_PHASES, type ManifestPayload, type UpdatePhase, type UpdateResult } from '../../appliance/contracts/update.js';
 
 export interface Target {
   version: string;

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { asPksError, isErrorCode, pksError } from '../../appliance/errors.js';
-import type { CommandPayload } from './commands.js';
+import type { CommandPayload } from '../../appliance/contracts/commands.js';
 import type { Report } from './command-runner.js';
 import type { UplinkContext } from './context.js';
 import { checkIssuedCert, makeCsr, removeIdentity, storeIdentity } from './identity.js';

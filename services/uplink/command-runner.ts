@@ -1,11 +1,11 @@
-// Signed ops commands (commands.ts checks signature, box, expiry and seq): each accepted one runs
+// Signed ops commands (appliance/contracts/commands.ts checks signature, box, expiry and seq): each accepted one runs
 // and its result is published on cmd-result; a refused one gets a coded refusal and an alert.
 // Safe mode: after the state file was lost the last accepted seq is unknown, so every command
 // is refused until the KMS, asked on `resync`, answers with a signed last seq.
 import { randomUUID, type KeyObject } from 'node:crypto';
 import cron from 'node-cron';
 import { asPksError, pksError } from '../../appliance/errors.js';
-import { commandRef, peekSeq, verifyCommand, type CommandPayload } from './commands.js';
+import { commandRef, peekSeq, verifyCommand, type CommandPayload } from '../../appliance/contracts/commands.js';
 import type { Schedule } from './config.js';
 import type { UplinkContext } from './context.js';
 import type { KmsAnswers } from './kms-answers.js';

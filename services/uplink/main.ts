@@ -11,7 +11,7 @@ import { pksError } from '../../appliance/errors.js';
 import { ipcClient, startIpcServer } from '../../appliance/ipc.js';
 import { runDir, socketPath } from '../../appliance/paths.js';
 import { runService } from '../../appliance/service.js';
-import { loadOpsKey } from './commands.js';
+import { loadOpsKey } from '../../appliance/contracts/commands.js';
 import { uplinkSchema, type UplinkConfig } from './config.js';
 import { Uplink } from './uplink.js';
 import { UpdateRelay } from './update-relay.js';

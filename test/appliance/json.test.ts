@@ -11,7 +11,7 @@ import { verifyKmsMessage } from '../../appliance/kms-message.js';
 import { verifyFile } from '../../appliance/verification-file.js';
 import { checkQuoteRequest } from '../../services/attest/quote-socket.js';
 import { MAX_MANIFEST_BYTES, verifyManifest } from '../../services/updater/manifest.js';
-import { MAX_COMMAND_BYTES, verifyCommand } from '../../services/uplink/commands.js';
+import { MAX_COMMAND_BYTES, verifyCommand } from '../../appliance/contracts/commands.js';
 import { verificationFileToSign } from '../../services/vault/signed-structures.js';
 
 const refusal = (fn: () => unknown): PksError => {

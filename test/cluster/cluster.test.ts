@@ -12,7 +12,7 @@ import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { clusterClient } from '../../appliance/inject/cluster.js';
-import { signCommand } from '../../services/uplink/commands.js';
+import { signCommand } from '../../appliance/contracts/commands.js';
 import { startBroker, type TestBroker } from '../../scripts/plant/broker.js';
 import { checkCluster, runShift, startMember, stats, type ClusterMember } from '../../scripts/plant/cluster.js';
 import { SheEcu } from '../../scripts/plant/ecu-sim.js';

@@ -6,7 +6,7 @@
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { ipcClient } from '../../appliance/ipc.js';
 import { socketPath } from '../../appliance/paths.js';
-import { signCommand, verifyCommand } from '../../services/uplink/commands.js';
+import { signCommand, verifyCommand } from '../../appliance/contracts/commands.js';
 import { runUnlockCommand } from '../../services/uplink/unlock-commands.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';

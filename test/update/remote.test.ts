@@ -12,7 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { isPksError } from '../../appliance/errors.js';
 import { fetchUrl, putChunk } from '../../services/updater/fetch.js';
-import { signManifest, verifyManifest, type ManifestPayload } from '../../services/updater/manifest.js';
+import { signManifest, verifyManifest } from '../../services/updater/manifest.js';
+import type { ManifestPayload } from '../../appliance/contracts/update.js';
 import { repoRoot, sh } from './rauc-host.js';
 
 const codeOf = (fn: () => unknown): string => {

@@ -11,7 +11,8 @@ import { planWaves, rollout, stateFor, type BoxUpdateState } from '../../scripts
 import { kmsUpdateVerbs } from '../../scripts/kms/updates.js';
 import { keySigner } from '../../scripts/kms/signer.js';
 import { silentLogger } from '../../appliance/log.js';
-import { verifyManifest, type SignedManifest } from '../../services/updater/manifest.js';
+import { verifyManifest } from '../../services/updater/manifest.js';
+import type { SignedManifest } from '../../appliance/contracts/update.js';
 import { sh } from './rauc-host.js';
 
 const boxes = Array.from({ length: 20 }, (_, i) => `box-${String(i).padStart(2, '0')}`);

@@ -5,7 +5,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isPksError } from '../../appliance/errors.js';
-import { peekSeq, signCommand, verifyCommand, type CommandPayload } from '../../services/uplink/commands.js';
+import { peekSeq, signCommand, verifyCommand, type CommandPayload } from '../../appliance/contracts/commands.js';
 
 const ops = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });

@@ -12,7 +12,7 @@ import { signKmsMessage } from '../../appliance/kms-message.js';
 import { keySigner } from '../../scripts/kms/signer.js';
 import { main as fleet } from '../../scripts/fleet/main.js';
 import { waitFor } from '../../scripts/plant/process.js';
-import { signCommand } from '../../services/uplink/commands.js';
+import { signCommand } from '../../appliance/contracts/commands.js';
 import { boxTopic } from '../../appliance/contracts/topics.js';
 import type { OutboxItem } from '../../appliance/contracts/keystore.js';
 import { issue } from '../helpers/pki.js';

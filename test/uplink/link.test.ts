@@ -15,7 +15,7 @@ import * as assert from 'uvu/assert';
 import { loadTrustAnchor } from '../../appliance/batch-format.js';
 import { ipcClient, type IpcClient } from '../../appliance/ipc.js';
 import { createLogger } from '../../appliance/log.js';
-import { signCommand, type CommandPayload } from '../../services/uplink/commands.js';
+import { signCommand, type CommandPayload } from '../../appliance/contracts/commands.js';
 import type { UplinkConfig } from '../../services/uplink/config.js';
 import { boxTopic } from '../../appliance/contracts/topics.js';
 import { Uplink } from '../../services/uplink/uplink.js';

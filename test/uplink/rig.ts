@@ -10,7 +10,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { loadTrustAnchor } from '../../appliance/batch-format.js';
 import { ipcClient, type IpcClient } from '../../appliance/ipc.js';
 import { createLogger } from '../../appliance/log.js';
-import { signCommand, type CommandName } from '../../services/uplink/commands.js';
+import { signCommand, type CommandName } from '../../appliance/contracts/commands.js';
 import type { UplinkConfig } from '../../services/uplink/config.js';
 import { boxTopic } from '../../appliance/contracts/topics.js';
 import { Uplink } from '../../services/uplink/uplink.js';

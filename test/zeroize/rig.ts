@@ -9,7 +9,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import type { StatsResponse } from '../../appliance/contracts/keystore.js';
-import { signCommand, type CommandName } from '../../services/uplink/commands.js';
+import { signCommand, type CommandName } from '../../appliance/contracts/commands.js';
 import { startBox, type Box } from '../../scripts/plant/box.js';
 import { startBroker, type TestBroker } from '../../scripts/plant/broker.js';
 import { UPLINK_TIMING } from '../../scripts/plant/cluster.js';

@@ -36,7 +36,7 @@ import { sentinelSchema } from '../../../services/sentinel/config.js';
 import { testerApiSchema } from '../../../services/tester-api/config.js';
 import { unlockSchema } from '../../../services/unlock/config.js';
 import { updaterSchema } from '../../../services/updater/config.js';
-import { verifyCommand } from '../../../services/uplink/commands.js';
+import { verifyCommand } from '../../../appliance/contracts/commands.js';
 import { uplinkSchema } from '../../../services/uplink/config.js';
 import { KmsAnswers } from '../../../services/uplink/kms-answers.js';
 import { vaultSchema } from '../../../services/vault/config.js';

@@ -12,11 +12,28 @@
 // badly signed, expired, with a seq not above the last one it accepted (replay), addressed to
 // another box, or malformed; a refused command changes nothing, not even the last seq.
 import { createHash, createPublicKey, createSign, createVerify, type KeyObject } from 'node:crypto';
-import { compileChecker } from '../../appliance/config.js';
-import { pksError } from '../../appliance/errors.js';
-import { parseJsonOr } from '../../appliance/json.js';
-import { NAME, POOL } from '../../appliance/schema.js';
-import { UNLOCK_ARG_SCHEMAS, UNLOCK_COMMANDS } from './unlock-commands.js';
+import { compileChecker } from '../config.js';
+import { pksError } from '../errors.js';
+import { parseJsonOr } from '../json.js';
+import { NAME, POOL } from '../schema.js';
+
+// central ops' unlock commands, relayed by the uplink to the unlock service (services/uplink/unlock-commands.ts)
+export const UNLOCK_COMMANDS = ['unlock-onboard', 'unlock-approve', 'unlock-revoke'] as const;
+export type UnlockCommandName = (typeof UNLOCK_COMMANDS)[number];
+
+const ROLE = { type: 'string', pattern: '^[A-Z][A-Z0-9_]{0,31}$' } as const;
+const REASON = { type: 'string', maxLength: 200, pattern: '^[\\x20-\\x7e]*$' } as const;
+
+export const UNLOCK_ARG_SCHEMAS: Record<UnlockCommandName, Record<string, unknown>> = {
+  'unlock-onboard': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['cn', 'role', 'accessSeconds'],
+    properties: { cn: NAME, role: ROLE, accessSeconds: { type: 'integer', minimum: 1, maximum: 5 * 365 * 86_400 } },
+  },
+  'unlock-approve': { type: 'object', additionalProperties: false, required: ['id'], properties: { id: { type: 'string', pattern: '^[a-z0-9]{8,40}$' } } },
+  'unlock-revoke': { type: 'object', additionalProperties: false, required: ['cn'], properties: { cn: NAME, reason: REASON } },
+};
 
 export const COMMANDS = ['set-quota', 'set-schedule', 'sync-now', 'revoke-tester', 'rotate-cert', 'release-stock', ...UNLOCK_COMMANDS] as const;
 export type CommandName = (typeof COMMANDS)[number];
