@@ -9,7 +9,8 @@ export interface ReserveRequest {
   pool: string; // "<oem>.<ecuType>.<slot>"
   uid: string; // hex, 15 bytes
   tester: string; // tester CN
-  station: string;
+  /** the tester's station; the keystore takes it from its registry, and refuses one that differs */
+  station?: string;
 }
 export interface ReserveResponse {
   packageId: string;

@@ -23,6 +23,8 @@ export interface Box {
   transportSpki: Buffer;
   batch(batchId: string, set: SheKeySet, chunkSize?: number): SignedChunk[];
   importChunks(chunks: SignedChunk[]): Promise<ImportChunkResponse[]>;
+  /** registers testers as `pksctl tester add` does (station `st-<cn>`, a grant into 2099): reserve and confirm check it */
+  registerTesters(cns: readonly string[], pools: readonly string[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -57,6 +59,9 @@ export async function startBox(o: { boxId?: string; pools: PoolConfig[]; base?: 
       const out: ImportChunkResponse[] = [];
       for (const chunk of chunks) out.push(await importer.call<ImportChunkResponse>('import-chunk', { chunk }));
       return out;
+    },
+    async registerTesters(cns, pools) {
+      for (const cn of cns) await importer.call('tester-put', { cn, station: `st-${cn}`, pools: [...pools], expiresAt: '2099-01-01T00:00:00.000Z', revoked: false });
     },
     async stop() {
       await keystore.stop();

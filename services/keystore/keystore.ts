@@ -2,6 +2,7 @@
 // Order of a reservation: commit (reservation + audit + counters) → await flushed → ask the
 // vault for M1..M3 → answer. A package never leaves before its record is on disk, and a
 // retry for the same ECU and slot finds the same key (invariants 1-3 of DESIGN.md).
+import { checkGrant } from './grant.js';
 import { pksError } from '../../appliance/errors.js';
 import { storageError } from './storage-error.js';
 import type { Logger } from '../../appliance/log.js';
@@ -291,6 +292,11 @@ export class Keystore {
   /** An ECU certificate: grant and CSR checked, request on disk, then signed (ecu-cert-issue.ts). */
   ecuCert(r: EcuCertRequest): Promise<EcuCertResponse> {
     return issueEcuCert({ dbs: this.dbs, vault: this.vault, now: this.now, commit: (fn) => this.commit(fn) }, r);
+  }
+
+  /** The tester's registry record, if its grant holds now (for `pool`, when given); else a coded refusal (grant.ts). */
+  grant(cn: string, pool?: string): TesterRecord {
+    return checkGrant(this.dbs, cn, this.now(), pool);
   }
 
   tester(cn: string): TesterRecord {

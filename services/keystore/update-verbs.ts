@@ -18,7 +18,8 @@ import { drainingDetail } from '../../appliance/contracts/update.js';
 import { auditHead, verifyAudit } from './audit.js';
 import type { Dbs } from './db.js';
 import type { Keystore } from './keystore.js';
-import { refuse, type Refusal, type ReserveInput } from './stock.js';
+import { refuse, type Refusal } from './stock.js';
+import { reserveVerb } from './verbs.js';
 
 export class Drain {
   on = false;
@@ -28,12 +29,8 @@ export class Drain {
 }
 
 /** The table with `reserve` taking no key from the stock while draining; every other verb as it was. */
-export function withDrain(verbs: VerbTable, drain: Drain, ks: Pick<Keystore, 'reserve'>): VerbTable {
-  const reserve = verbs.reserve!;
-  return {
-    ...verbs,
-    reserve: { ...reserve, handler: (req) => ks.reserve(req as ReserveInput, drain.newKey) },
-  };
+export function withDrain(verbs: VerbTable, drain: Drain, ks: Pick<Keystore, 'grant' | 'reserve'>): VerbTable {
+  return { ...verbs, reserve: reserveVerb(ks, drain.newKey) };
 }
 
 /**

@@ -4,8 +4,10 @@ import type { VerbTable } from '../../appliance/ipc.js';
 import { CERT_PROFILE, ID, NAME, POOL, hex } from '../../appliance/schema.js';
 import { MAX_CHUNK_BYTES } from '../../appliance/batch-format.js';
 import type { Keystore } from './keystore.js';
+import type { Refusal } from './stock.js';
 import { UNLOCK_KEYSTORE_VERBS, unlockKeystoreVerbs } from './unlock-log.js';
-import type { EcuCertRequest, TesterRecord } from '../../appliance/contracts/keystore.js';
+import type { EcuCertRequest, ReserveRequest, TesterRecord } from '../../appliance/contracts/keystore.js';
+import { pksError } from '../../appliance/errors.js';
 
 const obj = (required: string[], properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required, properties });
 const REASON = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[\\x20-\\x7e]+$' } as const;
@@ -13,15 +15,31 @@ const TIME = { type: 'string', format: 'date-time', maxLength: 40 } as const;
 const count = { type: 'integer', minimum: 0, maximum: 100_000_000 } as const;
 const OUTBOX_ID = { type: 'string', pattern: '^[0-9]{16}$' } as const;
 
+/**
+ * reserve checks the tester's grant itself (grant.ts; confirm below too): the station is the
+ * registry's, and a request that names one must name that one. `newKey` is the gate a new key
+ * from the stock must pass (the updater's drain, update-verbs.ts).
+ */
+export function reserveVerb(ks: Pick<Keystore, 'grant' | 'reserve'>, newKey?: () => Refusal | null): VerbTable[string] {
+  return {
+    request: obj(['pool', 'uid', 'tester'], { pool: POOL, uid: hex(15), tester: NAME, station: NAME }),
+    handler: async (b: ReserveRequest) => {
+      const t = ks.grant(b.tester, b.pool);
+      if (b.station !== undefined && b.station !== t.station) throw pksError('PKS_BAD_REQUEST', `station '${b.station}' is not the tester's`);
+      return ks.reserve({ pool: b.pool, uid: b.uid, tester: b.tester, station: t.station }, newKey);
+    },
+  };
+}
+
 export function keystoreVerbs(ks: Keystore): VerbTable {
   return {
-    reserve: {
-      request: obj(['pool', 'uid', 'tester', 'station'], { pool: POOL, uid: hex(15), tester: NAME, station: NAME }),
-      handler: (b: { pool: string; uid: string; tester: string; station: string }) => ks.reserve(b),
-    },
+    reserve: reserveVerb(ks),
     confirm: {
       request: obj(['packageId', 'tester', 'm4', 'm5'], { packageId: ID, tester: NAME, m4: hex(32), m5: hex(16) }),
-      handler: (b: { packageId: string; tester: string; m4: string; m5: string }) => ks.confirm(b.packageId, b.tester, b.m4, b.m5),
+      handler: async (b: { packageId: string; tester: string; m4: string; m5: string }) => {
+        ks.grant(b.tester);
+        return ks.confirm(b.packageId, b.tester, b.m4, b.m5);
+      },
     },
     fail: {
       request: obj(['packageId', 'tester', 'reason'], { packageId: ID, tester: NAME, reason: REASON }),

@@ -115,6 +115,8 @@ const UPSTREAM_DETAIL = new Set<ErrorCode>([
   'PKS_ALREADY_INJECTED',
   'PKS_SHE_COUNTER_EXHAUSTED',
 ]);
+/** the keystore's refusals of a tester's grant (services/keystore/grant.ts) */
+const GRANT_REFUSALS = new Set<ErrorCode>(['PKS_TESTER_UNKNOWN', 'PKS_TESTER_EXPIRED', 'PKS_POOL_FORBIDDEN']);
 const UNREACHABLE = new Set<ErrorCode>(['PKS_IPC_UNAVAILABLE', 'PKS_IPC_TIMEOUT', 'PKS_IPC_PROTOCOL', 'PKS_IPC_FORBIDDEN', 'PKS_IPC_UNKNOWN_VERB']);
 
 const withRetryAfter = (e: PksError, ms: number): PksError => Object.assign(e, { retryAfterS: Math.max(1, Math.ceil(ms / 1000)) });
@@ -342,6 +344,22 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
     }
   };
 
+  /** mTLS and an unexpired certificate; the grant is the keystore's to check, in the route's own call */
+  const checkGranted = async (req: FastifyRequest): Promise<void> => {
+    await checkMtls(req);
+    if (!(identityOf(req.raw.socket as TLSSocket).notAfter > now())) throw authFail(req, 'PKS_TESTER_EXPIRED', 'tester certificate has expired');
+  };
+
+  /** A keystore call that checked the tester's grant: its refusal of the grant counts as an auth failure here. */
+  const granted = async <T>(req: FastifyRequest, verb: string, body: unknown): Promise<T> => {
+    try {
+      return await upstream<T>('keystore', verb, body);
+    } catch (e) {
+      if (e instanceof PksError && GRANT_REFUSALS.has(e.code)) throw authFail(req, e.code, e.detail);
+      throw e;
+    }
+  };
+
   const checkTester = async (req: FastifyRequest): Promise<void> => {
     await checkMtls(req);
     const id = identityOf(req.raw.socket as TLSSocket);
@@ -364,14 +382,13 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
   // --- handlers
   const handlers: Record<RouteId, (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>> = {
     'she-reserve': async (req, reply) => {
-      const tester = req.tester!;
+      const cn = req.cn!;
       const { pool, uid } = req.body as { pool: string; uid: string };
-      if (!tester.pools.includes(pool)) throw authFail(req, 'PKS_POOL_FORBIDDEN', `tester may not use pool '${pool}'`);
       // the keystore owns the quotas (durable, charged in the reservation's transaction); this
       // bucket is only a coarse front limit
       let took = false;
-      if (!recent.has(tester.cn, pool, uid)) {
-        const wait = quota.take(tester.cn);
+      if (!recent.has(cn, pool, uid)) {
+        const wait = quota.take(cn);
         if (wait > 0) {
           metrics.quotaExceeded++;
           throw withRetryAfter(pksError('PKS_QUOTA_EXCEEDED', 'new reservations per hour over the quota for this tester'), wait);
@@ -380,10 +397,10 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
       }
       let res: ReserveResponse;
       try {
-        res = await upstream<ReserveResponse>('keystore', 'reserve', { pool, uid: uid.toLowerCase(), tester: tester.cn, station: tester.station });
+        res = await granted<ReserveResponse>(req, 'reserve', { pool, uid: uid.toLowerCase(), tester: cn });
       } catch (e) {
         // only a definite refusal (nothing committed) gives the token back; a timeout may have committed
-        if (took && e instanceof PksError && e.code !== 'PKS_SERVICE_UNAVAILABLE' && e.code !== 'PKS_INTERNAL') quota.refund(tester.cn);
+        if (took && e instanceof PksError && e.code !== 'PKS_SERVICE_UNAVAILABLE' && e.code !== 'PKS_INTERNAL') quota.refund(cn);
         if (e instanceof PksError) {
           const after = /retry after (\d+) s/.exec(e.detail);
           if (e.code === 'PKS_QUOTA_EXCEEDED' || e.code === 'PKS_RESERVATIONS_OPEN') metrics.quotaExceeded++;
@@ -393,15 +410,15 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
         }
         throw e;
       }
-      if (took && res.reused) quota.refund(tester.cn);
+      if (took && res.reused) quota.refund(cn);
       if (!res.reused) prom.issued(pool);
-      recent.add(tester.cn, pool, uid);
+      recent.add(cn, pool, uid);
       return res;
     },
     'she-confirm': async (req, reply) => {
       const { packageId } = req.params as { packageId: string };
       const { m4, m5 } = req.body as { m4: string; m5: string };
-      const res = await upstream<ConfirmResponse>('keystore', 'confirm', { packageId, tester: req.tester!.cn, m4: m4.toLowerCase(), m5: m5.toLowerCase() });
+      const res = await granted<ConfirmResponse>(req, 'confirm', { packageId, tester: req.cn!, m4: m4.toLowerCase(), m5: m5.toLowerCase() });
       if (!res.verified) {
         return sendProblem(reply, req, pksError('PKS_SHE_PROOF_MISMATCH', 'the ECU proof does not match; the key is burned'), {
           packageId: res.packageId,
@@ -469,7 +486,7 @@ export async function createTesterApi(opts: TesterApiOptions): Promise<TesterApi
           void reply.header('connection', 'close');
           throw pksError('PKS_SERVICE_UNAVAILABLE', 'service is stopping');
         }
-        await (r.auth === 'tester' ? checkTester(req) : checkMtls(req));
+        await (r.auth === 'tester' ? checkTester(req) : r.auth === 'granted' ? checkGranted(req) : checkMtls(req));
       },
       handler: handlers[r.id],
     });

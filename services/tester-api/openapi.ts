@@ -35,7 +35,7 @@ export function buildOpenApi(version: string): Record<string, unknown> {
       const req = new Set((schema as { required?: string[] }).required ?? []);
       for (const [name, s] of Object.entries(props)) parameters.push({ name, in: where, required: where === 'path' || req.has(name), schema: s });
     }
-    const codes = [...new Set([...(r.auth === 'tester' ? COMMON_ERRORS : ['PKS_RATE_LIMITED', 'PKS_INTERNAL']), ...r.errors])].sort();
+    const codes = [...new Set([...(r.auth !== 'mtls' ? COMMON_ERRORS : ['PKS_RATE_LIMITED', 'PKS_INTERNAL']), ...r.errors])].sort();
     const op: Record<string, unknown> = {
       operationId: r.id,
       summary: r.summary,

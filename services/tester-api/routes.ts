@@ -10,8 +10,12 @@ export interface RouteSpec {
   method: 'GET' | 'POST';
   url: string;
   summary: string;
-  /** tester: mTLS plus a registered, unexpired tester; mtls: a certificate from the tester CA is enough */
-  auth: 'tester' | 'mtls';
+  /**
+   * tester: mTLS plus a registered, unexpired tester, asked of the keystore first; granted: the
+   * same, checked by the keystore inside the one call the route makes (reserve, confirm: no
+   * separate tester-get on the issuance path); mtls: a certificate from the tester CA is enough
+   */
+  auth: 'tester' | 'granted' | 'mtls';
   bodyLimit?: number;
   schema: {
     body?: Record<string, unknown>;
@@ -43,7 +47,7 @@ export const ROUTES: readonly RouteSpec[] = [
     method: 'POST',
     url: '/v1/she/packages',
     summary: 'The SHE key package (M1-M3) for the ECU in front of the tester; a retry for the same pool and ECU gets the same package',
-    auth: 'tester',
+    auth: 'granted',
     schema: {
       body: obj({ pool: { ...POOL, description: '<oem>.<ecu type>.<slot>' }, uid: UID }),
       response: {
@@ -72,7 +76,7 @@ export const ROUTES: readonly RouteSpec[] = [
     method: 'POST',
     url: '/v1/she/packages/:packageId/confirm',
     summary: "The ECU's proof M4/M5 for a package; a mismatch burns the key (422 PKS_SHE_PROOF_MISMATCH)",
-    auth: 'tester',
+    auth: 'granted',
     schema: {
       params: PACKAGE_PARAMS,
       body: obj({ m4: { ...hex(32), description: 'hex, 32 bytes' }, m5: { ...hex(16), description: 'hex, 16 bytes' } }),

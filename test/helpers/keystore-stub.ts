@@ -67,6 +67,15 @@ export async function startKeystoreStub(runDir: string, opts: { pools?: string[]
     const code = failing.get(verb);
     if (code) throw pksError(code as never, 'stub failure');
   };
+  // as the keystore's grant.ts: reserve and confirm check the tester's grant themselves
+  const grant = (cn: string, pool?: string): TesterRecord => {
+    const t = testers.get(cn);
+    if (!t) throw pksError('PKS_TESTER_UNKNOWN', 'tester is not registered');
+    if (t.revoked) throw pksError('PKS_TESTER_UNKNOWN', 'tester is revoked');
+    if (!(Date.parse(t.expiresAt) > Date.now())) throw pksError('PKS_TESTER_EXPIRED', 'tester authorization has expired');
+    if (pool !== undefined && !t.pools.includes(pool)) throw pksError('PKS_POOL_FORBIDDEN', `tester may not use pool '${pool}'`);
+    return t;
+  };
   const owned = (packageId: string, tester: string): StubPackage => {
     const p = packages.get(packageId);
     if (!p || p.tester !== tester) throw pksError('PKS_NOT_FOUND', `no package '${packageId}' for this tester`);
@@ -80,9 +89,11 @@ export async function startKeystoreStub(runDir: string, opts: { pools?: string[]
     callers: { 'tester-api': ['reserve', 'confirm', 'fail', 'history', 'stats', 'ecu-cert', 'tester-get'] },
     verbs: {
       reserve: {
-        request: obj({ pool: POOL, uid: hex(15), tester: NAME, station: NAME }),
+        request: obj({ pool: POOL, uid: hex(15), tester: NAME, station: NAME }, ['pool', 'uid', 'tester']),
         handler: (b: ReserveRequest): ReserveResponse => {
           record('reserve', b);
+          const t = grant(b.tester, b.pool);
+          if (b.station !== undefined && b.station !== t.station) throw pksError('PKS_BAD_REQUEST', 'station is not the tester\'s');
           if (!pools.has(b.pool)) throw pksError('PKS_POOL_UNKNOWN', `no pool '${b.pool}'`);
           const prev = byEcu.get(`${b.pool}/${b.uid}`);
           if (prev) {
@@ -110,7 +121,7 @@ export async function startKeystoreStub(runDir: string, opts: { pools?: string[]
             m3: randomBytes(16).toString('hex'),
             reused: false,
             tester: b.tester,
-            station: b.station,
+            station: t.station,
             state: 'RESERVED',
             m4: randomBytes(32).toString('hex'),
             m5: randomBytes(16).toString('hex'),
@@ -127,6 +138,7 @@ export async function startKeystoreStub(runDir: string, opts: { pools?: string[]
         request: obj({ packageId: ID, tester: NAME, m4: hex(32), m5: hex(16) }),
         handler: (b: ConfirmRequest): ConfirmResponse => {
           record('confirm', b);
+          grant(b.tester);
           const p = owned(b.packageId, b.tester);
           if (p.state === 'INJECTED' && p.m4 === b.m4 && p.m5 === b.m5) return { packageId: p.packageId, state: p.state, verified: true };
           if (p.state !== 'RESERVED') throw pksError('PKS_STATE_INVALID', `package is ${p.state}`);

@@ -100,7 +100,8 @@ cli('pksctl handover moves an open reservation to a rework station, audited; the
 
 cli('pksctl audit verify: intact but NOT VERIFIED without a KMS anchor, then BROKEN after an entry is edited', async ({ box }) => {
   const t = box.keystore.client('tester-api');
-  for (let i = 1; i <= 4; i++) await t.call('reserve', { pool: POOL, uid: (0x500 + i).toString(16).padStart(30, '0'), tester: 'cli', station: 's' });
+  await box.registerTesters(['cli'], [POOL]);
+  for (let i = 1; i <= 4; i++) await t.call('reserve', { pool: POOL, uid: (0x500 + i).toString(16).padStart(30, '0'), tester: 'cli' });
   await box.keystore.client('uplink').call('checkpoint', {});
   const ok = await pksctl(box, ['audit', 'verify', '--data', box.keystore.dataDir, '--kms-ca', box.kms.caCert, '--json']);
   // signed by the box's own key only: intact, but nothing the KMS acknowledged (issue 9)

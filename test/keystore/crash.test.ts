@@ -19,6 +19,7 @@ const KILLS = Number(process.env.PKS_CRASH_KILLS ?? 6);
 test(`SIGKILL of the keystore during ${TOTAL} issuances loses nothing and issues nothing twice`, async () => {
   const master = randomBytes(16);
   const box = await startBox({ pools: [{ pool: POOL, minimum: 1, reorder: 1 }], checkpointEvery: 200, quotas: LOAD_QUOTAS });
+  await box.registerTesters(Array.from({ length: TESTERS }, (_, w) => `tester-${w}`), [POOL]);
   try {
     const keys = randomSheKeys('crash', TOTAL + 500);
     await box.importChunks(box.batch('crash-batch', { pool: POOL, keyId: 4, authKeyId: 1, counter: 1, flags: 0, authKey: master, keys }));
@@ -40,7 +41,7 @@ test(`SIGKILL of the keystore during ${TOTAL} issuances loses nothing and issues
         const until = Date.now() + 90_000;
         for (let attempt = 0; (attempt < 200 || Date.now() < until) && !ok; attempt++) {
           try {
-            const p = await client.call<ReserveResponse>('reserve', { pool: POOL, uid, tester, station: `st-${w}` }, 3000);
+            const p = await client.call<ReserveResponse>('reserve', { pool: POOL, uid, tester }, 3000);
             const seen = pkgToUid.get(p.packageId);
             if (seen && seen !== uid) throw new Error(`DUPLICATE: ${p.packageId} went to ${seen} and ${uid}`);
             pkgToUid.set(p.packageId, uid);

@@ -35,6 +35,7 @@ test('full disk: coded refusal, nothing changed, still serving, recovers when sp
   }
   const master = randomBytes(16);
   const box = await startBox({ base, pools: [{ pool: POOL, minimum: 1, reorder: 1 }] });
+  await box.registerTesters(['t'], [POOL]);
   try {
     const admin = box.keystore.client('pksctl');
     const stats = async () => (await admin.call<StatsResponse>('stats')).pools[POOL]!;
@@ -56,7 +57,7 @@ test('full disk: coded refusal, nothing changed, still serving, recovers when sp
     execFileSync('mount', ['-o', 'remount,size=64m', data]);
     const [r] = await box.importChunks(box.batch('after', { pool: POOL, keyId: 4, authKeyId: 1, counter: 1, flags: 0, authKey: master, keys: randomSheKeys('after', 100) }));
     assert.is(r!.imported, 100);
-    const p = await box.keystore.client('tester-api').call<{ packageId: string }>('reserve', { pool: POOL, uid: '01'.repeat(15), tester: 't', station: 's' });
+    const p = await box.keystore.client('tester-api').call<{ packageId: string }>('reserve', { pool: POOL, uid: '01'.repeat(15), tester: 't' });
     assert.ok(p.packageId);
   } finally {
     await box.stop();

@@ -22,6 +22,9 @@ const t = suite<{ box: Box; tester: IpcClient; uplink: IpcClient }>('keystore is
 t.before(async (ctx) => {
   try {
     ctx.box = await startBox({ pools: [{ pool: POOL, minimum: 5, reorder: 20 }, { pool: POOL2, minimum: 5, reorder: 20 }], checkpointEvery: 5 });
+    // 'nope.nope.1' is granted but does not exist: PKS_POOL_UNKNOWN below, not PKS_POOL_FORBIDDEN
+    await ctx.box.registerTesters(['tester-1', 'tester-2'], [POOL, POOL2, 'nope.nope.1']);
+    await ctx.box.registerTesters(['tester-3'], [POOL]);
     ctx.tester = ctx.box.keystore.client('tester-api');
     ctx.uplink = ctx.box.keystore.client('uplink');
   } catch (e) {
@@ -34,7 +37,7 @@ t.after(async (ctx) => {
 });
 
 const uid = (n: number): string => n.toString(16).padStart(30, '0');
-const reserve = (c: IpcClient, u: string, tester = 'tester-1', pool = POOL) => c.call<ReserveResponse>('reserve', { pool, uid: u, tester, station: 'st-1' });
+const reserve = (c: IpcClient, u: string, tester = 'tester-1', pool = POOL) => c.call<ReserveResponse>('reserve', { pool, uid: u, tester });
 const stats = async (c: IpcClient) => (await c.call<StatsResponse>('stats')).pools;
 const code = async (p: Promise<unknown>): Promise<string> => {
   try {
@@ -127,9 +130,14 @@ t('bad batches are refused and change nothing', async ({ box }) => {
 });
 
 t('bad input and foreign callers get coded errors', async ({ box, tester }) => {
-  assert.is(await code(tester.call('reserve', { pool: POOL, uid: 'zz', tester: 'tester-1', station: 's' })), 'PKS_BAD_REQUEST');
-  assert.is(await code(tester.call('reserve', { pool: POOL, uid: uid(1), tester: 'tester-1', station: 's', extra: 1 })), 'PKS_BAD_REQUEST');
-  assert.is(await code(tester.call('reserve', { pool: 'nope.nope.1', uid: uid(1), tester: 'tester-1', station: 's' })), 'PKS_POOL_UNKNOWN');
+  assert.is(await code(tester.call('reserve', { pool: POOL, uid: 'zz', tester: 'tester-1' })), 'PKS_BAD_REQUEST');
+  assert.is(await code(tester.call('reserve', { pool: POOL, uid: uid(1), tester: 'tester-1', extra: 1 })), 'PKS_BAD_REQUEST');
+  assert.is(await code(tester.call('reserve', { pool: 'nope.nope.1', uid: uid(1), tester: 'tester-1' })), 'PKS_POOL_UNKNOWN');
+  // the keystore checks the grant itself, whatever the caller says (grant.ts)
+  assert.is(await code(tester.call('reserve', { pool: POOL2, uid: uid(1), tester: 'tester-3' })), 'PKS_POOL_FORBIDDEN');
+  assert.is(await code(tester.call('reserve', { pool: POOL, uid: uid(1), tester: 'nobody' })), 'PKS_TESTER_UNKNOWN');
+  assert.is(await code(tester.call('reserve', { pool: POOL, uid: uid(1), tester: 'tester-3', station: 'elsewhere' })), 'PKS_BAD_REQUEST');
+  assert.is(await code(tester.call('confirm', { packageId: 'pkg-x', tester: 'nobody', m4: '00'.repeat(32), m5: '00'.repeat(16) })), 'PKS_TESTER_UNKNOWN');
   assert.is(await code(reserve(tester, uid(5), 'tester-1', POOL2)), 'PKS_POOL_EMPTY');
   assert.is(await code(reserve(tester, uid(0))), 'PKS_SHE_INVALID');
   assert.is(await code(tester.call('import-chunk', { chunk: {} })), 'PKS_IPC_FORBIDDEN');

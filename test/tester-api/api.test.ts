@@ -34,7 +34,9 @@ test('reserve, retry gets the same package, confirm with the right proof', async
   assert.is(r1.body.reused, false);
   assert.match(r1.body.m2, /^[0-9a-f]{64}$/);
   const sent = rig.stub.callsOf('reserve').at(-1) as Record<string, string>;
-  assert.equal(sent, { pool: POOL_A, uid: uid(1), tester: 'alice', station: 'st-alice' });
+  // the station is the registry's: the keystore takes it from there, not from the tester API
+  assert.equal(sent, { pool: POOL_A, uid: uid(1), tester: 'alice' });
+  assert.is(rig.stub.packages.get(r1.body.packageId)!.station, 'st-alice');
 
   const r2 = await call(c, 'POST', '/v1/she/packages', { pool: POOL_A, uid: uid(1).toUpperCase() });
   assert.is(r2.status, 200);
@@ -91,7 +93,11 @@ test('unknown, revoked, lapsed testers and forbidden pools get coded 403s', asyn
   isProblem(await call(rig.client('lapsed'), 'GET', '/v1/history'), 403, 'PKS_TESTER_EXPIRED');
   isProblem(await call(rig.client('bob'), 'POST', '/v1/she/packages', body), 403, 'PKS_POOL_FORBIDDEN');
   assert.is(rig.api.metrics.authFailures - before, 5);
-  assert.not.ok(rig.stub.callsOf('reserve').some((b) => (b as { uid: string }).uid === uid(6)));
+  // the keystore refused them all in the reserve itself (it checks the grant): no package for that ECU
+  assert.not.ok([...rig.stub.packages.values()].some((p) => p.uid === uid(6)));
+  // and a confirm by a revoked tester is refused the same way, not answered
+  isProblem(await call(rig.client('revoked'), 'POST', `/v1/she/packages/pkg-1/confirm`, { m4: '00'.repeat(32), m5: '00'.repeat(16) }), 403, 'PKS_TESTER_UNKNOWN');
+  assert.is(rig.api.metrics.authFailures - before, 6);
 });
 
 test('bad input: coded 4xx problem, naming the field, and the keystore never called', async ({ rig }) => {

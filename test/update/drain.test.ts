@@ -41,12 +41,13 @@ test('drain: reserve refused with a coded 503 and its Retry-After, confirm still
     const drain = new Drain();
     // Keystore.reserve's way with a refusal from the gate (drain-retry.test.ts has the real one)
     const gated = {
+      grant: () => ({ station: 'st-1' }),
       reserve: async (_r: unknown, newKey?: () => { refused: 'PKS_UPDATE_DRAINING'; detail: string } | null) => {
         const g = newKey?.();
         if (g) throw pksError(g.refused, g.detail);
         return base.reserve!.handler({}, ctx);
       },
-    } as unknown as Pick<Keystore, 'reserve'>;
+    } as unknown as Pick<Keystore, 'grant' | 'reserve'>;
     const verbs = { ...withDrain(base, drain, gated), ...updateVerbs(ks, vault, drain) };
     await verbs.reserve!.handler({}, ctx);
     assert.equal(await verbs.drain!.handler({ on: true, retryAfterSeconds: 45 }, ctx), { draining: true, open: 2, stale: 0 });

@@ -3,10 +3,17 @@
 // API runs against it unchanged.
 import type { VerbTable } from '../../../appliance/ipc.js';
 import { keystoreVerbs } from '../../../services/keystore/verbs.js';
-import type { TesterRecord } from '../../../appliance/contracts/keystore.js';
+import type { ReserveRequest, TesterRecord } from '../../../appliance/contracts/keystore.js';
+import { grantHolds } from '../../../services/keystore/grant.js';
 import type { PgKeystore } from './store.js';
 
 const USED = ['reserve', 'confirm', 'tester-get', 'tester-put', 'stats', 'import-chunk'] as const;
+
+const registered = (ks: PgKeystore, cn: string): Promise<TesterRecord | undefined> =>
+  ks.tester(cn).catch((e: { code?: string }) => {
+    if (e.code === 'PKS_TESTER_UNKNOWN') return undefined;
+    throw e;
+  });
 
 export function keystorePgVerbs(ks: PgKeystore): VerbTable {
   // schemas come from the real keystore's table; only the handlers differ
@@ -14,8 +21,21 @@ export function keystorePgVerbs(ks: PgKeystore): VerbTable {
   const real = keystoreVerbs({ dbs: { root: { openDB: () => ({}) } } } as never);
   const schema = (v: (typeof USED)[number]) => ({ request: real[v]!.request, ...(real[v]!.maxBytes ? { maxBytes: real[v]!.maxBytes } : {}) });
   return {
-    reserve: { ...schema('reserve'), handler: (b: { pool: string; uid: string; tester: string; station: string }) => ks.reserve(b) },
-    confirm: { ...schema('confirm'), handler: (b: { packageId: string; tester: string; m4: string; m5: string }) => ks.confirm(b.packageId, b.tester, b.m4, b.m5) },
+    // the grant checked in the store, as the real keystore does (grant.ts): one read more per call
+    reserve: {
+      ...schema('reserve'),
+      handler: async (b: ReserveRequest) => {
+        const t = grantHolds(await registered(ks, b.tester), b.tester, Date.now(), b.pool);
+        return ks.reserve({ pool: b.pool, uid: b.uid, tester: b.tester, station: t.station });
+      },
+    },
+    confirm: {
+      ...schema('confirm'),
+      handler: async (b: { packageId: string; tester: string; m4: string; m5: string }) => {
+        grantHolds(await registered(ks, b.tester), b.tester, Date.now());
+        return ks.confirm(b.packageId, b.tester, b.m4, b.m5);
+      },
+    },
     'tester-get': { ...schema('tester-get'), handler: (b: { cn: string }) => ks.tester(b.cn) },
     'tester-put': {
       ...schema('tester-put'),
