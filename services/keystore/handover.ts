@@ -7,6 +7,7 @@
 // handover, keystore verb 'handover'): the open reservation moves to the named tester, which
 // must be registered, not revoked and allowed the pool; the move is audited and reported to
 // the KMS, and the new holder's retry gets the package with a fresh time to live.
+import { grantRefusal } from './grant.js';
 import type { HandoverRequest } from '../../appliance/contracts/keystore.js';
 import type { Dbs, KeyRecord } from './db.js';
 import { appendAudit } from './audit.js';
@@ -46,9 +47,9 @@ export function handoverTx(dbs: Dbs, now: number, mono: number, quotas: QuotaPol
   if (h.pool && rec.pool !== h.pool) return refuse('PKS_NOT_FOUND', 'no such package in that pool');
   if (rec.state !== 'RESERVED') return refuse('PKS_STATE_INVALID', `package is ${rec.state}: only an open reservation can be handed over`);
   const to = dbs.testers.get(h.to);
-  if (!to || to.revoked) return refuse('PKS_TESTER_UNKNOWN', h.to);
-  if (!(Date.parse(to.expiresAt) > now)) return refuse('PKS_TESTER_EXPIRED', h.to);
-  if (!to.pools.includes(rec.pool)) return refuse('PKS_POOL_FORBIDDEN', `tester ${h.to} may not use pool ${rec.pool}`);
+  const refused = grantRefusal(to, h.to, now, rec.pool);
+  // (`!to` is refused above already; said again for the type checker)
+  if (refused || !to) return refused ?? refuse('PKS_TESTER_UNKNOWN', h.to);
   if (rec.tester === to.cn) return refuse('PKS_CONFLICT', `tester ${h.to} already holds it`);
   const next: KeyRecord = { ...rec, tester: to.cn, station: to.station, updatedAt: now, pendingAt: mono };
   dbs.pending.removeSync(pendingKey(rec));

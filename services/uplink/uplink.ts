@@ -149,7 +149,7 @@ export class Uplink {
 
   /** A sync window now (sync-now, and tests). */
   openWindow(): void {
-    if (!this.stopped) this.sched.openWindow();
+    this.sched.openWindow();
   }
 
   // ---- inbound
